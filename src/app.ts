@@ -1,0 +1,168 @@
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
+import swagger from '@fastify/swagger';
+import swaggerUi from '@fastify/swagger-ui';
+import {
+  jsonSchemaTransform,
+  jsonSchemaTransformObject,
+  serializerCompiler,
+  validatorCompiler,
+} from 'fastify-type-provider-zod';
+import type { Logger } from 'pino';
+import type { PrismaClient } from './db/prisma.js';
+import type { ChangeEvent, ChangeFeed, ChangePublisher } from './db/change-feed.js';
+import { errorHandlerPlugin } from './plugins/error-handler.js';
+import { authPlugin } from './plugins/auth.js';
+import type { Metrics } from './plugins/metrics.js';
+import { healthRouter } from './modules/health/health-router.js';
+import { tenantsRouter } from './modules/tenants/tenants-router.js';
+import { createTenantsRepository } from './modules/tenants/tenants-repository.js';
+import { createTenantsService } from './modules/tenants/tenants-service.js';
+import { usersRouter } from './modules/users/users-router.js';
+import { deviceProfilesRouter } from './modules/device-profiles/device-profiles-router.js';
+import { createDeviceProfilesService } from './modules/device-profiles/device-profiles-service.js';
+import { devicesRouter } from './modules/devices/devices-router.js';
+import { createDevicesService } from './modules/devices/devices-service.js';
+import { revocationRouter } from './modules/revocation/revocation-router.js';
+import { createRevocationService } from './modules/revocation/revocation-service.js';
+import { authEventsRouter } from './modules/auth-events/auth-events-router.js';
+import { createTrustCache } from './verifier/trust-cache.js';
+import { createVerifier, type CertgateVerifier } from './verifier/verifier-service.js';
+import { createVerifierRepository } from './verifier/verifier-repository.js';
+import { verifierRouter } from './verifier/verifier-router.js';
+import { explainRouter } from './verifier/explain-router.js';
+import { trustedCertificatesRouter } from './modules/trusted-certificates/trusted-certificates-router.js';
+import { createTrustedCertificatesService } from './modules/trusted-certificates/trusted-certificates-service.js';
+import { createUsersService } from './modules/users/users-service.js';
+
+export interface AppDeps {
+  prisma: PrismaClient;
+  /** Announces changes to other processes (PostgreSQL NOTIFY). */
+  publisher: ChangePublisher;
+  /** Changes announced by any process, this one included. */
+  changeFeed?: Pick<ChangeFeed, 'subscribe' | 'onLost' | 'onResync'>;
+  /** SHA-256 (hex) of the verifier bearer token. */
+  verifierTokenSha256: string;
+  metrics: Metrics;
+  readiness: () => Promise<void>;
+  logger?: Logger | boolean;
+  bodyLimit?: number;
+  authFailuresBeforeLockout?: number;
+}
+
+export const API_VERSION = '1.0.0';
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    /** The in-process verifier, for a co-located MQTT listener. */
+    verifier: CertgateVerifier;
+  }
+}
+
+/**
+ * Fastify logs two lines per request ("incoming request", "request completed"), for every route
+ * but the verifier's authenticate: the verifier logs each decision itself (tenant, device, client
+ * id, result, reason, time taken), and two more lines per call would triple the log of a
+ * connection storm. Errors of the route are still logged by the error handler.
+ */
+class CertgateLogController extends LogController {
+  override isLogDisabled(req: object): boolean {
+    const url = (req as { url?: string }).url;
+    return url !== undefined && url.startsWith('/verifier/v1/authenticate');
+  }
+}
+
+/** Builds the REST API: external plugins, then certgate's plugins, then feature routes. Never listens. */
+export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
+  const app: FastifyInstance = Fastify({
+    ...(typeof deps.logger === 'object'
+      ? { loggerInstance: deps.logger as unknown as FastifyBaseLogger }
+      : { logger: deps.logger ?? false }),
+    logController: new CertgateLogController(),
+    bodyLimit: deps.bodyLimit ?? 1024 * 1024,
+    trustProxy: false,
+    // Room for long certificate chains in headers (X-Cumulocity-Client-Cert-Chain).
+    routerOptions: { maxParamLength: 500 },
+  });
+  app.setValidatorCompiler(validatorCompiler);
+  app.setSerializerCompiler(serializerCompiler);
+
+  await app.register(swagger, {
+    openapi: {
+      openapi: '3.1.0',
+      info: {
+        title: 'certgate',
+        description:
+          'Multi-tenant device trust for MQTT: tenants, users, trusted CA certificates (Cumulocity-compatible), ' +
+          'device profiles, devices and their X.509 credentials, and the verifier that MQTT brokers ask on CONNECT.',
+        version: API_VERSION,
+      },
+      components: {
+        securitySchemes: {
+          basicAuth: { type: 'http', scheme: 'basic', description: 'Login `<tenantId>/<userName>` and password' },
+          verifierToken: { type: 'http', scheme: 'bearer', description: 'VERIFIER_TOKEN' },
+        },
+      },
+      security: [{ basicAuth: [] }],
+    },
+    transform: jsonSchemaTransform,
+    // Schemas registered with an id (`.meta({ id })`) become components referenced by `$ref`.
+    transformObject: jsonSchemaTransformObject,
+  });
+  await app.register(swaggerUi, { routePrefix: '/docs' });
+
+  await app.register(errorHandlerPlugin);
+  await app.register(authPlugin, {
+    db: deps.prisma,
+    failuresBeforeLockout: deps.authFailuresBeforeLockout ?? 10,
+  });
+
+  // A callback hook: no promise per request on the verifier's hot path.
+  app.addHook('onResponse', (req, reply, done) => {
+    deps.metrics.httpDuration
+      .labels(req.method, req.routeOptions.url ?? 'unmatched', String(reply.statusCode))
+      .observe(reply.elapsedTime / 1000);
+    done();
+  });
+
+  await app.register(healthRouter, { readiness: deps.readiness, metrics: deps.metrics });
+
+  const { prisma } = deps;
+  const repository = createVerifierRepository(prisma);
+  const cache = createTrustCache(repository, { onError: (err) => app.log.warn({ err }, 'credential index not loaded') });
+  // Every service publishes through this one, so this process applies its own changes at once
+  // (even without a feed); the feed brings everyone's, this process's again, harmlessly.
+  const publisher: ChangePublisher = {
+    async publish(events: ChangeEvent[]) {
+      for (const e of events) cache.apply(e);
+      await deps.publisher.publish(events);
+    },
+  };
+  const tenantsService = createTenantsService({
+    prisma,
+    repository: createTenantsRepository(prisma),
+    publisher,
+  });
+  await app.register(tenantsRouter, { service: tenantsService });
+  await app.register(usersRouter, { service: createUsersService({ db: prisma }) });
+  const unsubscribe = deps.changeFeed?.subscribe((e) => cache.apply(e));
+  // Without the feed this process would not hear of a revocation: it trusts no cache meanwhile.
+  const unlost = deps.changeFeed?.onLost(() => cache.suspend());
+  const unresync = deps.changeFeed?.onResync(() => cache.resume());
+  const verifier = createVerifier({ repository, cache, publisher, metrics: deps.metrics, logger: app.log as never });
+  app.decorate('verifier', verifier);
+  app.addHook('onClose', async () => {
+    unsubscribe?.();
+    unlost?.();
+    unresync?.();
+    await verifier.close();
+  });
+  await app.register(trustedCertificatesRouter, { service: createTrustedCertificatesService({ prisma, publisher }) });
+  await app.register(deviceProfilesRouter, { service: createDeviceProfilesService({ prisma, publisher }) });
+  await app.register(devicesRouter, { service: createDevicesService({ prisma, publisher }) });
+  await app.register(revocationRouter, { service: createRevocationService({ prisma, publisher }) });
+  await app.register(authEventsRouter, { prisma });
+  await app.register(verifierRouter, { verifier, tokenSha256: deps.verifierTokenSha256 });
+  await app.register(explainRouter, { verifier });
+
+  return app;
+}

@@ -1,0 +1,72 @@
+import { z } from 'zod';
+import path from 'node:path';
+
+const port = z.coerce.number().int().min(0).max(65535);
+const optionalString = z
+  .string()
+  .optional()
+  .transform((v) => (v === undefined || v.trim() === '' ? undefined : v));
+
+/** The whole environment certgate reads, in one place (STYLE.md habit 8). */
+const configSchema = z
+  .object({
+    HTTP_HOST: z.string().min(1).default('0.0.0.0'),
+    HTTP_PORT: port.default(8080),
+    MQTT_TLS_HOST: z.string().min(1).default('0.0.0.0'),
+    MQTT_TLS_PORT: port.default(8883),
+    MQTT_TLS_CERT: optionalString,
+    MQTT_TLS_KEY: optionalString,
+    /** Listener processes sharing the MQTT port; unset: one per CPU this process may use. */
+    MQTT_WORKERS: optionalString.pipe(
+      z
+        .string()
+        .regex(/^\d+$/, 'must be a whole number of processes')
+        .transform(Number)
+        .pipe(z.number().int().min(1).max(256))
+        .optional(),
+    ),
+    DATABASE_URL: optionalString.pipe(
+      z
+        .string()
+        .regex(/^postgres(ql)?:\/\//, 'must be a postgres:// or postgresql:// URL')
+        .optional(),
+    ),
+    DATA_DIR: z.string().min(1).default('.data'),
+    MANAGEMENT_ADMIN_PASSWORD: optionalString.pipe(
+      z.string().min(8, 'must be at least 8 characters').optional(),
+    ),
+    VERIFIER_TOKEN: optionalString.pipe(z.string().min(16, 'must be at least 16 characters').optional()),
+    VERIFIER_URL: optionalString.pipe(z.url('must be an http(s) URL').optional()),
+    LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+    BODY_LIMIT_BYTES: z.coerce.number().int().min(1024).default(1024 * 1024),
+    AUTH_FAILURES_BEFORE_LOCKOUT: z.coerce.number().int().min(1).default(10),
+  })
+  .superRefine((c, ctx) => {
+    if ((c.MQTT_TLS_CERT === undefined) !== (c.MQTT_TLS_KEY === undefined)) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['MQTT_TLS_CERT'],
+        message: 'MQTT_TLS_CERT and MQTT_TLS_KEY must be set together',
+      });
+    }
+  });
+
+export type Config = Readonly<z.output<typeof configSchema> & { dataDir: string }>;
+
+export class ConfigError extends Error {
+  constructor(readonly problems: string[]) {
+    super(`invalid environment:\n${problems.map((p) => `  - ${p}`).join('\n')}`);
+    this.name = 'ConfigError';
+  }
+}
+
+/** Parses the environment once; a bad environment lists every problem instead of the first. */
+export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
+  const parsed = configSchema.safeParse(env);
+  if (!parsed.success) {
+    throw new ConfigError(
+      parsed.error.issues.map((i) => `${i.path.join('.') || '(environment)'}: ${i.message}`),
+    );
+  }
+  return Object.freeze({ ...parsed.data, dataDir: path.resolve(parsed.data.DATA_DIR) });
+}

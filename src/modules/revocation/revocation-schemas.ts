@@ -1,0 +1,48 @@
+import { z } from 'zod';
+import { normalizeSerialHex as normalizeHex } from '../../pki/crl.js';
+
+/** Serials are compared as hex without case, leading zeros or `:` separators (CONTRACT.md §5). */
+export function normalizeSerialHex(hex: string): string {
+  return normalizeHex(hex.replace(/[:\s]/g, ''));
+}
+
+const serialHex = z
+  .string()
+  .trim()
+  .min(1)
+  .max(130)
+  .regex(/^(0x)?[0-9a-fA-F:\s]+$/, 'must be hexadecimal');
+
+export const revokedSerialSchema = z
+  .object({
+    serialNumberInHex: z.string(),
+    revocationDate: z.string(),
+    issuerFingerprint: z.string().optional(),
+    source: z.enum(['API', 'CRL']),
+  })
+  .meta({ id: 'RevokedSerial' });
+
+export const revocationListSchema = z.object({ crls: z.array(revokedSerialSchema) });
+
+export const putCrlBody = z.strictObject({
+  crls: z
+    .array(
+      z.strictObject({
+        serialNumberInHex: serialHex,
+        revocationDate: z.iso.datetime({ offset: true }).or(z.iso.date()),
+        issuerFingerprint: z.string().regex(/^[0-9a-fA-F]{40}$/, 'must be a SHA-1 fingerprint').optional(),
+      }),
+    )
+    .min(1)
+    .max(10_000),
+});
+
+export const revocationParams = z.strictObject({ tenantId: z.string().min(1).max(64) });
+export const serialParams = revocationParams.extend({ serialNumberInHex: serialHex });
+export const crlImportParams = revocationParams.extend({ fingerprint: z.string().min(1).max(128) });
+export const liftQuery = z.object({
+  issuerFingerprint: z.string().regex(/^[0-9a-fA-F]{40}$/).optional().describe('Lift only the hold for this CA'),
+});
+
+export type RevokedSerialView = z.output<typeof revokedSerialSchema>;
+export type PutCrlInput = z.output<typeof putCrlBody>;

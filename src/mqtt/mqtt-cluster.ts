@@ -1,0 +1,476 @@
+/**
+ * The mTLS MQTT listener on several processes sharing one port (MQTT_WORKERS > 1).
+ *
+ * Why: a TLS handshake with a client certificate costs the server about a millisecond of CPU and
+ * a Node process runs on one core, so a fleet reconnecting at once is bound by one core unless
+ * the listener spreads over several. Each worker (node:cluster) runs a whole listener
+ * (mqtt-listener.ts) with its own verifier; workers accept from the shared socket themselves
+ * (SCHED_NONE), so the primary, which serves the API, does no work per connection, and a busy
+ * worker simply accepts fewer.
+ *
+ * MQTT across workers, carried by the primary over IPC (this file):
+ * - Publish: a message published on one worker goes to every other worker, which routes it to its
+ *   own sessions of the same tenant. The tenant id travels with the message and each worker keeps
+ *   its own per-tenant spaces, so isolation stays as structural as in one process.
+ * - Retained: every worker keeps every tenant's retained messages. The publishing worker stores
+ *   one at once (its own clients see it immediately), and the primary, which sees all retained
+ *   writes in one order, echoes each back to it and forwards it to the others in that order: every
+ *   worker ends with the same last write. The primary keeps a copy for workers started later.
+ * - Sessions: the primary keeps a directory (tenant, client id) -> (worker, claim). Each CONNECT
+ *   claims its client id; a previous holder on another worker closes its connection (takeover,
+ *   MQTT 3.1.4-2) and ends the session, or hands the session's state over when the client resumes
+ *   it (clean start 0). Claims are numbered per worker, so a stale take-over never closes a newer
+ *   connection: whichever claim reached the primary last holds the session.
+ * - Kill switch: every worker follows the PostgreSQL change feed itself, as a lone listener does.
+ */
+import cluster, { type Worker } from 'node:cluster';
+import { readFileSync } from 'node:fs';
+import os from 'node:os';
+import { fileURLToPath } from 'node:url';
+import type { Logger } from 'pino';
+import type { MetricsSnapshot } from '../plugins/metrics.js';
+import { Broker, type Message, type SessionState } from './broker.js';
+import type { ListenerSource } from './listener-deps.js';
+import type { ListenerBus, ListenerBusHandlers, MqttListener, MqttListenerStats, SessionClaim } from './mqtt-listener.js';
+
+/** Everything a worker needs to start; sent over IPC, so plain data. */
+export interface WorkerSpec {
+  source: ListenerSource;
+  host: string;
+  port: number;
+  tls: { cert: string; key: string; ca?: string };
+  logLevel: string;
+  /** How long a resuming CONNECT waits for its session from another worker. */
+  handOverTimeoutMs: number;
+}
+
+/** Primary to worker. */
+export type ToWorker =
+  | { mqtt: 'start'; spec: WorkerSpec }
+  | { mqtt: 'publish'; tenantId: string; message: Message }
+  | { mqtt: 'retain'; tenantId: string; message: Message }
+  | { mqtt: 'take-over'; claim: SessionClaim; requestId?: number }
+  | { mqtt: 'handed-over'; requestId: number; state?: SessionState }
+  | { mqtt: 'snapshot-done' }
+  | { mqtt: 'stats?'; requestId: number }
+  | { mqtt: 'metrics?'; requestId: number }
+  | { mqtt: 'stop' }
+  | { mqtt: 'batch'; messages: ToWorker[] };
+
+/** Worker to primary. */
+export type ToPrimary =
+  /** The worker's module is loaded and takes messages (cluster's 'online' comes before that). */
+  | { mqtt: 'ready' }
+  | { mqtt: 'attached' }
+  | { mqtt: 'listening'; port: number }
+  | { mqtt: 'failed'; error: string }
+  | { mqtt: 'publish'; tenantId: string; message: Message }
+  | { mqtt: 'claim'; claim: SessionClaim; requestId?: number }
+  | { mqtt: 'release'; tenantId: string; clientId: string; claimId: number }
+  | { mqtt: 'handed-over'; requestId: number; state?: SessionState }
+  | { mqtt: 'stats'; stats: MqttListenerStats; requestId?: number }
+  | { mqtt: 'metrics'; metrics: MetricsSnapshot; requestId: number }
+  | { mqtt: 'batch'; messages: ToPrimary[] };
+
+/**
+ * Bus messages travel in batches: one IPC write per event loop turn, or per BATCH_MS for those
+ * nobody waits for (claims without a hand-over, releases). Under a connection storm this turns two
+ * writes per connection, each waking the other process, into a few per turn.
+ */
+const BATCH_MS = 10;
+
+/**
+ * The default number of workers: the CPUs this process may use (its CPU affinity, and a cgroup v2
+ * CPU quota when one is set: a container limited to 2 CPUs on a 64-core host gets 2), or 1 when
+ * certgate itself runs as a node:cluster worker of another program, which cannot fork its own.
+ */
+export function defaultWorkers(): number {
+  if (!cluster.isPrimary) return 1;
+  let n = os.availableParallelism();
+  try {
+    const [quota, period] = readFileSync('/sys/fs/cgroup/cpu.max', 'utf8').trim().split(/\s+/);
+    if (quota && quota !== 'max' && Number(period) > 0) n = Math.min(n, Math.max(1, Math.ceil(Number(quota) / Number(period))));
+  } catch {
+    // no cgroup v2 CPU controller: affinity alone
+  }
+  return n;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Primary
+
+export interface MqttClusterOptions {
+  workers: number;
+  spec: Omit<WorkerSpec, 'handOverTimeoutMs'> & { handOverTimeoutMs?: number };
+  logger: Logger;
+}
+
+export type WorkerStats = MqttListenerStats & { worker: number };
+
+export interface MqttCluster extends MqttListener {
+  /** Each live worker's statistics, asked for now, by worker id. */
+  workerStats(): Promise<WorkerStats[]>;
+  /** Each live worker's Prometheus metrics (its verifier's among them), asked for now. */
+  workerMetrics(): Promise<MetricsSnapshot[]>;
+}
+
+interface Live {
+  worker: Worker;
+  /** Bus messages for this worker, sent at the end of the event loop turn. */
+  outbox: ToWorker[];
+  /** Attached to the bus: it gets messages and take-overs. */
+  attached: boolean;
+  stats?: MqttListenerStats;
+  startedAt: number;
+}
+
+/** Counters keep counting across worker restarts; these two are levels, not counters. */
+const LEVELS = new Set(['connections', 'sessions']);
+const STATS_TIMEOUT_MS = 2_000;
+const STOP_TIMEOUT_MS = 10_000;
+
+function workerEntry(): { exec: string; execArgv: string[] } {
+  // From sources (tsx), the worker entry is TypeScript too and needs the same loader.
+  const fromSource = import.meta.url.endsWith('.ts');
+  const exec = fileURLToPath(new URL(fromSource ? './mqtt-worker.ts' : './mqtt-worker.js', import.meta.url));
+  return { exec, execArgv: fromSource ? ['--import', import.meta.resolve('tsx')] : [] };
+}
+
+export function createMqttCluster(options: MqttClusterOptions): MqttCluster {
+  const log = options.logger.child({ component: 'mqtt-cluster' });
+  const spec: WorkerSpec = { handOverTimeoutMs: 5_000, ...options.spec };
+  const workers = new Map<number, Live>();
+  /** A copy of every tenant's retained messages, for workers that start later. */
+  const retained = new Broker();
+  const directory = new Map<string, { worker: number; claimId: number }>();
+  /** Hand-overs asked of one worker for another, by the primary's request id. */
+  const handOvers = new Map<number, { from: number; to: number; requestId: number }>();
+  /** Answers awaited from workers (statistics, metrics), by request id. */
+  const requests = new Map<number, (answer: MqttListenerStats | MetricsSnapshot) => void>();
+  let lastRequestId = 0;
+  let stopping = false;
+  let restartDelayMs = 1_000;
+  let restartTimer: NodeJS.Timeout | undefined;
+  const retired: Record<string, number> = {};
+
+  const write = (live: Live, m: ToWorker): void => {
+    if (live.worker.isConnected()) live.worker.send(m, undefined, () => {});
+  };
+  let flushing: NodeJS.Immediate | undefined;
+  const flush = (): void => {
+    flushing = undefined;
+    for (const live of workers.values()) {
+      if (live.outbox.length === 0) continue;
+      const messages = live.outbox;
+      live.outbox = [];
+      write(live, messages.length === 1 ? messages[0]! : { mqtt: 'batch', messages });
+    }
+  };
+  /** Bus messages go out together at the end of this turn, in order; control messages at once. */
+  const send = (live: Live | undefined, m: ToWorker): void => {
+    if (!live) return;
+    live.outbox.push(m);
+    flushing ??= setImmediate(flush);
+  };
+  const control = (live: Live, m: ToWorker): void => {
+    flush();
+    write(live, m);
+  };
+
+  const onMessage = (live: Live, m: ToPrimary): void => {
+    switch (m.mqtt) {
+      case 'attached':
+        live.attached = true;
+        retained.forEachRetained((tenantId, message) => send(live, { mqtt: 'retain', tenantId, message }));
+        send(live, { mqtt: 'snapshot-done' });
+        return;
+      case 'publish':
+        if (m.message.retain) retained.space(m.tenantId).retain(m.message);
+        for (const other of workers.values()) {
+          if (other === live) {
+            if (m.message.retain) send(live, { mqtt: 'retain', tenantId: m.tenantId, message: m.message });
+          } else if (other.attached) {
+            send(other, { mqtt: 'publish', tenantId: m.tenantId, message: m.message });
+          }
+        }
+        return;
+      case 'claim': {
+        const { claim } = m;
+        const key = `${claim.tenantId}\u0000${claim.clientId}`;
+        const previous = directory.get(key);
+        directory.set(key, { worker: live.worker.id, claimId: claim.claimId });
+        const holder = previous && previous.worker !== live.worker.id ? workers.get(previous.worker) : undefined;
+        if (holder?.attached) {
+          let requestId: number | undefined;
+          if (claim.handOver && m.requestId !== undefined) {
+            requestId = ++lastRequestId;
+            handOvers.set(requestId, { from: holder.worker.id, to: live.worker.id, requestId: m.requestId });
+          }
+          send(holder, { mqtt: 'take-over', claim: { ...claim, claimId: previous!.claimId }, ...(requestId ? { requestId } : {}) });
+        } else if (m.requestId !== undefined) {
+          send(live, { mqtt: 'handed-over', requestId: m.requestId });
+        }
+        return;
+      }
+      case 'handed-over': {
+        const h = handOvers.get(m.requestId);
+        if (!h) return;
+        handOvers.delete(m.requestId);
+        send(workers.get(h.to), { mqtt: 'handed-over', requestId: h.requestId, ...(m.state ? { state: m.state } : {}) });
+        return;
+      }
+      case 'release': {
+        const key = `${m.tenantId}\u0000${m.clientId}`;
+        const held = directory.get(key);
+        if (held && held.worker === live.worker.id && held.claimId === m.claimId) directory.delete(key);
+        return;
+      }
+      case 'stats':
+        live.stats = m.stats;
+        if (m.requestId !== undefined) requests.get(m.requestId)?.(m.stats);
+        return;
+      case 'metrics':
+        requests.get(m.requestId)?.(m.metrics);
+        return;
+      default:
+        return;
+    }
+  };
+
+  /** A worker is gone: its sessions are nobody's, and hand-overs it owed are answered empty. */
+  const forget = (live: Live): void => {
+    const id = live.worker.id;
+    for (const [key, held] of directory) if (held.worker === id) directory.delete(key);
+    for (const [requestId, h] of handOvers) {
+      if (h.from === id) send(workers.get(h.to), { mqtt: 'handed-over', requestId: h.requestId });
+      if (h.from === id || h.to === id) handOvers.delete(requestId);
+    }
+    for (const [k, v] of Object.entries(live.stats ?? {})) {
+      if (!LEVELS.has(k) && typeof v === 'number') retired[k] = (retired[k] ?? 0) + v;
+    }
+    workers.delete(id);
+  };
+
+  /** Starts one worker; resolves with its port once it listens. */
+  const fork = (): Promise<number> => {
+    const worker = cluster.fork();
+    const live: Live = { worker, outbox: [], attached: false, startedAt: Date.now() };
+    workers.set(worker.id, live);
+    return new Promise<number>((resolve, reject) => {
+      let listening = false;
+      worker.on('message', (m: ToPrimary) => {
+        if (m?.mqtt === 'batch') {
+          for (const one of m.messages) onMessage(live, one);
+        } else if (m?.mqtt === 'ready') {
+          // Every worker asks for the configured port, 0 included: node:cluster hands them all the
+          // socket it made for the first request of that address and port.
+          control(live, { mqtt: 'start', spec });
+        } else if (m?.mqtt === 'listening') {
+          listening = true;
+          resolve(m.port);
+        } else if (m?.mqtt === 'failed') {
+          reject(new Error(`MQTT worker ${worker.id} could not start: ${m.error}`));
+        } else if (m?.mqtt) {
+          onMessage(live, m);
+        }
+      });
+      worker.once('exit', (code, signal) => {
+        forget(live);
+        if (!listening) reject(new Error(`MQTT worker ${worker.id} exited (${signal ?? code}) before it listened`));
+        if (stopping || !listening) return;
+        log.error({ worker: worker.id, code, signal }, 'MQTT worker exited; starting another');
+        // A worker that keeps dying right after it started is restarted less and less often.
+        restartDelayMs = Date.now() - live.startedAt > 60_000 ? 1_000 : Math.min(restartDelayMs * 2, 30_000);
+        restartTimer = setTimeout(() => {
+          restartTimer = undefined;
+          if (!stopping) fork().catch((err: Error) => log.error({ err: err.message }, 'MQTT worker did not start'));
+        }, restartDelayMs);
+        restartTimer.unref();
+      });
+    });
+  };
+
+  /** Counters of live and retired workers, levels of live ones. */
+  const sum = (): MqttListenerStats => {
+    const out: Record<string, number> = { ...retired };
+    for (const w of workers.values()) {
+      for (const [k, v] of Object.entries(w.stats ?? {})) if (typeof v === 'number') out[k] = (out[k] ?? 0) + v;
+    }
+    return out as unknown as MqttListenerStats;
+  };
+
+  const stopWorker = (live: Live): Promise<void> =>
+    new Promise((resolve) => {
+      if (live.worker.isDead()) return resolve();
+      const timer = setTimeout(() => live.worker.process.kill('SIGKILL'), STOP_TIMEOUT_MS);
+      live.worker.once('exit', () => {
+        clearTimeout(timer);
+        resolve();
+      });
+      control(live, { mqtt: 'stop' });
+    });
+
+  /** Asks every attached worker; those that do not answer in time are left out. */
+  const ask = async (question: (requestId: number) => ToWorker): Promise<Array<[number, MqttListenerStats | MetricsSnapshot]>> => {
+    const asks = [...workers.values()]
+      .filter((w) => w.attached)
+      .map(
+        (w) =>
+          new Promise<[number, MqttListenerStats | MetricsSnapshot] | undefined>((resolve) => {
+            const requestId = ++lastRequestId;
+            const timer = setTimeout(() => {
+              requests.delete(requestId);
+              resolve(undefined);
+            }, STATS_TIMEOUT_MS);
+            requests.set(requestId, (answer) => {
+              clearTimeout(timer);
+              requests.delete(requestId);
+              resolve([w.worker.id, answer]);
+            });
+            control(w, question(requestId));
+          }),
+      );
+    return (await Promise.all(asks)).filter((a) => a !== undefined);
+  };
+
+  let closed = false;
+  let port = spec.port;
+  return {
+    get stats() {
+      return sum();
+    },
+
+    async listen() {
+      if (!cluster.isPrimary) throw new Error('MQTT_WORKERS above 1 needs certgate as the main process, not as a node:cluster worker');
+      // Workers accept from the shared socket themselves unless the environment chose otherwise.
+      if (!process.env.NODE_CLUSTER_SCHED_POLICY) cluster.schedulingPolicy = cluster.SCHED_NONE;
+      cluster.setupPrimary({ ...workerEntry(), serialization: 'advanced' });
+      try {
+        const ports = await Promise.all(Array.from({ length: options.workers }, () => fork()));
+        port = ports[0]!;
+      } catch (err) {
+        await this.close();
+        throw err;
+      }
+      log.info({ workers: options.workers, port }, 'MQTT listener running in worker processes');
+      return { port };
+    },
+
+    async workerStats() {
+      const answers = await ask((requestId) => ({ mqtt: 'stats?', requestId }));
+      return answers.map(([w, s]) => ({ ...(s as MqttListenerStats), worker: w }));
+    },
+
+    async workerMetrics() {
+      return (await ask((requestId) => ({ mqtt: 'metrics?', requestId }))).map(([, m]) => m as MetricsSnapshot);
+    },
+
+    async close() {
+      if (closed) return;
+      closed = true;
+      stopping = true;
+      clearTimeout(restartTimer);
+      await Promise.all([...workers.values()].map(stopWorker));
+    },
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Worker side
+
+/** The bus of a worker process: the listener's link to the primary over IPC. */
+export function workerBus(handOverTimeoutMs: number): ListenerBus & { snapshotDone: Promise<void>; flush(): void } {
+  let handlers: ListenerBusHandlers | undefined;
+  let lastRequestId = 0;
+  const waiting = new Map<number, (state: SessionState | undefined) => void>();
+  let snapshotDone!: () => void;
+  const snapshot = new Promise<void>((resolve) => (snapshotDone = resolve));
+
+  let outbox: ToPrimary[] = [];
+  let soon: NodeJS.Immediate | undefined;
+  let later: NodeJS.Timeout | undefined;
+  const flush = (): void => {
+    clearImmediate(soon);
+    clearTimeout(later);
+    soon = later = undefined;
+    if (outbox.length === 0 || !process.connected) return;
+    const messages = outbox;
+    outbox = [];
+    process.send!(messages.length === 1 ? messages[0] : { mqtt: 'batch', messages }, undefined, undefined, () => {});
+  };
+  /** `urgent`: someone waits for it (a hand-over) or it carries a message; else within BATCH_MS. */
+  const send = (m: ToPrimary, urgent = true): void => {
+    outbox.push(m);
+    if (urgent) soon ??= setImmediate(flush);
+    else if (!soon && !later) {
+      later = setTimeout(flush, BATCH_MS);
+      later.unref();
+    }
+  };
+
+  const dispatch = (m: ToWorker): void => {
+    switch (m.mqtt) {
+      case 'batch':
+        for (const one of m.messages) dispatch(one);
+        return;
+      case 'publish':
+        handlers?.publish(m.tenantId, m.message);
+        return;
+      case 'retain':
+        handlers?.retain(m.tenantId, m.message);
+        return;
+      case 'take-over': {
+        const state = handlers?.takeOver(m.claim);
+        if (m.requestId !== undefined) send({ mqtt: 'handed-over', requestId: m.requestId, ...(state ? { state } : {}) });
+        return;
+      }
+      case 'handed-over':
+        waiting.get(m.requestId)?.(m.state);
+        return;
+      case 'snapshot-done':
+        snapshotDone();
+        return;
+      default:
+        return;
+    }
+  };
+  process.on('message', (m: ToWorker) => {
+    if (m?.mqtt) dispatch(m);
+  });
+
+  return {
+    snapshotDone: snapshot,
+    flush,
+    publish(tenantId, message) {
+      send({ mqtt: 'publish', tenantId, message });
+    },
+    claim(claim) {
+      if (!claim.handOver) {
+        send({ mqtt: 'claim', claim }, false);
+        return Promise.resolve(undefined);
+      }
+      const requestId = ++lastRequestId;
+      return new Promise<SessionState | undefined>((resolve) => {
+        // Without an answer in time the client gets a fresh session (CONNACK session present 0).
+        const timer = setTimeout(() => done(undefined), handOverTimeoutMs);
+        const done = (state: SessionState | undefined) => {
+          clearTimeout(timer);
+          waiting.delete(requestId);
+          resolve(state);
+        };
+        waiting.set(requestId, done);
+        send({ mqtt: 'claim', claim, requestId });
+      });
+    },
+    release(tenantId, clientId, claimId) {
+      send({ mqtt: 'release', tenantId, clientId, claimId }, false);
+    },
+    receive(h) {
+      handlers = h;
+      send({ mqtt: 'attached' });
+      return () => {
+        handlers = undefined;
+      };
+    },
+  };
+}

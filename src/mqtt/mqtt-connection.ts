@@ -1,0 +1,669 @@
+/**
+ * One client connection speaking MQTT 3.1, 3.1.1 or 5 (mqtt-packet does the wire format): framing
+ * with a packet size limit, the CONNECT handshake around an authentication hook, keep-alive,
+ * PUBLISH/SUBSCRIBE with the ACL the verifier returned, and closing with or without the will.
+ */
+import { randomBytes } from 'node:crypto';
+import type { Socket } from 'node:net';
+import * as mqttPacket from 'mqtt-packet';
+import type {
+  IConnectPacket,
+  IDisconnectPacket,
+  IPublishPacket,
+  ISubscribePacket,
+  IUnsubscribePacket,
+  Packet,
+} from 'mqtt-packet';
+import type { Logger } from 'pino';
+import type { AclRule } from '../verifier/verifier-types.js';
+import type { Broker, ForwardedProperties, Message, Outlet, OutgoingPublish, Session, TenantSpace } from './broker.js';
+import { isSharedSubscription, isValidTopicFilter, isValidTopicName, mayPublish, maySubscribe } from './topics.js';
+
+/** MQTT 5 reason codes used here (MQTT 5 2.4). */
+export const RC5 = {
+  success: 0x00,
+  noSubscriptionExisted: 0x11,
+  disconnectWithWill: 0x04,
+  unspecified: 0x80,
+  malformed: 0x81,
+  protocolError: 0x82,
+  unsupportedProtocolVersion: 0x84,
+  clientIdNotValid: 0x85,
+  notAuthorized: 0x87,
+  serverUnavailable: 0x88,
+  serverShuttingDown: 0x8b,
+  badAuthenticationMethod: 0x8c,
+  keepAliveTimeout: 0x8d,
+  sessionTakenOver: 0x8e,
+  topicFilterInvalid: 0x8f,
+  topicNameInvalid: 0x90,
+  receiveMaximumExceeded: 0x93,
+  topicAliasInvalid: 0x94,
+  packetTooLarge: 0x95,
+  administrativeAction: 0x98,
+  sharedSubscriptionsNotSupported: 0x9e,
+} as const;
+
+/** MQTT 3.1.1 CONNACK return codes (MQTT 3.1.1 3.2.2.3). */
+export const RC3 = {
+  accepted: 0,
+  unacceptableProtocol: 1,
+  identifierRejected: 2,
+  serverUnavailable: 3,
+  notAuthorized: 5,
+} as const;
+
+export type AuthOutcome =
+  | { ok: true; tenantId: string; deviceId: string; deviceName: string; acl: AclRule[] }
+  | { ok: false; code: 'not-authorized' | 'server-unavailable' };
+
+export interface ConnectionHooks {
+  /** Decides on a CONNECT. Never rejects: failures come back as `server-unavailable`. */
+  authenticate(conn: MqttConnection, connect: IConnectPacket): Promise<AuthOutcome>;
+  /** The CONNACK accepted the client. */
+  established(conn: MqttConnection): void;
+  /** The connection is gone (called once, whatever the state it reached). */
+  closed(conn: MqttConnection): void;
+}
+
+export interface ConnectionOptions {
+  /** Largest packet accepted from a client, fixed header included (MQTT 5 Maximum Packet Size). */
+  maxPacketSize: number;
+  /** A client that has not sent a complete CONNECT by then is cut off. */
+  connectTimeoutMs: number;
+  /** QoS 2 publications from the client awaiting PUBREL at once (our Receive Maximum). */
+  receiveMaximum: number;
+  /** Upper bound for session expiry; MQTT 3.1.1 persistent sessions get exactly this. */
+  maxSessionExpirySeconds: number;
+  /** QoS 0 messages are dropped for a client whose socket has this much unsent. */
+  maxOutboundBufferBytes: number;
+}
+
+export interface ConnectionStats {
+  protocolErrors: number;
+  connectTimeouts: number;
+  keepaliveTimeouts: number;
+  publishReceived: number;
+  publishDenied: number;
+  publishSent: number;
+  subscribeDenied: number;
+}
+
+type State = 'awaiting-connect' | 'authenticating' | 'connected' | 'closed';
+
+export type CloseReason =
+  | 'client-disconnect'
+  | 'socket-closed'
+  | 'protocol-error'
+  | 'connect-timeout'
+  | 'keepalive-timeout'
+  | 'refused'
+  | 'takeover'
+  | 'kill-switch'
+  | 'shutdown';
+
+interface CloseOptions {
+  /** Sent as DISCONNECT to an MQTT 5 client that was accepted. */
+  reasonCode?: number;
+  /** Publish the will (MQTT 3.1.2.5: on any close that is not a DISCONNECT from the client). */
+  will: boolean;
+  /** End the session even if it would be kept (the device is no longer trusted). */
+  endSession?: boolean;
+}
+
+/** Properties that an MQTT 5 PUBLISH carries from publisher to subscriber. */
+function forwardedProperties(p: IPublishPacket['properties']): ForwardedProperties | undefined {
+  if (!p) return undefined;
+  const out: ForwardedProperties = {};
+  if (p.payloadFormatIndicator !== undefined) out.payloadFormatIndicator = p.payloadFormatIndicator;
+  if (p.contentType !== undefined) out.contentType = p.contentType;
+  if (p.responseTopic !== undefined) out.responseTopic = p.responseTopic;
+  if (p.correlationData !== undefined) out.correlationData = p.correlationData;
+  if (p.userProperties !== undefined) out.userProperties = p.userProperties;
+  return Object.keys(out).length ? out : undefined;
+}
+
+/**
+ * Payloads come out of the parser as views into the socket's read buffer. A message that
+ * outlives the read (retained, queued for an offline session, a will) would pin that whole
+ * buffer, so a view into a much larger buffer is copied.
+ */
+function ownBuffer(payload: Buffer | string): Buffer {
+  if (typeof payload === 'string') return Buffer.from(payload);
+  return payload.buffer.byteLength > payload.length * 2 + 256 ? Buffer.from(payload) : payload;
+}
+
+export class MqttConnection implements Outlet {
+  state: State = 'awaiting-connect';
+  /** MQTT protocol level from CONNECT: 3 (3.1), 4 (3.1.1) or 5. */
+  version: 3 | 4 | 5 = 4;
+  clientId = '';
+  username: string | undefined;
+  tenantId: string | undefined;
+  deviceId: string | undefined;
+  deviceName: string | undefined;
+  acl: AclRule[] = [];
+  session: Session | undefined;
+  receiveMaximum = 65535;
+  readonly connectedAt = new Date();
+  /** Anything the owner wants to keep with the connection (the listener keeps its session index keys). */
+  attachment: unknown;
+
+  private readonly parser = mqttPacket.parser();
+  private parsed: Packet | undefined;
+  private parseError: Error | undefined;
+  private pending: Buffer[] = [];
+  private pendingBytes = 0;
+  private holding = false;
+  private connectTimer: NodeJS.Timeout | undefined;
+  private keepaliveTimer: NodeJS.Timeout | undefined;
+  private will: Message | undefined;
+  private willDelayMs = 0;
+  private clientMaxPacketSize = Infinity;
+  private readonly inboundQos2 = new Set<number>();
+  private space: TenantSpace | undefined;
+
+  constructor(
+    readonly socket: Socket,
+    private readonly broker: Broker,
+    private readonly hooks: ConnectionHooks,
+    private readonly opts: ConnectionOptions,
+    private readonly stats: ConnectionStats,
+    private readonly log: Logger,
+  ) {
+    this.parser.on('packet', (p: Packet) => {
+      this.parsed = p;
+    });
+    this.parser.on('error', (err: Error) => {
+      this.parseError = err;
+    });
+    socket.on('data', (chunk: Buffer) => this.onData(chunk));
+    socket.on('error', () => this.terminate('socket-closed', { will: true }));
+    socket.on('close', () => this.terminate('socket-closed', { will: true }));
+    this.connectTimer = setTimeout(() => {
+      this.stats.connectTimeouts++;
+      this.log.debug({ remote: socket.remoteAddress }, 'no CONNECT in time; connection closed');
+      this.terminate('connect-timeout', { will: false });
+    }, opts.connectTimeoutMs);
+    this.connectTimer.unref();
+  }
+
+  get closed(): boolean {
+    return this.state === 'closed';
+  }
+
+  // ------------------------------------------------------------------------------------------
+  // Framing: the fixed header's Remaining Length (MQTT 2.2.3) tells where a packet ends, so an
+  // oversized packet is refused before it is buffered.
+
+  private onData(chunk: Buffer): void {
+    if (this.state === 'closed') return;
+    this.pending.push(chunk);
+    this.pendingBytes += chunk.length;
+    this.drain();
+  }
+
+  private drain(): void {
+    while (!this.holding && this.state !== 'closed' && this.pendingBytes >= 2) {
+      const head = this.pending.length === 1 ? this.pending[0]! : this.peek(5);
+      let remaining = 0;
+      let multiplier = 1;
+      let i = 1;
+      let complete = false;
+      for (; i < head.length && i <= 4; i++) {
+        const b = head[i]!;
+        remaining += (b & 0x7f) * multiplier;
+        multiplier *= 128;
+        if ((b & 0x80) === 0) {
+          complete = true;
+          break;
+        }
+      }
+      if (!complete) {
+        if (i > 4) return this.protocolError('malformed remaining length', RC5.malformed);
+        return; // header not complete yet
+      }
+      const total = i + 1 + remaining;
+      if (total > this.opts.maxPacketSize) {
+        return this.protocolError(`packet of ${total} bytes exceeds the limit of ${this.opts.maxPacketSize}`, RC5.packetTooLarge);
+      }
+      if (this.pendingBytes < total) return;
+      const frame = this.take(total);
+      this.parsed = undefined;
+      this.parser.parse(frame);
+      if (this.parseError) {
+        const err = this.parseError;
+        this.parseError = undefined;
+        return this.onParseError(err);
+      }
+      const packet = this.parsed as Packet | undefined;
+      if (packet) this.handle(packet);
+    }
+  }
+
+  /** The first `n` pending bytes (or fewer), without consuming them. */
+  private peek(n: number): Buffer {
+    const parts: Buffer[] = [];
+    let got = 0;
+    for (const b of this.pending) {
+      parts.push(b);
+      got += b.length;
+      if (got >= n) break;
+    }
+    return Buffer.concat(parts, Math.min(got, n));
+  }
+
+  private take(n: number): Buffer {
+    let out: Buffer;
+    const first = this.pending[0]!;
+    if (first.length >= n) {
+      out = first.subarray(0, n);
+      if (first.length === n) this.pending.shift();
+      else this.pending[0] = first.subarray(n);
+    } else {
+      out = Buffer.allocUnsafe(n);
+      let off = 0;
+      while (off < n) {
+        const b = this.pending[0]!;
+        const k = Math.min(b.length, n - off);
+        b.copy(out, off, 0, k);
+        off += k;
+        if (k === b.length) this.pending.shift();
+        else this.pending[0] = b.subarray(k);
+      }
+    }
+    this.pendingBytes -= n;
+    return out;
+  }
+
+  private onParseError(err: Error): void {
+    if (this.state === 'awaiting-connect' && /protocol version/i.test(err.message)) {
+      // MQTT 3.1.1 3.1.2.2: answer an unknown protocol level with return code 1, then close.
+      this.socket.write(Buffer.from([0x20, 0x02, 0x00, RC3.unacceptableProtocol]));
+      this.stats.protocolErrors++;
+      this.terminate('refused', { will: false });
+      return;
+    }
+    this.protocolError(err.message, RC5.malformed);
+  }
+
+  private protocolError(message: string, reasonCode: number = RC5.protocolError): void {
+    this.stats.protocolErrors++;
+    this.log.debug({ clientId: this.clientId || undefined, tenantId: this.tenantId, err: message }, 'MQTT protocol error; connection closed');
+    this.terminate('protocol-error', { will: true, reasonCode });
+  }
+
+  // ------------------------------------------------------------------------------------------
+
+  private handle(packet: Packet): void {
+    if (this.keepaliveTimer) this.keepaliveTimer.refresh();
+    if (this.state === 'awaiting-connect') {
+      // MQTT 3.1.0-1: the first packet must be CONNECT.
+      if (packet.cmd !== 'connect') return this.protocolError(`first packet was ${packet.cmd}, not CONNECT`);
+      void this.onConnect(packet);
+      return;
+    }
+    switch (packet.cmd) {
+      case 'publish':
+        return this.onPublish(packet);
+      case 'puback':
+        if (packet.messageId !== undefined) this.session?.acknowledge(packet.messageId);
+        return;
+      case 'pubrel':
+        // MQTT 4.3.3: the QoS 2 exchange ends; the message was routed on PUBLISH already.
+        if (packet.messageId !== undefined) this.inboundQos2.delete(packet.messageId);
+        this.write({ cmd: 'pubcomp', messageId: packet.messageId! });
+        return;
+      case 'pubrec':
+      case 'pubcomp':
+        // certgate never sends QoS 2, so there is nothing to continue.
+        return;
+      case 'subscribe':
+        return this.onSubscribe(packet);
+      case 'unsubscribe':
+        return this.onUnsubscribe(packet);
+      case 'pingreq':
+        this.write({ cmd: 'pingresp' });
+        return;
+      case 'disconnect':
+        return this.onDisconnect(packet);
+      case 'connect':
+        return this.protocolError('second CONNECT'); // MQTT 3.1.0-2
+      default:
+        return this.protocolError(`unexpected ${packet.cmd}`);
+    }
+  }
+
+  private async onConnect(packet: IConnectPacket): Promise<void> {
+    clearTimeout(this.connectTimer);
+    this.connectTimer = undefined;
+    this.state = 'authenticating';
+    // Hold further packets (and stop reading) until the verifier has decided.
+    this.holding = true;
+    this.socket.pause();
+    this.version = (packet.protocolVersion ?? 4) as 3 | 4 | 5;
+    this.username = packet.username;
+    const props = packet.properties;
+
+    if (this.version === 5 && props?.authenticationMethod !== undefined) {
+      // Enhanced authentication (MQTT 5 4.12) is not offered: identity comes from the certificate.
+      return this.refuse(RC5.badAuthenticationMethod, RC3.notAuthorized);
+    }
+    let assigned: string | undefined;
+    let clientId = packet.clientId ?? '';
+    if (clientId === '') {
+      // MQTT 3.1.1 3.1.3-7/8: an empty client id is only allowed with a clean session.
+      if (this.version === 3 || (this.version === 4 && packet.clean === false)) {
+        return this.refuse(RC5.clientIdNotValid, RC3.identifierRejected);
+      }
+      assigned = `auto-${randomBytes(12).toString('hex')}`;
+    }
+
+    const outcome = await this.hooks.authenticate(this, packet);
+    // The socket may have gone (or the listener closed) while the verifier decided.
+    if (this.closed) return;
+    if (!outcome.ok) {
+      return outcome.code === 'not-authorized'
+        ? this.refuse(RC5.notAuthorized, RC3.notAuthorized)
+        : this.refuse(RC5.serverUnavailable, RC3.serverUnavailable);
+    }
+
+    clientId = assigned ?? clientId;
+    this.clientId = clientId;
+    this.tenantId = outcome.tenantId;
+    this.deviceId = outcome.deviceId;
+    this.deviceName = outcome.deviceName;
+    this.acl = outcome.acl;
+    if (this.version === 5) {
+      this.receiveMaximum = Math.max(1, props?.receiveMaximum ?? 65535);
+      if (props?.maximumPacketSize) this.clientMaxPacketSize = props.maximumPacketSize;
+    } else {
+      this.receiveMaximum = 65535;
+    }
+
+    const space = this.broker.space(outcome.tenantId);
+    this.space = space;
+    // MQTT 3.1.4-2: a second connection with the same client id (within the tenant) takes over.
+    const previous = space.sessions.get(clientId)?.outlet;
+    if (previous instanceof MqttConnection && previous !== this) {
+      previous.terminate('takeover', { will: true, reasonCode: RC5.sessionTakenOver });
+    }
+    const clean = packet.clean !== false;
+    const { session, present } = space.openSession(clientId, outcome.deviceId, clean);
+    this.session = session;
+    const maxExpiry = this.opts.maxSessionExpirySeconds;
+    if (this.version === 5) {
+      session.expiryMs = Math.min(props?.sessionExpiryInterval ?? 0, maxExpiry) * 1000;
+    } else {
+      session.expiryMs = clean ? 0 : maxExpiry * 1000;
+    }
+    if (present) {
+      // The ACL may have changed since the session was made: keep only what is still allowed.
+      for (const filter of [...session.subscriptions.keys()]) {
+        if (!maySubscribe(this.acl, filter)) space.unsubscribe(session, filter);
+      }
+    }
+
+    if (packet.will) {
+      const w = packet.will;
+      this.will = {
+        topic: w.topic,
+        payload: ownBuffer(w.payload),
+        qos: (w.qos ?? 0) as 0 | 1 | 2,
+        retain: !!w.retain,
+        ...(forwardedProperties(w.properties) ? { properties: forwardedProperties(w.properties) } : {}),
+      };
+      if (w.properties?.messageExpiryInterval !== undefined) {
+        this.will.expiresAt = Date.now() + w.properties.messageExpiryInterval * 1000;
+      }
+      this.willDelayMs = (w.properties?.willDelayInterval ?? 0) * 1000;
+      if (!isValidTopicName(w.topic)) return this.protocolError('invalid will topic', RC5.topicNameInvalid);
+    }
+
+    const connack: Packet = { cmd: 'connack', sessionPresent: present, returnCode: 0, reasonCode: 0 };
+    if (this.version === 5) {
+      connack.properties = {
+        receiveMaximum: this.opts.receiveMaximum,
+        maximumQoS: 1,
+        retainAvailable: true,
+        maximumPacketSize: this.opts.maxPacketSize,
+        topicAliasMaximum: 0,
+        wildcardSubscriptionAvailable: true,
+        subscriptionIdentifiersAvailable: true,
+        sharedSubscriptionAvailable: false,
+        ...(assigned ? { assignedClientIdentifier: assigned } : {}),
+        ...(props?.sessionExpiryInterval !== undefined && props.sessionExpiryInterval > maxExpiry
+          ? { sessionExpiryInterval: maxExpiry }
+          : {}),
+      };
+    }
+    this.write(connack);
+    this.state = 'connected';
+    if (packet.keepalive && packet.keepalive > 0) {
+      // MQTT 3.1.2.10: one and a half keep-alive periods without a packet end the connection.
+      this.keepaliveTimer = setTimeout(() => {
+        this.stats.keepaliveTimeouts++;
+        this.terminate('keepalive-timeout', { will: true, reasonCode: RC5.keepAliveTimeout });
+      }, packet.keepalive * 1500);
+      this.keepaliveTimer.unref();
+    }
+    session.attach(this);
+    this.hooks.established(this);
+    this.holding = false;
+    this.socket.resume();
+    this.drain();
+  }
+
+  private refuse(reason5: number, reason3: number): void {
+    const connack: Packet = { cmd: 'connack', sessionPresent: false, returnCode: reason3, reasonCode: reason5 };
+    this.write(connack);
+    this.terminate('refused', { will: false });
+  }
+
+  private onPublish(p: IPublishPacket): void {
+    this.stats.publishReceived++;
+    if (p.properties?.topicAlias !== undefined) {
+      // Topic Alias Maximum is 0 in our CONNACK (MQTT 5 3.3.2.3.4).
+      return this.protocolError('topic alias not allowed', RC5.topicAliasInvalid);
+    }
+    if (!isValidTopicName(p.topic)) return this.protocolError('invalid topic name', RC5.topicNameInvalid);
+    if (p.qos === 2 && this.version === 5) {
+      // MQTT 5 3.2.2.3.4: we announced Maximum QoS 1.
+      return this.protocolError('QoS 2 not supported', 0x9b);
+    }
+    const id = p.messageId;
+    if (p.qos === 2 && id !== undefined && this.inboundQos2.has(id)) {
+      // A retransmission of a QoS 2 PUBLISH already routed (MQTT 4.3.3): acknowledge again only.
+      this.write({ cmd: 'pubrec', messageId: id });
+      return;
+    }
+    if (!mayPublish(this.acl, p.topic)) {
+      // Denied publications are dropped. MQTT 3.1.1 cannot say so, so the client still gets its
+      // PUBACK as with mosquitto; MQTT 5 gets reason code 0x87.
+      this.stats.publishDenied++;
+      this.log.debug({ tenantId: this.tenantId, deviceId: this.deviceId, topic: p.topic }, 'publish denied by ACL');
+      if (p.qos === 1) this.write({ cmd: 'puback', messageId: id!, ...(this.version === 5 ? { reasonCode: RC5.notAuthorized } : {}) });
+      else if (p.qos === 2) this.write({ cmd: 'pubrec', messageId: id!, ...(this.version === 5 ? { reasonCode: RC5.notAuthorized } : {}) });
+      return;
+    }
+    const message: Message = {
+      topic: p.topic,
+      payload: ownBuffer(p.payload),
+      qos: p.qos,
+      retain: p.retain,
+    };
+    const fwd = forwardedProperties(p.properties);
+    if (fwd) message.properties = fwd;
+    if (p.properties?.messageExpiryInterval !== undefined) {
+      message.expiresAt = Date.now() + p.properties.messageExpiryInterval * 1000;
+    }
+    this.space!.publish(message, this.session);
+    if (p.qos === 1) this.write({ cmd: 'puback', messageId: id! });
+    else if (p.qos === 2) {
+      if (this.inboundQos2.size >= this.opts.receiveMaximum) {
+        return this.protocolError('too many QoS 2 messages awaiting PUBREL', RC5.receiveMaximumExceeded);
+      }
+      this.inboundQos2.add(id!);
+      this.write({ cmd: 'pubrec', messageId: id! });
+    }
+  }
+
+  private onSubscribe(p: ISubscribePacket): void {
+    const v5 = this.version === 5;
+    const subscriptionId = v5 ? (p.properties?.subscriptionIdentifier as number | undefined) : undefined;
+    const accepted: Array<[string, 0 | 1, { nl?: boolean; rap?: boolean; rh?: number }]> = [];
+    const granted = p.subscriptions.map((s) => {
+      if (!isValidTopicFilter(s.topic)) return v5 ? RC5.topicFilterInvalid : 0x80;
+      if (isSharedSubscription(s.topic)) return v5 ? RC5.sharedSubscriptionsNotSupported : 0x80;
+      if (!maySubscribe(this.acl, s.topic)) {
+        this.stats.subscribeDenied++;
+        this.log.debug({ tenantId: this.tenantId, deviceId: this.deviceId, filter: s.topic }, 'subscription denied by ACL');
+        return v5 ? RC5.notAuthorized : 0x80;
+      }
+      const qos = Math.min(s.qos, 1) as 0 | 1;
+      accepted.push([s.topic, qos, s]);
+      return qos;
+    });
+    // SUBACK first, then the retained messages (as mosquitto does).
+    this.write({ cmd: 'suback', messageId: p.messageId!, granted });
+    for (const [filter, qos, s] of accepted) {
+      this.space!.subscribe(this.session!, filter, {
+        qos,
+        noLocal: !!s.nl,
+        retainAsPublished: !!s.rap,
+        retainHandling: (s.rh ?? 0) as 0 | 1 | 2,
+        ...(subscriptionId !== undefined ? { subscriptionId } : {}),
+      });
+    }
+  }
+
+  private onUnsubscribe(p: IUnsubscribePacket): void {
+    const codes = p.unsubscriptions.map((filter) =>
+      this.space!.unsubscribe(this.session!, filter) ? RC5.success : RC5.noSubscriptionExisted,
+    );
+    this.write({ cmd: 'unsuback', messageId: p.messageId!, granted: this.version === 5 ? codes : [] });
+  }
+
+  private onDisconnect(p: IDisconnectPacket): void {
+    // MQTT 3.14.4-3: a DISCONNECT discards the will; MQTT 5 0x04 asks for it to be sent.
+    const withWill = this.version === 5 && p.reasonCode === RC5.disconnectWithWill;
+    const expiry = p.properties?.sessionExpiryInterval;
+    if (this.version === 5 && expiry !== undefined && this.session) {
+      // MQTT 3.14.2.2.2: a session that had expiry 0 cannot be given one at DISCONNECT.
+      if (this.session.expiryMs === 0 && expiry > 0) return this.protocolError('session expiry set at DISCONNECT');
+      this.session.expiryMs = Math.min(expiry, this.opts.maxSessionExpirySeconds) * 1000;
+    }
+    this.terminate('client-disconnect', { will: withWill });
+  }
+
+  // ------------------------------------------------------------------------------------------
+  // Outlet: messages routed to this client's session.
+
+  sendPublish(out: OutgoingPublish): boolean {
+    if (this.state !== 'connected') return false;
+    if (out.qos === 0 && this.socket.writableLength > this.opts.maxOutboundBufferBytes) return false;
+    const m = out.message;
+    const packet: IPublishPacket = {
+      cmd: 'publish',
+      topic: m.topic,
+      payload: m.payload,
+      qos: out.qos,
+      retain: out.retain,
+      dup: out.dup,
+      ...(out.messageId !== undefined ? { messageId: out.messageId } : {}),
+    };
+    if (this.version === 5) {
+      const props: NonNullable<IPublishPacket['properties']> = { ...m.properties };
+      if (m.expiresAt !== undefined) {
+        // MQTT 5 3.3.2.3.3: forwarded with the time left.
+        const left = Math.ceil((m.expiresAt - Date.now()) / 1000);
+        if (left <= 0) return false;
+        props.messageExpiryInterval = left;
+      }
+      if (out.subscriptionIds?.length) {
+        props.subscriptionIdentifier = out.subscriptionIds.length === 1 ? out.subscriptionIds[0]! : out.subscriptionIds;
+      }
+      if (Object.keys(props).length) packet.properties = props;
+    }
+    const buf = mqttPacket.generate(packet, { protocolVersion: this.version });
+    // MQTT 5 3.1.2.11.4: never send a packet larger than the client accepts.
+    if (buf.length > this.clientMaxPacketSize) return false;
+    this.socket.write(buf);
+    this.stats.publishSent++;
+    return true;
+  }
+
+  private write(packet: Packet): void {
+    if (this.socket.destroyed) return;
+    try {
+      this.socket.write(mqttPacket.generate(packet, { protocolVersion: this.version }));
+    } catch (err) {
+      this.log.warn({ err: (err as Error).message, cmd: packet.cmd }, 'could not encode MQTT packet');
+    }
+  }
+
+  // ------------------------------------------------------------------------------------------
+
+  /** Closes the connection once; later calls do nothing. */
+  terminate(reason: CloseReason, opts: CloseOptions): void {
+    if (this.state === 'closed') return;
+    const wasConnected = this.state === 'connected';
+    this.state = 'closed';
+    clearTimeout(this.connectTimer);
+    clearTimeout(this.keepaliveTimer);
+    this.pending = [];
+    this.pendingBytes = 0;
+
+    let flush = reason === 'refused'; // the refusing CONNACK must get out
+    if (wasConnected && this.version === 5 && opts.reasonCode !== undefined && !this.socket.destroyed) {
+      // MQTT 5 lets the server say why it closes (4.13); 3.1.1 clients just see the close.
+      this.write({ cmd: 'disconnect', reasonCode: opts.reasonCode });
+      flush = true;
+    }
+    const session = this.session;
+    const space = this.space;
+    if (wasConnected && session && space) {
+      session.detach(this);
+      if (opts.endSession) space.endSession(session);
+      else space.releaseSession(session);
+      const will = this.will;
+      this.will = undefined;
+      if (opts.will && will) this.publishWill(space, session, will);
+    }
+    if (this.socket.destroyed) {
+      // nothing to flush
+    } else if (!flush && reason !== 'client-disconnect' && reason !== 'shutdown' && reason !== 'takeover') {
+      this.socket.destroy();
+    } else {
+      // Let CONNACK/DISCONNECT reach the client, but never wait long for a peer that does not read.
+      this.socket.end();
+      const timer = setTimeout(() => this.socket.destroy(), 2_000).unref();
+      this.socket.once('close', () => clearTimeout(timer));
+    }
+    this.log.debug({ tenantId: this.tenantId, deviceId: this.deviceId, clientId: this.clientId || undefined, reason }, 'MQTT connection closed');
+    this.hooks.closed(this);
+  }
+
+  /**
+   * MQTT 3.1.2.5 / MQTT 5 3.1.3.2.2: published after the Will Delay Interval (bounded by the
+   * session expiry), unless the client is back on the same session by then. The ACL applies to
+   * the will as to any publication.
+   */
+  private publishWill(space: TenantSpace, session: Session, will: Message): void {
+    if (!mayPublish(this.acl, will.topic)) {
+      this.log.debug({ tenantId: this.tenantId, deviceId: this.deviceId, topic: will.topic }, 'will denied by ACL');
+      return;
+    }
+    const delay = Math.min(this.willDelayMs, session.expiryMs);
+    if (delay <= 0) {
+      space.publish(will, session);
+      return;
+    }
+    clearTimeout(session.willTimer);
+    session.willTimer = setTimeout(() => {
+      session.willTimer = undefined;
+      if (!session.outlet) space.publish(will, session);
+    }, delay);
+    session.willTimer.unref();
+  }
+}

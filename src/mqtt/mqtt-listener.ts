@@ -1,0 +1,489 @@
+/**
+ * The mTLS MQTT listener (CONTRACT.md §9): TLS that asks every client for a certificate but
+ * accepts any (so a refusal can be a proper CONNACK instead of a TLS alert), the verifier's
+ * decision on CONNECT, per-tenant message routing with the device's ACL, and the session kill
+ * switch fed by SessionChange events.
+ *
+ * Why not aedes: aedes 1.2 refuses MQTT 5 at CONNECT (protocol levels 3 and 4 only) and keys
+ * sessions and takeover by client id across the whole broker, so two tenants' `dev1` would
+ * disconnect each other. The broker here is small, built on mqtt-packet (aedes' own codec), and
+ * keeps each tenant in its own space (see broker.ts).
+ */
+import { constants as cryptoConstants } from 'node:crypto';
+import type { AddressInfo, Socket } from 'node:net';
+import tls, { type TLSSocket } from 'node:tls';
+import type { IConnectPacket } from 'mqtt-packet';
+import type { Logger } from 'pino';
+import {
+  VerifierUnavailableError,
+  type AllowDecision,
+  type AuthenticateRequest,
+  type Decision,
+  type SessionChange,
+  type Verifier,
+} from '../verifier/verifier-types.js';
+import { Broker, DEFAULT_LIMITS, type BrokerLimits, type Message, type SessionState } from './broker.js';
+import { MqttConnection, RC5, type AuthOutcome, type ConnectionStats } from './mqtt-connection.js';
+import { peerChain, sha1Fingerprint, type PeerChain } from './peer-chain.js';
+import { SessionIndex, type SessionKeys } from './session-index.js';
+
+export interface SessionChangeSource {
+  subscribe(fn: (change: SessionChange) => void): () => void;
+}
+
+export interface ConnectionRecorderSink {
+  connected(tenantId: string, deviceId: string, at: Date): void;
+}
+
+/** A listener's hold on the session of one client id within one tenant (MQTT 3.1.4-2). */
+export interface SessionClaim {
+  tenantId: string;
+  clientId: string;
+  /** The device connecting now. */
+  deviceId: string;
+  /** Increasing per listener process: a later claim of the same process replaces an earlier one. */
+  claimId: number;
+  /** The client resumes its session (clean start 0): a process holding it hands its state over. */
+  handOver: boolean;
+}
+
+/**
+ * The other listener processes sharing the port (MQTT_WORKERS > 1, mqtt-cluster.ts). Without
+ * one, a listener is alone: its tenants' messages and sessions live in this process only.
+ */
+export interface ListenerBus {
+  /** A message a client of this process published, for the same tenant's sessions elsewhere. */
+  publish(tenantId: string, message: Message): void;
+  /**
+   * This process takes the session; whichever process held it ends it (or, with `handOver`, hands
+   * its state over: the promise resolves with it, or with undefined when there is none).
+   */
+  claim(claim: SessionClaim): Promise<SessionState | undefined>;
+  /** The session of a claim ended here. */
+  release(tenantId: string, clientId: string, claimId: number): void;
+  /** Where the listener takes what the other processes send; returns the way to stop. */
+  receive(handlers: ListenerBusHandlers): () => void;
+}
+
+export interface ListenerBusHandlers {
+  /** A message published on another process, for this process's sessions of the tenant. */
+  publish(tenantId: string, message: Message): void;
+  /** A retained message to store without routing it (the order every process agrees on). */
+  retain(tenantId: string, message: Message): void;
+  /**
+   * Another process claimed a session this process claimed as `claim.claimId`; `claim` carries
+   * the new holder's device and whether it asks for the state.
+   */
+  takeOver(claim: SessionClaim): SessionState | undefined;
+}
+
+export interface MqttListenerOptions {
+  verifier: Verifier;
+  /** Default `0.0.0.0`. */
+  host?: string;
+  /** 0 picks a free port (see `listen()`'s result). */
+  port: number;
+  tls: {
+    /** Server certificate PEM (may already hold its chain). */
+    cert: string | Buffer;
+    key: string | Buffer;
+    /**
+     * Certificates sent after the server certificate (its issuing chain). Never used to judge
+     * client certificates: a `ca` for that would be announced in the CertificateRequest, and
+     * clients that pick a key by those names (Java key managers, MQTT.fx) would then send none.
+     */
+    ca?: string | Buffer;
+  };
+  logger: Logger;
+  sessionChanges?: SessionChangeSource;
+  connectionRecorder?: ConnectionRecorderSink;
+  /** A client that has not completed CONNECT by then is cut off. Default 10 s. */
+  connectTimeoutMs?: number;
+  /** A TLS handshake that has not completed by then is cut off. Default 10 s. */
+  handshakeTimeoutMs?: number;
+  /** A verifier that has not answered by then counts as unavailable. Default 10 s. */
+  authenticateTimeoutMs?: number;
+  /** Largest MQTT packet accepted. Default 1 MiB (EMQX's default; mosquitto allows 256 MB). */
+  maxPacketSize?: number;
+  /** Connections at once (further ones are refused at TCP). Default unlimited. */
+  maxConnections?: number;
+  /** QoS 2 messages from one client awaiting PUBREL at once. Default 100. */
+  receiveMaximum?: number;
+  /** Longest a detached persistent session is kept. Default one day. */
+  maxSessionExpirySeconds?: number;
+  /** QoS 0 messages to a client are dropped while this much is unsent. Default 8 MiB. */
+  maxOutboundBufferBytes?: number;
+  limits?: Partial<BrokerLimits>;
+  /** The other processes of a multi-process listener. */
+  bus?: ListenerBus;
+}
+
+export interface MqttListenerStats extends ConnectionStats {
+  /** Open MQTT connections (TLS done), authenticated or not. */
+  connections: number;
+  /** Sessions accepted and live. */
+  sessions: number;
+  accepted: number;
+  notAuthorized: number;
+  serverUnavailable: number;
+  tlsErrors: number;
+  sessionsKilled: number;
+  messagesRouted: number;
+  messagesDropped: number;
+}
+
+export interface MqttListener {
+  listen(): Promise<{ port: number }>;
+  close(): Promise<void>;
+  readonly stats: MqttListenerStats;
+}
+
+interface Attachment {
+  keys: SessionKeys;
+  decision: AllowDecision;
+  /** The session claim made for this CONNECT, with a bus. */
+  claim?: { key: string; tenantId: string; clientId: string; claimId: number };
+}
+
+/** A process's latest claim on a (tenant, client id): held, or made by a CONNECT still under way. */
+interface HeldClaim {
+  claimId: number;
+  connecting?: MqttConnection;
+}
+
+/** Changes remembered to catch those that arrive while a CONNECT is being decided. */
+const RECENT_CHANGES = 1_024;
+
+export function createMqttListener(options: MqttListenerOptions): MqttListener {
+  const log = options.logger.child({ component: 'mqtt' });
+  const bus = options.bus;
+  /** With a bus: this process's claims by tenant and client id. */
+  const claims = new Map<string, HeldClaim>();
+  const claimKey = (tenantId: string, clientId: string) => `${tenantId}\u0000${clientId}`;
+  let lastClaimId = 0;
+  const broker = new Broker(
+    { ...DEFAULT_LIMITS, ...options.limits },
+    bus
+      ? {
+          published: (tenantId, message) => bus.publish(tenantId, message),
+          sessionEnded: (session) => {
+            const key = claimKey(session.space.tenantId, session.clientId);
+            const held = claims.get(key);
+            // A CONNECT of this process replacing the session keeps the claim for its own.
+            if (!held || held.connecting) return;
+            claims.delete(key);
+            bus.release(session.space.tenantId, session.clientId, held.claimId);
+          },
+        }
+      : {},
+  );
+  const index = new SessionIndex<MqttConnection>();
+  const connections = new Set<MqttConnection>();
+  const sockets = new Set<Socket>();
+  const authenticateTimeoutMs = options.authenticateTimeoutMs ?? 10_000;
+
+  const counters = {
+    protocolErrors: 0,
+    connectTimeouts: 0,
+    keepaliveTimeouts: 0,
+    publishReceived: 0,
+    publishDenied: 0,
+    publishSent: 0,
+    subscribeDenied: 0,
+    accepted: 0,
+    notAuthorized: 0,
+    serverUnavailable: 0,
+    tlsErrors: 0,
+    sessionsKilled: 0,
+  };
+  const stats: MqttListenerStats = Object.defineProperties(counters as MqttListenerStats, {
+    connections: { get: () => connections.size, enumerable: true },
+    sessions: { get: () => index.size, enumerable: true },
+    messagesRouted: { get: () => broker.stats.messagesRouted, enumerable: true },
+    messagesDropped: { get: () => broker.stats.messagesDropped, enumerable: true },
+  });
+
+  const connectionOptions = {
+    maxPacketSize: options.maxPacketSize ?? 1024 * 1024,
+    connectTimeoutMs: options.connectTimeoutMs ?? 10_000,
+    receiveMaximum: options.receiveMaximum ?? 100,
+    maxSessionExpirySeconds: options.maxSessionExpirySeconds ?? 86_400,
+    maxOutboundBufferBytes: options.maxOutboundBufferBytes ?? 8 * 1024 * 1024,
+  };
+
+  // ---------------------------------------------------------------------------------------
+  // Kill switch
+
+  let changeSeq = 0;
+  const recentChanges: Array<{ seq: number; change: SessionChange }> = [];
+  const probe = new SessionIndex<true>();
+
+  const onSessionChange = (change: SessionChange): void => {
+    changeSeq++;
+    recentChanges.push({ seq: changeSeq, change });
+    if (recentChanges.length > RECENT_CHANGES) recentChanges.shift();
+    const victims = index.match(change);
+    for (const conn of victims) {
+      stats.sessionsKilled++;
+      log.info(
+        { tenantId: conn.tenantId, deviceId: conn.deviceId, clientId: conn.clientId, change: change.kind },
+        'session closed: its credentials are no longer trusted',
+      );
+      conn.terminate('kill-switch', { will: false, reasonCode: RC5.administrativeAction, endSession: true });
+    }
+    if (change.kind === 'tenant') broker.endDetachedSessions(change.tenantId);
+    else if (change.kind === 'device') broker.endDetachedSessions(change.tenantId, change.deviceId);
+  };
+
+  /** Did a change that matches these keys arrive after `since`? */
+  const changedSince = (since: number, keys: SessionKeys): boolean => {
+    if (since === changeSeq) return false;
+    probe.add(true, keys);
+    try {
+      return recentChanges.some((c) => c.seq > since && probe.match(c.change).length > 0);
+    } finally {
+      probe.remove(true);
+    }
+  };
+
+  const unsubscribeChanges = options.sessionChanges?.subscribe(onSessionChange);
+
+  // ---------------------------------------------------------------------------------------
+  // CONNECT
+
+  const decide = async (request: AuthenticateRequest): Promise<Decision> => {
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      return await Promise.race([
+        options.verifier.authenticate(request),
+        new Promise<never>((_, reject) => {
+          timer = setTimeout(() => reject(new VerifierUnavailableError('verifier did not answer in time')), authenticateTimeoutMs);
+        }),
+      ]);
+    } finally {
+      clearTimeout(timer);
+    }
+  };
+
+  const sessionKeys = (decision: AllowDecision, chain: PeerChain): SessionKeys => {
+    const fingerprints = chain.ders.map((d) => sha1Fingerprint(d));
+    if (decision.trustedCertificateFingerprint) fingerprints.push(decision.trustedCertificateFingerprint);
+    return { tenantId: decision.tenantId, deviceId: decision.device.id, fingerprints, serials: chain.serials };
+  };
+
+  const authenticate = async (conn: MqttConnection, packet: IConnectPacket): Promise<AuthOutcome> => {
+    const socket = conn.socket as TLSSocket;
+    const clientId = packet.clientId ?? '';
+    const chain = peerChain(socket);
+    if (!chain) {
+      stats.notAuthorized++;
+      log.info({ clientId, result: 'deny', reason: 'NO_CLIENT_CERTIFICATE' }, 'MQTT authentication denied');
+      return { ok: false, code: 'not-authorized' };
+    }
+    const sni = typeof socket.servername === 'string' && socket.servername ? socket.servername : undefined;
+    const request: AuthenticateRequest = {
+      clientId,
+      certificateChain: chain.ders.map((d) => d.toString('base64')),
+      ...(packet.username !== undefined ? { username: packet.username } : {}),
+      ...(sni ? { sni } : {}),
+    };
+    // Read from the certificate only for a line that is written (most CONNECTs log nothing below info).
+    const leaf = () => ({ subject: chain.leaf.subject.replace(/\n/g, ','), serial: chain.serials[0] });
+
+    // A kill-switch change can land while the verifier is deciding on state from before it;
+    // the decision is then taken again, once, on the verifier's refreshed state.
+    for (let attempt = 0; ; attempt++) {
+      const mark = changeSeq;
+      let decision: Decision;
+      try {
+        decision = await decide(request);
+      } catch (err) {
+        stats.serverUnavailable++;
+        log.warn(
+          { clientId, ...leaf(), result: 'unavailable', err: (err as Error).message },
+          'MQTT authentication failed: verifier unavailable',
+        );
+        return { ok: false, code: 'server-unavailable' };
+      }
+      if (decision.result === 'deny') {
+        stats.notAuthorized++;
+        log.info({ clientId, ...leaf(), result: 'deny', reason: decision.reason }, 'MQTT authentication denied');
+        return { ok: false, code: 'not-authorized' };
+      }
+      const keys = sessionKeys(decision, chain);
+      // With other listener processes the client id is claimed from them, which for a resumed
+      // session means waiting for its state; a change that lands meanwhile counts as well.
+      if (bus && clientId !== '' && !changedSince(mark, keys)) await claimSession(conn, decision, clientId, packet.clean === false);
+      if (changedSince(mark, keys)) {
+        // Decided again once, unless this CONNECT has claimed its session already.
+        if (attempt === 0 && !conn.attachment) continue;
+        stats.notAuthorized++;
+        log.info({ clientId, ...leaf(), tenantId: decision.tenantId, deviceId: decision.device.id, result: 'deny', reason: 'REVOKED_DURING_CONNECT' }, 'MQTT authentication denied');
+        return { ok: false, code: 'not-authorized' };
+      }
+      const attachment: Attachment = { ...(conn.attachment as Attachment | undefined), keys, decision };
+      conn.attachment = attachment;
+      if (log.isLevelEnabled('info')) {
+        log.info(
+          {
+            clientId,
+            ...leaf(),
+            result: 'allow',
+            tenantId: decision.tenantId,
+            deviceId: decision.device.id,
+            deviceName: decision.device.name,
+            matchedBy: decision.matchedBy,
+            protocol: conn.version,
+          },
+          'MQTT authentication allowed',
+        );
+      }
+      return { ok: true, tenantId: decision.tenantId, deviceId: decision.device.id, deviceName: decision.device.name, acl: decision.acl };
+    }
+  };
+
+  /**
+   * Takes the session of (tenant, client id) from whichever other process holds it, and waits for
+   * its state when the client resumes a session this process does not have.
+   */
+  const claimSession = async (conn: MqttConnection, decision: AllowDecision, clientId: string, resume: boolean): Promise<void> => {
+    const key = claimKey(decision.tenantId, clientId);
+    const claimId = ++lastClaimId;
+    claims.set(key, { claimId, connecting: conn });
+    conn.attachment = { claim: { key, tenantId: decision.tenantId, clientId, claimId } } as Attachment;
+    const handOver = resume && !broker.peek(decision.tenantId)?.sessions.has(clientId);
+    const handed = bus!.claim({ tenantId: decision.tenantId, clientId, deviceId: decision.device.id, claimId, handOver });
+    if (!handOver) return;
+    const state = await handed;
+    if (state && !conn.closed && state.deviceId === decision.device.id) broker.space(decision.tenantId).adopt(state);
+  };
+
+  /** Another process took a session this process holds (or is connecting for). */
+  const takeOver = (claim: SessionClaim): SessionState | undefined => {
+    const key = claimKey(claim.tenantId, claim.clientId);
+    const held = claims.get(key);
+    // A later claim of this process is on its way and wins over the other one.
+    if (!held || held.claimId !== claim.claimId) return undefined;
+    claims.delete(key);
+    held.connecting?.terminate('takeover', { will: false });
+    const space = broker.peek(claim.tenantId);
+    const session = space?.sessions.get(claim.clientId);
+    if (!space || !session) return undefined;
+    const outlet = session.outlet;
+    if (outlet instanceof MqttConnection) outlet.terminate('takeover', { will: true, reasonCode: RC5.sessionTakenOver });
+    if (space.sessions.get(claim.clientId) !== session) return undefined; // it ended with its connection
+    if (claim.handOver && session.deviceId === claim.deviceId) return space.handOver(session);
+    space.endSession(session);
+    return undefined;
+  };
+
+  const stopReceiving = bus?.receive({
+    publish(tenantId, message) {
+      // Only a retained message needs a tenant space made for it here.
+      (message.retain ? broker.space(tenantId) : broker.peek(tenantId))?.route(message);
+    },
+    retain(tenantId, message) {
+      broker.space(tenantId).retain(message);
+    },
+    takeOver,
+  });
+
+  const hooks = {
+    authenticate,
+    established(conn: MqttConnection) {
+      const a = conn.attachment as Attachment;
+      stats.accepted++;
+      if (a.claim) {
+        const held = claims.get(a.claim.key);
+        if (held?.connecting === conn) held.connecting = undefined;
+      }
+      index.add(conn, a.keys);
+      try {
+        options.connectionRecorder?.connected(a.decision.tenantId, a.decision.device.id, new Date());
+      } catch (err) {
+        log.warn({ err: (err as Error).message }, 'connection recorder failed');
+      }
+    },
+    closed(conn: MqttConnection) {
+      connections.delete(conn);
+      index.remove(conn);
+      const claim = (conn.attachment as Attachment | undefined)?.claim;
+      const held = claim && claims.get(claim.key);
+      if (claim && held?.connecting === conn) {
+        // The CONNECT did not get through; the claim stays only for a session this process keeps.
+        held.connecting = undefined;
+        if (!broker.peek(claim.tenantId)?.sessions.has(claim.clientId)) {
+          claims.delete(claim.key);
+          bus!.release(claim.tenantId, claim.clientId, claim.claimId);
+        }
+      }
+    },
+  };
+
+  // ---------------------------------------------------------------------------------------
+  // TLS
+
+  const tlsCert = options.tls.ca
+    ? `${options.tls.cert.toString().trimEnd()}\n${options.tls.ca.toString().trim()}\n`
+    : options.tls.cert;
+  const server = tls.createServer({
+    cert: tlsCert,
+    key: options.tls.key,
+    requestCert: true,
+    // Any certificate (or none) passes the handshake; the verifier decides at CONNECT.
+    rejectUnauthorized: false,
+    handshakeTimeout: options.handshakeTimeoutMs ?? 10_000,
+    minVersion: 'TLSv1.2',
+    // No session resumption: a resumed session keeps the client's leaf but not its
+    // intermediates (see peer-chain.ts), and every connection is decided on its full chain.
+    secureOptions: cryptoConstants.SSL_OP_NO_TICKET,
+  });
+  if (options.maxConnections !== undefined) server.maxConnections = options.maxConnections;
+
+  server.on('connection', (socket: Socket) => {
+    sockets.add(socket);
+    socket.once('close', () => sockets.delete(socket));
+  });
+  server.on('secureConnection', (socket: TLSSocket) => {
+    socket.setNoDelay(true);
+    const conn = new MqttConnection(socket, broker, hooks, connectionOptions, stats, log);
+    connections.add(conn);
+  });
+  server.on('tlsClientError', (err: Error & { code?: string }, socket: TLSSocket) => {
+    stats.tlsErrors++;
+    log.debug({ remote: socket.remoteAddress, err: err.code ?? err.message }, 'TLS handshake failed');
+    // With a 'tlsClientError' listener Node leaves the socket open (a handshake timeout included).
+    socket.destroy();
+  });
+  server.on('error', (err) => log.error({ err }, 'MQTT listener error'));
+
+  let closed = false;
+  return {
+    stats,
+    listen() {
+      return new Promise((resolve, reject) => {
+        const onError = (err: Error) => reject(err);
+        server.once('error', onError);
+        server.listen(options.port, options.host ?? '0.0.0.0', () => {
+          server.off('error', onError);
+          const port = (server.address() as AddressInfo).port;
+          log.info({ host: options.host ?? '0.0.0.0', port }, 'MQTT mTLS listener started');
+          resolve({ port });
+        });
+      });
+    },
+    async close() {
+      if (closed) return;
+      closed = true;
+      unsubscribeChanges?.();
+      stopReceiving?.();
+      const done = new Promise<void>((resolve) => server.close(() => resolve()));
+      for (const conn of [...connections]) {
+        conn.terminate('shutdown', { will: false, reasonCode: RC5.serverShuttingDown });
+      }
+      for (const s of sockets) s.destroy();
+      await done;
+      broker.close();
+    },
+  };
+}

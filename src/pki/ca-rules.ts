@@ -1,0 +1,123 @@
+/**
+ * Rules for uploading a trusted certificate (CONTRACT §5) and the key/algorithm strength rules
+ * shared with path validation.
+ */
+import type { PublicKeyInfo, SignatureAlgorithm } from './algorithms.js';
+import type { ParsedCertificate } from './certificate.js';
+
+export type ProblemCode =
+  | 'UNSUPPORTED_VERSION'
+  | 'NOT_A_CA'
+  | 'KEY_USAGE_INVALID'
+  | 'CERTIFICATE_EXPIRED'
+  | 'WEAK_KEY'
+  | 'WEAK_SIGNATURE_ALGORITHM';
+
+export interface Problem {
+  readonly code: ProblemCode;
+  readonly message: string;
+}
+
+/** Smallest RSA modulus accepted (CONTRACT §5; NIST SP 800-131A). */
+export const MIN_RSA_BITS = 2048;
+/** Largest RSA modulus accepted: bigger keys only make verification slow (a cheap DoS lever). */
+export const MAX_RSA_BITS = 16384;
+/** Curves accepted for EC keys. Smaller curves (P-192, P-224) offer under 112 bits of security. */
+export const ALLOWED_CURVES: ReadonlySet<string> = new Set([
+  'P-256',
+  'P-384',
+  'P-521',
+  'brainpoolP256r1',
+  'brainpoolP384r1',
+  'brainpoolP512r1',
+]);
+const WEAK_HASHES: ReadonlySet<string> = new Set(['MD2', 'MD5', 'SHA1']);
+
+/** Null when the subject public key is acceptable, else why not. */
+export function checkKeyStrength(key: PublicKeyInfo): Problem | null {
+  const weak = (message: string): Problem => ({ code: 'WEAK_KEY', message });
+  if (key.problem) return weak(key.problem);
+  switch (key.algorithm) {
+    case 'RSA':
+    case 'RSA-PSS': {
+      const bits = key.bits ?? 0;
+      if (bits < MIN_RSA_BITS) return weak(`RSA key of ${bits} bits is weaker than the minimum of ${MIN_RSA_BITS}`);
+      if (bits > MAX_RSA_BITS) return weak(`RSA key of ${bits} bits is larger than the supported maximum of ${MAX_RSA_BITS}`);
+      // Real RSA keys are whole octets; an odd size points at a broken or crafted key (CA/B BR 6.1.5).
+      if (bits % 8 !== 0) return weak(`RSA key of ${bits} bits is not a multiple of 8 bits`);
+      return null;
+    }
+    case 'EC':
+      if (key.explicitCurve) return weak('EC key with explicit curve parameters; only named curves are accepted (RFC 5480 2.1.1)');
+      if (!key.curve || !ALLOWED_CURVES.has(key.curve)) return weak(`EC curve ${key.curve ?? 'unknown'} is not accepted`);
+      return null;
+    case 'Ed25519':
+    case 'Ed448':
+      return null;
+    case 'DSA':
+      return weak('DSA keys are not accepted');
+    default:
+      return weak('unsupported public key algorithm');
+  }
+}
+
+/** Null when the signature algorithm is acceptable, else why not. */
+export function checkSignatureStrength(alg: SignatureAlgorithm): Problem | null {
+  const weak = (message: string): Problem => ({ code: 'WEAK_SIGNATURE_ALGORITHM', message });
+  if (alg.kind === 'unknown') return weak(`unsupported signature algorithm ${alg.oid}`);
+  if (alg.kind === 'dsa') return weak(`${alg.name}: DSA signatures are not accepted`);
+  if (alg.hash && WEAK_HASHES.has(alg.hash)) return weak(`${alg.name}: ${alg.hash} signatures are not accepted`);
+  if (alg.problem) return weak(`${alg.name}: ${alg.problem}`);
+  return null;
+}
+
+/**
+ * Key and signature strength of one certificate. `signature: false` skips the certificate's own
+ * signature algorithm, for a trust anchor whose self-signature nobody relies on (RFC 5280 6.1.1 (d)).
+ */
+export function checkWeakness(cert: ParsedCertificate, options: { signature?: boolean } = {}): Problem[] {
+  const out: Problem[] = [];
+  const key = checkKeyStrength(cert.publicKey);
+  if (key) out.push(key);
+  if (options.signature !== false) {
+    const sig = checkSignatureStrength(cert.signatureAlgorithm);
+    if (sig) out.push(sig);
+  }
+  return out;
+}
+
+/**
+ * CONTRACT §5 upload rules for a trusted certificate, each a 422 with its message: version 3,
+ * basicConstraints cA, keyCertSign when keyUsage is present, not expired, nothing weak.
+ */
+export function checkTrustedCaRules(cert: ParsedCertificate, now: Date = new Date()): Problem[] {
+  const out: Problem[] = [];
+  if (cert.version !== 3) {
+    out.push({ code: 'UNSUPPORTED_VERSION', message: `certificate is X.509 version ${cert.version}; a trusted CA must be version 3` });
+  }
+  if (cert.basicConstraints?.ca !== true) {
+    out.push({
+      code: 'NOT_A_CA',
+      message: cert.basicConstraints
+        ? 'certificate is not a CA: basicConstraints does not set CA:true'
+        : 'certificate is not a CA: it has no basicConstraints extension with CA:true',
+    });
+  }
+  if (cert.keyUsage && !cert.keyUsage.has('keyCertSign')) {
+    out.push({ code: 'KEY_USAGE_INVALID', message: 'keyUsage is present but does not include keyCertSign' });
+  }
+  if (cert.notAfter.getTime() < Math.floor(now.getTime() / 1000) * 1000) {
+    out.push({ code: 'CERTIFICATE_EXPIRED', message: `certificate expired on ${cert.notAfter.toISOString()}` });
+  }
+  out.push(...checkWeakness(cert));
+  return out;
+}
+
+/**
+ * Profile defects that would make every path through this certificate fail when it is used as a
+ * trust anchor (for example a CA without subjectKeyIdentifier or with a non-critical
+ * basicConstraints). Not upload rules of the contract; callers may show them as warnings.
+ */
+export function anchorProfileWarnings(cert: ParsedCertificate): string[] {
+  return cert.defects.map((d) => d.message);
+}

@@ -1,0 +1,246 @@
+import path from 'node:path';
+import { pathToFileURL } from 'node:url';
+import pino, { type Logger } from 'pino';
+import { buildApp } from './app.js';
+import { ConfigError, loadConfig, type Config } from './config.js';
+import { createChangeFeed, createChangePublisher, type ChangeFeed } from './db/change-feed.js';
+import { embeddedDatabaseUrl, releaseShutdownSignals, startEmbeddedPostgres, type EmbeddedDatabase } from './db/embedded-postgres.js';
+import { applyMigrations, pendingMigrations } from './db/migrate.js';
+import { createPrismaClient, type PrismaClient } from './db/prisma.js';
+import { bootstrapManagement } from './modules/tenants/management-bootstrap.js';
+import { createMetrics, type Metrics } from './plugins/metrics.js';
+import { createConnectionRecorder } from './mqtt/connection-recorder.js';
+import { listenerDependencies, sessionChangesOf, type ListenerDependencies, type ListenerSource } from './mqtt/listener-deps.js';
+import { createMqttCluster, defaultWorkers, type MqttCluster } from './mqtt/mqtt-cluster.js';
+import { createMqttListener, type MqttListener } from './mqtt/mqtt-listener.js';
+import { resolveServerTls } from './mqtt/server-tls.js';
+import { createVerifierRepository } from './verifier/verifier-repository.js';
+
+export interface RunningServer {
+  httpAddress?: string;
+  mqttPort?: number;
+  /** The MQTT listener: one in this process, or a cluster of MQTT_WORKERS worker processes. */
+  mqtt?: MqttListener | MqttCluster;
+  close(): Promise<void>;
+}
+
+export type ServeMode = 'all' | 'api' | 'mqtt';
+
+/**
+ * Starts certgate. `all` (what `npm start` runs): database (embedded unless DATABASE_URL is set),
+ * migrations, management bootstrap, the REST API and the MQTT listener asking the in-process
+ * verifier. `api`: the same without the listener. `mqtt`: the listener alone, asking a remote
+ * verifier (VERIFIER_URL, VERIFIER_TOKEN) and following changes on the database when it can
+ * reach one. With MQTT_WORKERS above 1 the listener runs in that many worker processes sharing
+ * its port (mqtt-cluster.ts), each with its own verifier. Everything opened is closed by
+ * `close()`, in reverse order.
+ */
+export async function startServer(config: Config, mode: ServeMode = 'all', logger?: Logger): Promise<RunningServer> {
+  const log = logger ?? pino({ level: config.LOG_LEVEL, base: { service: 'certgate' } });
+  const closers: Array<() => Promise<unknown>> = [];
+  const close = async () => {
+    for (const c of closers.reverse()) await c().catch((err) => log.warn({ err }, 'close failed'));
+  };
+
+  try {
+    if (mode === 'mqtt') return { ...(await startStandaloneListener(config, log, closers)), close };
+
+    let databaseUrl = config.DATABASE_URL;
+    if (!databaseUrl) {
+      const dbLog = log.child({ component: 'embedded-postgres' });
+      const embedded: EmbeddedDatabase = await startEmbeddedPostgres(path.join(config.dataDir), (m) => dbLog.debug(m));
+      closers.push(() => embedded.stop());
+      databaseUrl = embedded.url;
+      log.info({ dataDir: config.dataDir }, 'embedded PostgreSQL started');
+    }
+
+    const applied = await applyMigrations(databaseUrl, (m) => log.info(m));
+    log.info({ applied: applied.length }, 'database schema up to date');
+
+    const prisma: PrismaClient = createPrismaClient(databaseUrl);
+    closers.push(() => prisma.$disconnect());
+
+    const boot = await bootstrapManagement(prisma, {
+      adminPassword: config.MANAGEMENT_ADMIN_PASSWORD,
+      verifierToken: config.VERIFIER_TOKEN,
+    });
+    announceSecrets(boot);
+
+    const feed: ChangeFeed = await createChangeFeed(databaseUrl, log);
+    closers.push(() => feed.close());
+    const publisher = createChangePublisher((sql, ...params) => prisma.$executeRawUnsafe(sql, ...params));
+    const metrics = createMetrics();
+
+    const readiness = async () => {
+      let pending: string[];
+      try {
+        pending = await pendingMigrations((sql) => prisma.$queryRawUnsafe(sql));
+      } catch {
+        throw new Error('database unreachable');
+      }
+      if (pending.length) throw new Error(`migrations pending: ${pending.join(', ')}`);
+    };
+
+    const app = await buildApp({
+      prisma,
+      publisher,
+      metrics,
+      readiness,
+      changeFeed: feed,
+      verifierTokenSha256: boot.verifierTokenSha256,
+      logger: log,
+      bodyLimit: config.BODY_LIMIT_BYTES,
+      authFailuresBeforeLockout: config.AUTH_FAILURES_BEFORE_LOCKOUT,
+    });
+    closers.push(() => app.close());
+
+    let mqtt: { listener: MqttListener; port: number } | undefined;
+    if (mode === 'all') {
+      const workers = mqttWorkers(config);
+      if (workers > 1) {
+        mqtt = await startListener(config, log, closers, metrics, { workers, source: { verifier: 'in-process', databaseUrl } });
+      } else {
+        const recorder = createConnectionRecorder({
+          flush: (batch) => createVerifierRepository(prisma).touchDevices(batch),
+          onError: (err) => log.warn({ err }, 'lastConnectedAt not recorded'),
+        });
+        closers.push(() => recorder.close());
+        mqtt = await startListener(config, log, closers, metrics, {
+          deps: { verifier: app.verifier, sessionChanges: sessionChangesOf(feed), connectionRecorder: recorder },
+        });
+      }
+    }
+
+    const httpAddress = await app.listen({ host: config.HTTP_HOST, port: config.HTTP_PORT });
+    log.info({ url: httpAddress, docs: `${httpAddress}/docs`, mode }, 'REST API listening');
+    return { httpAddress, ...(mqtt ? { mqtt: mqtt.listener, mqttPort: mqtt.port } : {}), close };
+  } catch (err) {
+    await close();
+    throw err;
+  }
+}
+
+/** MQTT_WORKERS, or one per CPU this process may use. */
+function mqttWorkers(config: Config): number {
+  return config.MQTT_WORKERS ?? defaultWorkers();
+}
+
+/**
+ * The listener in this process on the given dependencies, or `workers` worker processes that
+ * each build theirs from `source`.
+ */
+async function startListener(
+  config: Config,
+  log: Logger,
+  closers: Array<() => Promise<unknown>>,
+  metrics: Metrics | undefined,
+  how: { deps: ListenerDependencies } | { workers: number; source: ListenerSource },
+): Promise<{ listener: MqttListener; port: number }> {
+  const tls = await resolveServerTls({
+    dataDir: config.dataDir,
+    certPath: config.MQTT_TLS_CERT,
+    keyPath: config.MQTT_TLS_KEY,
+    warn: (m) => log.warn(m),
+  });
+  if (tls.caPath) {
+    log.info({ ca: tls.caPath, generated: tls.generated }, 'MQTT server certificate made by certgate: devices trust this CA file');
+  }
+  const common = {
+    host: config.MQTT_TLS_HOST,
+    port: config.MQTT_TLS_PORT,
+    tls: { cert: tls.cert, key: tls.key, ...(tls.ca ? { ca: tls.ca } : {}) },
+  };
+  let listener: MqttListener;
+  if ('deps' in how) {
+    listener = createMqttListener({ ...how.deps, ...common, logger: log });
+  } else {
+    const workers = createMqttCluster({ workers: how.workers, spec: { ...common, source: how.source, logLevel: config.LOG_LEVEL }, logger: log });
+    // The workers' verifiers count their decisions; a scrape of this process adds them up.
+    metrics?.observeOtherProcesses(() => workers.workerMetrics());
+    listener = workers;
+  }
+  closers.push(() => listener.close());
+  const { port } = await listener.listen();
+  metrics?.observeMqttListener(() => listener.stats);
+  log.info({ port, workers: 'workers' in how ? how.workers : 1 }, 'mTLS MQTT listener ready');
+  return { listener, port };
+}
+
+/** `certgate mqtt`: the listener alone, asking the verifier over HTTP. */
+async function startStandaloneListener(
+  config: Config,
+  log: Logger,
+  closers: Array<() => Promise<unknown>>,
+): Promise<Omit<RunningServer, 'close'>> {
+  if (!config.VERIFIER_URL || !config.VERIFIER_TOKEN) {
+    throw new ConfigError(['VERIFIER_URL and VERIFIER_TOKEN are required to run the MQTT listener alone']);
+  }
+  // Session drops and lastConnectedAt need the database the API writes to; without one the
+  // listener still authenticates every CONNECT through the verifier.
+  const databaseUrl = config.DATABASE_URL ?? (await embeddedDatabaseUrl(config.dataDir));
+  const source: ListenerSource = {
+    verifier: 'remote',
+    url: config.VERIFIER_URL,
+    token: config.VERIFIER_TOKEN,
+    ...(databaseUrl ? { databaseUrl } : {}),
+  };
+  const workers = mqttWorkers(config);
+  const { listener, port } =
+    workers > 1
+      ? await startListener(config, log, closers, undefined, { workers, source })
+      : await startListener(config, log, closers, undefined, { deps: await listenerDependencies(source, log, closers) });
+  return { mqtt: listener, mqttPort: port };
+}
+
+/** Generated secrets are shown once, in plain text on stdout, and never logged afterwards. */
+function announceSecrets(boot: { generatedAdminPassword?: string; generatedVerifierToken?: string }): void {
+  const lines: string[] = [];
+  if (boot.generatedAdminPassword) {
+    lines.push(`management admin login: management/admin  password: ${boot.generatedAdminPassword}`);
+  }
+  if (boot.generatedVerifierToken) lines.push(`verifier token (VERIFIER_TOKEN): ${boot.generatedVerifierToken}`);
+  if (lines.length) {
+    process.stdout.write(
+      `\n  certgate generated these secrets on first start; they are shown only this once:\n${lines
+        .map((l) => `    ${l}`)
+        .join('\n')}\n\n`,
+    );
+  }
+}
+
+/** Runs until SIGINT/SIGTERM, then closes everything. */
+export async function main(mode: ServeMode = 'all'): Promise<void> {
+  let config: Config;
+  try {
+    config = loadConfig();
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`certgate cannot start, ${err.message}\n`);
+      process.exit(2);
+    }
+    throw err;
+  }
+  const log = pino({ level: config.LOG_LEVEL, base: { service: 'certgate' } });
+  let server: RunningServer;
+  try {
+    server = await startServer(config, mode, log);
+  } catch (err) {
+    log.fatal({ err }, 'certgate failed to start');
+    process.exit(1);
+  }
+  let stopping = false;
+  const stop = async (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    log.info({ signal }, 'shutting down');
+    await server.close();
+    process.exit(0);
+  };
+  releaseShutdownSignals();
+  process.on('SIGINT', () => void stop('SIGINT'));
+  process.on('SIGTERM', () => void stop('SIGTERM'));
+}
+
+if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
+  void main('all');
+}

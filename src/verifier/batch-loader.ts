@@ -1,0 +1,42 @@
+/**
+ * Loads keys in batches that adapt to load: a lookup starts at once while fewer than
+ * `maxInFlight` queries run, and otherwise waits for one to finish, meanwhile joined by every
+ * other lookup that arrives. One request alone pays one query, as before; a storm of first
+ * connections pays one query per batch instead of one per device.
+ */
+export function createBatchLoader<K, V>(
+  loadMany: (keys: K[]) => Promise<Map<K, V>>,
+  opts: { maxBatch?: number; maxInFlight?: number } = {},
+): (key: K) => Promise<V | null> {
+  const maxBatch = opts.maxBatch ?? 500;
+  const maxInFlight = opts.maxInFlight ?? 2;
+  let queue: Array<{ key: K; resolve: (v: V | null) => void; reject: (err: unknown) => void }> = [];
+  let inFlight = 0;
+
+  function pump(): void {
+    while (queue.length > 0 && inFlight < maxInFlight) {
+      const batch = queue.length > maxBatch ? queue.splice(0, maxBatch) : queue;
+      if (batch === queue) queue = [];
+      inFlight++;
+      loadMany(batch.map((b) => b.key))
+        .then(
+          (found) => {
+            for (const b of batch) b.resolve(found.get(b.key) ?? null);
+          },
+          (err) => {
+            for (const b of batch) b.reject(err);
+          },
+        )
+        .finally(() => {
+          inFlight--;
+          pump();
+        });
+    }
+  }
+
+  return (key) =>
+    new Promise<V | null>((resolve, reject) => {
+      queue.push({ key, resolve, reject });
+      pump();
+    });
+}

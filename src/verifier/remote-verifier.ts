@@ -1,0 +1,71 @@
+/**
+ * The verifier over HTTP, for a listener running apart from the API (`certgate mqtt` with
+ * VERIFIER_URL and VERIFIER_TOKEN): `POST {url}/verifier/v1/authenticate` (CONTRACT.md §8).
+ *
+ * It fails closed: anything but a well-formed 200 (or a 400, which is about the chain the device
+ * sent) throws VerifierUnavailableError, which the listener answers with "server unavailable".
+ * Node's fetch keeps connections to the verifier alive between calls.
+ */
+import { decisionSchema } from './verifier-schemas.js';
+import { VerifierUnavailableError, type AuthenticateRequest, type Decision, type Verifier } from './verifier-types.js';
+
+export interface RemoteVerifierOptions {
+  /** Base URL of the certgate API, e.g. `http://certgate-api:8080`. */
+  url: string;
+  token: string;
+  /** Per call, connection included. Default 5 s. */
+  timeoutMs?: number;
+  /** For tests and custom agents; default the global fetch. */
+  fetch?: typeof fetch;
+}
+
+export function createRemoteVerifier(opts: RemoteVerifierOptions): Verifier {
+  const endpoint = new URL('verifier/v1/authenticate', opts.url.endsWith('/') ? opts.url : `${opts.url}/`).toString();
+  const timeoutMs = opts.timeoutMs ?? 5_000;
+  const doFetch = opts.fetch ?? fetch;
+  const headers = {
+    authorization: `Bearer ${opts.token}`,
+    'content-type': 'application/json',
+    accept: 'application/json',
+  };
+
+  return {
+    async authenticate(request: AuthenticateRequest): Promise<Decision> {
+      let res: Response;
+      try {
+        res = await doFetch(endpoint, {
+          method: 'POST',
+          headers,
+          body: JSON.stringify(request),
+          signal: AbortSignal.timeout(timeoutMs),
+        });
+      } catch (err) {
+        const e = err as Error;
+        const why = e.name === 'TimeoutError' ? `no answer within ${timeoutMs} ms` : (e.cause as Error | undefined)?.message ?? e.message;
+        throw new VerifierUnavailableError(`verifier unreachable: ${why}`);
+      }
+      let body: unknown;
+      try {
+        body = await res.json();
+      } catch {
+        body = undefined;
+      }
+      if (res.status === 200) {
+        const parsed = decisionSchema.safeParse(body);
+        if (!parsed.success) throw new VerifierUnavailableError('verifier answered 200 with an unexpected body');
+        return parsed.data as Decision;
+      }
+      if (res.status === 400) {
+        // The request is ours and well-formed, so a 400 is about what the device presented.
+        const message = (body as { message?: unknown } | undefined)?.message;
+        return {
+          result: 'deny',
+          reason: 'MALFORMED_CERTIFICATE',
+          message: typeof message === 'string' ? message : 'the verifier could not read the presented chain',
+        };
+      }
+      // 401 (wrong token), 404 (wrong URL), 503 (store down) and the rest: fail closed.
+      throw new VerifierUnavailableError(`verifier answered HTTP ${res.status}`);
+    },
+  };
+}

@@ -1,0 +1,255 @@
+import { LRUCache } from 'lru-cache';
+import { parseCertificate, type ParsedCertificate } from '../pki/certificate.js';
+import type { ChangeEvent } from '../db/change-feed.js';
+import { createBatchLoader } from './batch-loader.js';
+import { createCredentialIndex } from './credential-index.js';
+import type { CredentialRef, DeviceRef, ProfileRef, TrustedRef, VerifierRepository } from './verifier-repository.js';
+
+export interface TrustedEntry extends TrustedRef {
+  cert: ParsedCertificate;
+}
+
+export interface TenantRevocations {
+  /** serial (lowercase hex, no leading zeros) -> issuer fingerprints; "" = any CA of the tenant */
+  bySerial: Map<string, Set<string>>;
+  /**
+   * `revokedCredentialKey` of every device credential revoked through the API. Matching by issuer
+   * and serial, not only by fingerprint, keeps a re-encoded copy of a revoked certificate out
+   * (an ECDSA signature stays valid with s replaced by n - s, which changes the SHA-256).
+   */
+  revokedCredentials: Set<string>;
+}
+
+export function revokedCredentialKey(issuer: string, serialHex: string): string {
+  return `${issuer}\u0000${serialHex}`;
+}
+
+const NO_CREDENTIAL: Promise<CredentialRef | null> = Promise.resolve(null);
+
+/**
+ * In-memory views of what the verifier reads, filled on first use and dropped by change events
+ * from PostgreSQL NOTIFY (so every process sees a change on its next request, without timers).
+ * `generation` increases on every change that can alter a decision; cached decisions from an
+ * older generation are void.
+ */
+export function createTrustCache(
+  repo: VerifierRepository,
+  opts: { maxParsed?: number; maxParsedLeaves?: number; onError?: (err: unknown) => void } = {},
+) {
+  let generation = 0;
+  // False while the change feed is down: changes may go unseen, so nothing read is kept.
+  let live = true;
+  // Issuers come back in every chain below them. A leaf comes back only when its device
+  // reconnects, mostly answered by the decision cache, and a storm of new leaves must not fill
+  // the heap (a parse is ~6 KB): leaves get a small cache of their own.
+  const parsed = new LRUCache<string, ParsedCertificate>({ max: opts.maxParsed ?? 10_000 });
+  const parsedLeaves = new LRUCache<string, ParsedCertificate>({ max: opts.maxParsedLeaves ?? 5_000 });
+  const trustedBySubject = new Map<string, Promise<TrustedEntry[]>>();
+  const tenantStatus = new Map<string, Promise<'ACTIVE' | 'SUSPENDED' | null>>();
+  const profiles = new Map<string, Promise<ProfileRef[]>>();
+  const revocations = new Map<string, Promise<TenantRevocations>>();
+  const devicesByName = new LRUCache<string, Promise<DeviceRef | null>>({ max: 200_000 });
+  const devicesById = new LRUCache<string, Promise<DeviceRef | null>>({ max: 200_000 });
+  // First connections of many devices at once share their lookups.
+  const loadDevice = createBatchLoader(async (keys: string[]) => {
+    const pairs = keys.map((k) => {
+      const i = k.indexOf('\u0000');
+      return { tenantId: k.slice(0, i), name: k.slice(i + 1) };
+    });
+    const rows = await repo.devicesByNames(pairs);
+    return new Map(rows.map((d) => [`${d.tenantId}\u0000${d.name}`, d]));
+  });
+  // Most leaves are not device credentials; the index says so without a query.
+  const credentialIndex = createCredentialIndex((after, limit, tenantId) => repo.credentialIds(after, limit, tenantId), {
+    onError: opts.onError,
+  });
+  const credentials = new LRUCache<string, Promise<CredentialRef | null>>({ max: 200_000 });
+  const pinned = new LRUCache<string, Promise<Set<string>>>({ max: 50_000 });
+
+  /** Caches a promise; a failed load is forgotten so the next request retries the database. */
+  function memo<K, V>(map: { get(k: K): Promise<V> | undefined; set(k: K, v: Promise<V>): unknown; delete(k: K): unknown }, key: K, load: () => Promise<V>): Promise<V> {
+    const hit = map.get(key);
+    if (hit) return hit;
+    const p = load();
+    if (!live) return p;
+    map.set(key, p);
+    p.catch(() => {
+      if (map.get(key) === p) map.delete(key);
+    });
+    return p;
+  }
+
+  function toEntry(row: TrustedRef): TrustedEntry {
+    const key = Buffer.from(row.certDer).toString('base64');
+    let cert = parsed.get(key);
+    if (!cert) {
+      cert = parseCertificate(row.certDer);
+      parsed.set(key, cert);
+    }
+    return { ...row, cert };
+  }
+
+  function dropTenantEntries<V extends object>(cache: LRUCache<string, V>, tenantId: string): void {
+    const prefix = `${tenantId}\u0000`;
+    for (const k of cache.keys()) if (k.startsWith(prefix)) cache.delete(k);
+  }
+
+  const api = {
+    get generation() {
+      return generation;
+    },
+
+    /** Whether what is cached (decisions included) may be used: the change feed is up. */
+    get live() {
+      return live;
+    },
+
+    /** Parses each distinct certificate once; input is PEM or base64 DER as presented. */
+    parse(input: string): ParsedCertificate {
+      const hit = parsed.get(input) ?? parsedLeaves.get(input);
+      if (hit) return hit;
+      const cert = parseCertificate(input);
+      (cert.basicConstraints?.ca === true ? parsed : parsedLeaves).set(input, cert);
+      return cert;
+    },
+
+    trustedBySubjectHash(hash: string): Promise<TrustedEntry[]> {
+      return memo(trustedBySubject, hash, async () => (await repo.trustedBySubjectHash([hash])).map(toEntry));
+    },
+
+    tenantStatus(tenantId: string) {
+      return memo(tenantStatus, tenantId, async () => (await repo.tenantStatus(tenantId))?.status ?? null);
+    },
+
+    async profile(tenantId: string, profileId: string | null): Promise<ProfileRef | undefined> {
+      const list = await memo(profiles, tenantId, () => repo.profiles(tenantId));
+      return (profileId ? list.find((p) => p.id === profileId) : undefined) ?? list.find((p) => p.isDefault);
+    },
+
+    revocations(tenantId: string): Promise<TenantRevocations> {
+      return memo(revocations, tenantId, async () => {
+        const bySerial = new Map<string, Set<string>>();
+        const [holds, revokedCredentials] = await Promise.all([repo.revocations(tenantId), repo.revokedCredentials(tenantId)]);
+        for (const r of holds) {
+          const set = bySerial.get(r.serialHex) ?? new Set<string>();
+          set.add(r.issuerFingerprint);
+          bySerial.set(r.serialHex, set);
+        }
+        return {
+          bySerial,
+          revokedCredentials: new Set(revokedCredentials.map((c) => revokedCredentialKey(c.issuer, c.serialNumber))),
+        };
+      });
+    },
+
+    deviceByName(tenantId: string, name: string) {
+      const key = `${tenantId}\u0000${name}`;
+      return memo(devicesByName, key, () => loadDevice(key));
+    },
+
+    credential(credentialsId: string): Promise<CredentialRef | null> {
+      if (live && !credentialIndex.mayContain(credentialsId)) return NO_CREDENTIAL;
+      return memo(credentials, credentialsId, () => repo.credential(credentialsId));
+    },
+
+    /** Whether the id is known to be a device credential already (nothing to announce). */
+    knowsCredential(credentialsId: string): boolean {
+      return credentialIndex.ready && credentialIndex.mayContain(credentialsId);
+    },
+
+    deviceById(tenantId: string, id: string) {
+      return memo(devicesById, `${tenantId}\u0000${id}`, () => repo.deviceById(id));
+    },
+
+    pinnedCredentialIds(deviceId: string) {
+      return memo(pinned, deviceId, () => repo.pinnedCredentialIds(deviceId));
+    },
+
+    /** What this process itself just wrote, so it need not wait for its own notification. */
+    rememberDevice(device: DeviceRef): void {
+      if (!live) return;
+      devicesByName.set(`${device.tenantId}\u0000${device.name}`, Promise.resolve(device));
+    },
+    rememberCredential(c: CredentialRef): void {
+      if (!live) return;
+      credentials.set(c.credentialsId, Promise.resolve(c));
+    },
+
+    apply(event: ChangeEvent): void {
+      if (event.type === 'credentials-observed') {
+        credentialIndex.add(event.credentialsIds);
+        for (const id of event.credentialsIds) credentials.delete(id);
+        return;
+      }
+      generation++;
+      if (event.type !== 'invalidate') return;
+      const { tenantId } = event;
+      switch (event.what) {
+        case 'tenant':
+          tenantStatus.delete(tenantId);
+          profiles.delete(tenantId);
+          revocations.delete(tenantId);
+          dropTenantEntries(devicesByName, tenantId);
+          dropTenantEntries(devicesById, tenantId);
+          // A deleted tenant takes its credentials and trusted certificates with it.
+          credentials.clear();
+          pinned.clear();
+          trustedBySubject.clear();
+          break;
+        case 'trusted-certificates':
+          trustedBySubject.clear();
+          break;
+        case 'device-profiles':
+          profiles.delete(tenantId);
+          break;
+        case 'devices':
+          dropTenantEntries(devicesByName, tenantId);
+          dropTenantEntries(devicesById, tenantId);
+          pinned.clear();
+          credentials.clear();
+          break;
+        case 'credentials':
+          credentials.clear();
+          pinned.clear();
+          revocations.delete(tenantId);
+          if (event.credentialsIds) credentialIndex.add(event.credentialsIds);
+          else credentialIndex.tenantChanged(tenantId);
+          break;
+        case 'revocations':
+          revocations.delete(tenantId);
+          break;
+      }
+    },
+
+    /**
+     * The change feed is down: a change made now would go unseen, so everything is dropped and
+     * every read goes to the database (a 503 when it is down too) until `resume`.
+     */
+    suspend(): void {
+      live = false;
+      api.clear();
+    },
+
+    /** The change feed is back: notifications may have been missed meanwhile, so start afresh. */
+    resume(): void {
+      live = true;
+      api.clear();
+    },
+
+    /** After a lost notification connection nothing cached can be trusted. */
+    clear(): void {
+      generation++;
+      trustedBySubject.clear();
+      tenantStatus.clear();
+      profiles.clear();
+      revocations.clear();
+      devicesByName.clear();
+      devicesById.clear();
+      credentials.clear();
+      pinned.clear();
+      credentialIndex.reset();
+    },
+  };
+  return api;
+}
+export type TrustCache = ReturnType<typeof createTrustCache>;

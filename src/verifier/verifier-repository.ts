@@ -1,0 +1,334 @@
+import type { PrismaClient } from '../db/prisma.js';
+import { isUniqueViolation } from '../db/prisma-errors.js';
+
+/** Everything the verifier reads and writes, in one place (Prisma only here). */
+export interface TrustedRef {
+  id: string;
+  tenantId: string;
+  fingerprint: string;
+  status: 'ENABLED' | 'DISABLED';
+  autoRegistrationEnabled: boolean;
+  deviceProfileId: string | null;
+  certDer: Uint8Array;
+}
+
+export interface DeviceRef {
+  id: string;
+  tenantId: string;
+  name: string;
+  status: 'ACTIVE' | 'DISABLED';
+  pinCredentials: boolean;
+  deviceProfileId: string;
+  createdBy: 'API' | 'AUTO_REGISTRATION';
+}
+
+export interface CredentialRef {
+  credentialsId: string;
+  tenantId: string;
+  deviceId: string;
+  status: 'ACTIVE' | 'REVOKED';
+  source: 'API' | 'OBSERVED';
+}
+
+export interface ProfileRef {
+  id: string;
+  isDefault: boolean;
+  identitySource: 'COMMON_NAME' | 'SAN_URI' | 'SAN_DNS';
+  identityPattern: string;
+  identityUriPrefix: string | null;
+  clientIdPolicy: 'MUST_MATCH_DEVICE_NAME' | 'ANY';
+  maxNewDevicesPerHour: number | null;
+  aclPublish: string[];
+  aclSubscribe: string[];
+}
+
+export interface RevocationRef {
+  serialHex: string;
+  issuerFingerprint: string;
+}
+
+export interface AuthEventRow {
+  tenantId: string;
+  time: Date;
+  result: string;
+  reason?: string;
+  message: string;
+  clientId?: string;
+  deviceId?: string;
+  deviceName?: string;
+  fingerprint?: string;
+}
+
+export interface ObservedLeaf {
+  credentialsId: string;
+  tenantId: string;
+  deviceId: string;
+  certDer: Uint8Array;
+  subject: string;
+  issuer: string;
+  serialNumber: string;
+  notBefore: Date;
+  notAfter: Date;
+  seenAt: Date;
+}
+
+const deviceSelect = {
+  id: true,
+  tenantId: true,
+  name: true,
+  status: true,
+  pinCredentials: true,
+  deviceProfileId: true,
+  createdBy: true,
+} as const;
+
+export type VerifierPrisma = Pick<
+  PrismaClient,
+  '$transaction' | '$executeRawUnsafe' | '$queryRawUnsafe' | 'tenant' | 'trustedCertificate' | 'device' | 'deviceCredential' | 'deviceProfile' | 'revokedSerial' | 'authEvent'
+>;
+
+/**
+ * JSON for a batch parameter. PostgreSQL text cannot hold NUL, and one would fail the whole
+ * batch: a NUL (a client id or a certificate name can carry one) becomes U+FFFD.
+ */
+function batchJson(rows: unknown[]): string {
+  const json = JSON.stringify(rows);
+  return json.includes('\\u0000') ? json.replace(/(?<!\\)((?:\\\\)*)\\u0000/g, '$1\\ufffd') : json;
+}
+
+/** Devices the profile auto-registered in the hour before `now`: what its hourly quota counts. */
+function recentRegistrations(db: Pick<VerifierPrisma, 'device'>, tenantId: string, profileId: string, now: Date): Promise<number> {
+  return db.device.count({
+    where: { tenantId, deviceProfileId: profileId, createdBy: 'AUTO_REGISTRATION', creationTime: { gt: new Date(now.getTime() - 3_600_000) } },
+  });
+}
+
+export function createVerifierRepository(prisma: VerifierPrisma) {
+  return {
+    trustedBySubjectHash(subjectHashes: string[]): Promise<Array<TrustedRef & { subjectHash: string }>> {
+      return prisma.trustedCertificate.findMany({
+        where: { subjectHash: { in: subjectHashes } },
+        select: {
+          id: true,
+          tenantId: true,
+          fingerprint: true,
+          status: true,
+          autoRegistrationEnabled: true,
+          deviceProfileId: true,
+          certDer: true,
+          subjectHash: true,
+        },
+      });
+    },
+
+    trustedOfTenant(tenantId: string): Promise<Array<TrustedRef & { subjectHash: string }>> {
+      return prisma.trustedCertificate.findMany({
+        where: { tenantId },
+        select: {
+          id: true,
+          tenantId: true,
+          fingerprint: true,
+          status: true,
+          autoRegistrationEnabled: true,
+          deviceProfileId: true,
+          certDer: true,
+          subjectHash: true,
+        },
+      });
+    },
+
+    tenantStatus(tenantId: string): Promise<{ status: 'ACTIVE' | 'SUSPENDED' } | null> {
+      return prisma.tenant.findUnique({ where: { id: tenantId }, select: { status: true } });
+    },
+
+    profiles(tenantId: string): Promise<ProfileRef[]> {
+      return prisma.deviceProfile.findMany({
+        where: { tenantId },
+        select: {
+          id: true,
+          isDefault: true,
+          identitySource: true,
+          identityPattern: true,
+          identityUriPrefix: true,
+          clientIdPolicy: true,
+          maxNewDevicesPerHour: true,
+          aclPublish: true,
+          aclSubscribe: true,
+        },
+      });
+    },
+
+    deviceByName(tenantId: string, name: string): Promise<DeviceRef | null> {
+      return prisma.device.findUnique({ where: { tenantId_name: { tenantId, name } }, select: deviceSelect });
+    },
+
+    /**
+     * Many devices in one statement, by (tenant, name) pairs over the unique index: a storm of
+     * first connections becomes a few queries instead of one per device.
+     */
+    async devicesByNames(keys: ReadonlyArray<{ tenantId: string; name: string }>): Promise<DeviceRef[]> {
+      if (!keys.length) return [];
+      return prisma.$queryRawUnsafe<DeviceRef[]>(
+        `SELECT d.id::text AS id, d."tenantId", d.name, d.status::text AS status, d."pinCredentials",
+                d."deviceProfileId"::text AS "deviceProfileId", d."createdBy"::text AS "createdBy"
+           FROM unnest($1::text[], $2::text[]) AS k(t, n)
+           JOIN "Device" d ON d."tenantId" = k.t AND d.name = k.n`,
+        keys.map((k) => k.tenantId),
+        keys.map((k) => k.name),
+      );
+    },
+
+    deviceById(id: string): Promise<DeviceRef | null> {
+      return prisma.device.findUnique({ where: { id }, select: deviceSelect });
+    },
+
+    credential(credentialsId: string): Promise<CredentialRef | null> {
+      return prisma.deviceCredential.findUnique({
+        where: { credentialsId },
+        select: { credentialsId: true, tenantId: true, deviceId: true, status: true, source: true },
+      });
+    },
+
+    /** The API-listed, active certificates of a device: what a pinned device may use. */
+    async pinnedCredentialIds(deviceId: string): Promise<Set<string>> {
+      const rows = await prisma.deviceCredential.findMany({
+        where: { deviceId, status: 'ACTIVE', source: 'API' },
+        select: { credentialsId: true },
+      });
+      return new Set(rows.map((r) => r.credentialsId));
+    },
+
+    revokedCredentials(tenantId: string): Promise<Array<{ issuer: string; serialNumber: string }>> {
+      return prisma.deviceCredential.findMany({
+        where: { tenantId, status: 'REVOKED' },
+        select: { issuer: true, serialNumber: true },
+      });
+    },
+
+    revocations(tenantId: string): Promise<RevocationRef[]> {
+      return prisma.revokedSerial.findMany({ where: { tenantId }, select: { serialHex: true, issuerFingerprint: true } });
+    },
+
+    /** Whether the profile's hourly quota is used up: for a dry run (`registerDevice` decides under its lock). */
+    async registrationQuotaReached(tenantId: string, profile: { id: string; maxNewDevicesPerHour: number | null }, now: Date): Promise<boolean> {
+      if (profile.maxNewDevicesPerHour === null) return false;
+      return (await recentRegistrations(prisma, tenantId, profile.id, now)) >= profile.maxNewDevicesPerHour;
+    },
+
+    /**
+     * Creates the device unless it exists, under a per-tenant advisory lock so the hourly quota
+     * holds and many simultaneous first connections make exactly one device.
+     */
+    async registerDevice(
+      tenantId: string,
+      name: string,
+      profile: { id: string; maxNewDevicesPerHour: number | null },
+      now: Date,
+    ): Promise<{ device: DeviceRef; created: boolean } | 'QUOTA_EXCEEDED'> {
+      try {
+        return await prisma.$transaction(async (tx) => {
+          await tx.$executeRawUnsafe('SELECT pg_advisory_xact_lock(hashtext($1))', `certgate-register:${tenantId}`);
+          const existing = await tx.device.findUnique({ where: { tenantId_name: { tenantId, name } }, select: deviceSelect });
+          if (existing) return { device: existing, created: false };
+          if (profile.maxNewDevicesPerHour !== null) {
+            const recent = await recentRegistrations(tx, tenantId, profile.id, now);
+            if (recent >= profile.maxNewDevicesPerHour) return 'QUOTA_EXCEEDED' as const;
+          }
+          const device = await tx.device.create({
+            data: { tenantId, name, deviceProfileId: profile.id, createdBy: 'AUTO_REGISTRATION' },
+            select: deviceSelect,
+          });
+          return { device, created: true };
+        });
+      } catch (err) {
+        if (!isUniqueViolation(err)) throw err;
+        const device = await prisma.device.findUnique({ where: { tenantId_name: { tenantId, name } }, select: deviceSelect });
+        if (!device) throw err;
+        return { device, created: false };
+      }
+    },
+
+    /**
+     * One INSERT per batch from a single JSON parameter: the statement and its parameters cost the
+     * same whatever the batch size (Prisma's createMany compiles a query per row, and array
+     * parameters are escaped element by element, both more than the verifier's own work).
+     */
+    async insertAuthEvents(rows: AuthEventRow[]): Promise<void> {
+      if (!rows.length) return;
+      await prisma.$executeRawUnsafe(
+        `INSERT INTO "AuthEvent" ("tenantId", "time", "result", "reason", "message", "clientId", "deviceId", "deviceName", "fingerprint")
+         SELECT v."tenantId", v."time", v."result", v."reason", v."message", v."clientId", v."deviceId", v."deviceName", v."fingerprint"
+           FROM json_to_recordset($1::json) AS v("tenantId" text, "time" timestamptz, "result" text, "reason" text, "message" text,
+                                                 "clientId" text, "deviceId" text, "deviceName" text, "fingerprint" text)`,
+        batchJson(rows),
+      );
+    },
+
+    /**
+     * Records leaves that authenticated through a trusted CA; rows that exist get `lastSeenAt`.
+     * One statement per batch (ids must be distinct within it); a leaf whose device was deleted
+     * meanwhile is skipped rather than failing the batch.
+     */
+    async recordObserved(leaves: ObservedLeaf[]): Promise<void> {
+      if (!leaves.length) return;
+      const rows = leaves.map((l) => ({
+        id: l.credentialsId,
+        tenant: l.tenantId,
+        device: l.deviceId,
+        der: Buffer.from(l.certDer.buffer, l.certDer.byteOffset, l.certDer.byteLength).toString('base64'),
+        subject: l.subject,
+        issuer: l.issuer,
+        serial: l.serialNumber,
+        nb: l.notBefore,
+        na: l.notAfter,
+        seen: l.seenAt,
+      }));
+      await prisma.$executeRawUnsafe(
+        `INSERT INTO "DeviceCredential" ("credentialsId", "tenantId", "deviceId", "certDer", "subject", "issuer", "serialNumber",
+                                         "notBefore", "notAfter", "source", "firstSeenAt", "lastSeenAt")
+         SELECT v.id, v.tenant, v.device::uuid, decode(v.der, 'base64'), v.subject, v.issuer, v.serial,
+                v.nb, v.na, 'OBSERVED'::"CredentialSource", v.seen, v.seen
+           FROM json_to_recordset($1::json)
+                AS v(id text, tenant text, device text, der text, subject text, issuer text, serial text,
+                     nb timestamptz, na timestamptz, seen timestamptz)
+          WHERE EXISTS (SELECT 1 FROM "Device" d WHERE d.id = v.device::uuid)
+         ON CONFLICT ("credentialsId") DO UPDATE
+            SET "lastSeenAt" = GREATEST(COALESCE("DeviceCredential"."lastSeenAt", EXCLUDED."lastSeenAt"), EXCLUDED."lastSeenAt")`,
+        batchJson(rows),
+      );
+    },
+
+    /**
+     * Credential ids in key order after `after`, at most `limit` (keyset paging over the primary
+     * key), of one tenant or of all: what the verifier's in-memory credential index is built from.
+     */
+    async credentialIds(after: string, limit: number, tenantId?: string): Promise<string[]> {
+      const rows = tenantId
+        ? await prisma.$queryRawUnsafe<Array<{ id: string }>>(
+            `SELECT "credentialsId" AS id FROM "DeviceCredential" WHERE "tenantId" = $1 AND "credentialsId" > $2 ORDER BY "credentialsId" LIMIT $3`,
+            tenantId,
+            after,
+            limit,
+          )
+        : await prisma.$queryRawUnsafe<Array<{ id: string }>>(
+            `SELECT "credentialsId" AS id FROM "DeviceCredential" WHERE "credentialsId" > $1 ORDER BY "credentialsId" LIMIT $2`,
+            after,
+            limit,
+          );
+      return rows.map((r) => r.id);
+    },
+
+    /** One UPDATE for a whole batch of connections (an MQTT connection storm). */
+    async touchDevices(batch: Map<string, Date>): Promise<void> {
+      if (!batch.size) return;
+      await prisma.$executeRawUnsafe(
+        `UPDATE "Device" AS d SET "lastConnectedAt" = GREATEST(COALESCE(d."lastConnectedAt", v.t), v.t)
+           FROM unnest($1::uuid[], $2::timestamptz[]) AS v(id, t)
+          WHERE d.id = v.id`,
+        [...batch.keys()],
+        [...batch.values()],
+      );
+    },
+  };
+}
+export type VerifierRepository = ReturnType<typeof createVerifierRepository>;

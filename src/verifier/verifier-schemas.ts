@@ -1,0 +1,59 @@
+import { z } from 'zod';
+
+const DENY_REASONS = [
+  'MALFORMED_CERTIFICATE',
+  'CHAIN_TOO_LONG',
+  'NO_TRUSTED_ANCHOR',
+  'SIGNATURE_INVALID',
+  'CERTIFICATE_EXPIRED',
+  'CERTIFICATE_NOT_YET_VALID',
+  'ISSUER_EXPIRED',
+  'NOT_A_CA',
+  'PATH_LENGTH_EXCEEDED',
+  'KEY_USAGE_INVALID',
+  'EXTENDED_KEY_USAGE_INVALID',
+  'NAME_CONSTRAINTS_VIOLATED',
+  'UNKNOWN_CRITICAL_EXTENSION',
+  'WEAK_KEY',
+  'WEAK_SIGNATURE_ALGORITHM',
+  'CERTIFICATE_REVOKED',
+  'TRUSTED_CERTIFICATE_DISABLED',
+  'AMBIGUOUS_TENANT',
+  'TENANT_SUSPENDED',
+  'IDENTITY_NOT_FOUND',
+  'CLIENT_ID_MISMATCH',
+  'DEVICE_NOT_FOUND',
+  'DEVICE_DISABLED',
+  'CREDENTIALS_NOT_PINNED',
+  'REGISTRATION_QUOTA_EXCEEDED',
+] as const;
+
+export const denyReasonSchema = z.enum(DENY_REASONS);
+
+export const authenticateBody = z.object({
+  clientId: z.string().max(65_535),
+  certificateChain: z
+    .array(z.string().min(1).max(64 * 1024))
+    .min(1)
+    .max(64)
+    .describe('PEM or base64 DER, leaf first'),
+  username: z.string().max(1024).optional(),
+  sni: z.string().max(1024).optional(),
+});
+
+export const decisionSchema = z.union([
+  z.object({
+    result: z.literal('allow'),
+    is_superuser: z.literal(false),
+    tenantId: z.string(),
+    device: z.object({ id: z.string(), name: z.string(), autoRegistered: z.boolean() }),
+    matchedBy: z.enum(['DEVICE_CREDENTIALS', 'TRUSTED_CERTIFICATE']),
+    trustedCertificateFingerprint: z.string().optional(),
+    acl: z.array(
+      z.object({ permission: z.literal('allow'), action: z.enum(['publish', 'subscribe']), topic: z.string() }),
+    ),
+    client_attrs: z.object({ tenant_id: z.string(), device_id: z.string(), device_name: z.string() }),
+    cacheTtlSeconds: z.number().int(),
+  }),
+  z.object({ result: z.literal('deny'), reason: denyReasonSchema, message: z.string() }),
+]);

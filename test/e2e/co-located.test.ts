@@ -1,0 +1,81 @@
+/**
+ * `npm start` with the MQTT listener in two worker processes next to the API: each worker has its
+ * own verifier and caches, kept fresh by PostgreSQL notifications. What the API has just written
+ * must hold on the next CONNECT whichever worker takes it, and a kill reaches every worker.
+ */
+import assert from 'node:assert/strict';
+import fs from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { closedWithin, connectDevice, refusedWith } from '../helpers/mqtt-client.js';
+import { createTestDatabase, type TestDatabase } from '../helpers/database.js';
+import { apiOk, startService, type Service } from '../helpers/service.js';
+import { MGMT, createTenant, cumulocityCa, cumulocityDevice, openssl, trust } from './harness.js';
+
+describe('e2e: npm start with MQTT workers', () => {
+  let service: Service;
+  let db: TestDatabase;
+  let dir: string;
+  let serverCa: Buffer;
+  before(async () => {
+    db = await createTestDatabase();
+    dir = await fs.mkdtemp(path.join(os.tmpdir(), 'certgate-e2e-co-'));
+    service = await startService({
+      env: { DATABASE_URL: db.url, MANAGEMENT_ADMIN_PASSWORD: MGMT.split(':')[1]!, MQTT_WORKERS: '2' },
+    });
+    serverCa = await fs.readFile(service.serverCaPath);
+  });
+  after(async () => {
+    await service?.stop();
+    await db?.drop();
+    if (dir) await fs.rm(dir, { recursive: true, force: true });
+  });
+
+  test('ok/provisioned-at-once: a device and its self-signed certificate added through the API connect right away', async (t) => {
+    // ThingsBoard's "X.509 Certificate" strategy as a provisioning script runs it: create the
+    // device, list its certificate, connect, with no pause.
+    const tenant = await createTenant(service.httpUrl, 'prov');
+    for (let i = 0; i < 20; i++) {
+      const d = path.join(dir, `prov-${i}`);
+      await fs.mkdir(d);
+      await openssl(d, 'req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', 'key.pem',
+        '-out', 'cert.pem', '-days', '30', '-subj', `/CN=sensor-${i}`);
+      const cert = await fs.readFile(path.join(d, 'cert.pem'), 'utf8');
+      const device = await apiOk(service.httpUrl, 'POST', `${tenant.base}/devices`, tenant.auth, { name: `sensor-${i}` });
+      await apiOk(service.httpUrl, 'POST', `${tenant.base}/devices/${device.id}/credentials`, tenant.auth, {
+        credentialsType: 'X509_CERTIFICATE',
+        credentialsValue: cert,
+      });
+      const client = await connectDevice(t, { port: service.mqttPort, serverCa, cert, key: await fs.readFile(path.join(d, 'key.pem')), clientId: `sensor-${i}` });
+      client.end(true);
+    }
+  });
+
+  test('ok/kill-everywhere: disabling a device closes its sessions on every worker within 5 s', async (t) => {
+    const tenant = await createTenant(service.httpUrl, 'kill');
+    const profile = await apiOk(service.httpUrl, 'POST', `${tenant.base}/device-profiles`, tenant.auth, { name: 'any client id', clientIdPolicy: 'ANY' });
+    const ca = await cumulocityCa(dir, 'Co-located CA');
+    await trust(service.httpUrl, tenant, ca.certPem, { deviceProfileId: profile.id });
+    const tlsOf = async (cn: string) => {
+      const d = await cumulocityDevice(ca, cn);
+      return { port: service.mqttPort, serverCa, cert: await fs.readFile(d.chainPath), key: await fs.readFile(d.keyPath) };
+    };
+    const tls1 = await tlsOf('dev1');
+    const tls2 = await tlsOf('dev2');
+    // Eight sessions of dev1 and four of dev2: the two workers take their share of them.
+    const dev1 = [];
+    const dev2 = [];
+    for (let i = 0; i < 8; i++) dev1.push(await connectDevice(t, { ...tls1, clientId: `dev1-${i}` }));
+    for (let i = 0; i < 4; i++) dev2.push(await connectDevice(t, { ...tls2, clientId: `dev2-${i}` }));
+    const closed = dev1.map((c) => closedWithin(c));
+    const [device] = (await apiOk(service.httpUrl, 'GET', `${tenant.base}/devices?name=dev1`, tenant.auth)).devices;
+    await apiOk(service.httpUrl, 'PUT', `${tenant.base}/devices/${device.id}`, tenant.auth, { status: 'DISABLED' });
+    const times = await Promise.all(closed.map((c) => Promise.race([c, new Promise<number>((r) => setTimeout(() => r(Infinity), 7_000))])));
+    for (const ms of times) assert.ok(ms < 5_000, `a dev1 session closed after ${ms} ms`);
+    await new Promise((r) => setTimeout(r, 200));
+    assert.deepEqual(dev2.map((c) => c.connected), [true, true, true, true], 'dev2 keeps its sessions');
+    // Refused on whichever worker takes the next CONNECT.
+    for (let i = 0; i < 4; i++) assert.equal(await refusedWith(t, { ...tls1, clientId: `again-${i}` }), 5);
+  });
+});

@@ -1,0 +1,382 @@
+/**
+ * The listener on two worker processes (MQTT_WORKERS=2) behaves as one broker: messages and
+ * wills, retained messages, session takeover and persistent sessions cross workers within a tenant
+ * and never across tenants, the kill switch closes sessions on every worker, and a worker that dies
+ * is replaced. Real server (startServer) on a real PostgreSQL, real TLS sockets, MQTT.js clients.
+ *
+ * Placement: the test process is the cluster primary, and runs it round robin
+ * (NODE_CLUSTER_SCHED_POLICY=rr, which certgate respects), so connections alternate between the
+ * workers; `openOn` steers a client to a chosen worker with throwaway connections and checks where
+ * it landed in the workers' statistics.
+ */
+import assert from 'node:assert/strict';
+import cluster from 'node:cluster';
+import fs from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { after, before, describe, test, type TestContext } from 'node:test';
+import mqtt, { type IConnackPacket, type MqttClient } from 'mqtt';
+import { loadConfig } from '../../src/config.js';
+import type { Credentials } from '../../src/certs/certs-service.js';
+import type { MqttCluster } from '../../src/mqtt/mqtt-cluster.js';
+import { startServer, type RunningServer } from '../../src/server.js';
+import { createTestDatabase, type TestDatabase } from '../helpers/database.js';
+import { device, serverCredentials, sleep, suback, tenantPki, waitFor, withoutRoot, type Received, type TenantPki } from './harness.js';
+
+process.env.NODE_CLUSTER_SCHED_POLICY = 'rr';
+
+const ADMIN_PASSWORD = 'management-secret-1';
+const TENANT_PASSWORD = 'tenant-secret-1';
+const basic = (login: string, pass: string) => `Basic ${Buffer.from(`${login}:${pass}`).toString('base64')}`;
+
+/** Waits for `p`, failing after `ms`. */
+function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  return Promise.race([
+    p.finally(() => clearTimeout(timer)),
+    new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`timed out waiting for ${what}`)), ms);
+    }),
+  ]);
+}
+
+interface Opened {
+  client: MqttClient;
+  connack: IConnackPacket;
+  got: Received[];
+  worker: number;
+}
+
+describe('MQTT listener on two worker processes', async () => {
+  const acme = await tenantPki('acme');
+  const globex = await tenantPki('globex');
+  const initech = await tenantPki('initech');
+  const creds = new Map<string, Credentials>();
+  const cert = async (pki: TenantPki, name: string) => {
+    const key = `${pki.tenantId}/${name}`;
+    if (!creds.has(key)) creds.set(key, await device(pki.intermediate, name));
+    return creds.get(key)!;
+  };
+  const { ca: serverCa, server: serverCert } = await serverCredentials();
+
+  let db: TestDatabase;
+  let dir: string;
+  let server: RunningServer;
+  let listener: MqttCluster;
+  let workers: number[];
+
+  const api = async (method: string, url: string, auth: string, body?: unknown) => {
+    const res = await fetch(`${server.httpAddress}${url}`, {
+      method,
+      headers: { authorization: auth, ...(body ? { 'content-type': 'application/json' } : {}) },
+      ...(body ? { body: JSON.stringify(body) } : {}),
+    });
+    const text = await res.text();
+    assert.ok(res.ok, `${method} ${url}: ${res.status} ${text}`);
+    return text ? JSON.parse(text) : undefined;
+  };
+  const tenantAuth = (tenantId: string) => basic(`${tenantId}/admin`, TENANT_PASSWORD);
+
+  /** A tenant trusting its root (devices register themselves), whose devices may also use `fleet/#`. */
+  const createTenant = async (pki: TenantPki) => {
+    await api('POST', '/tenant/tenants', basic('management/admin', ADMIN_PASSWORD), {
+      id: pki.tenantId,
+      company: `${pki.tenantId} Inc.`,
+      domain: `${pki.tenantId}.example.com`,
+      adminName: 'admin',
+      adminPass: TENANT_PASSWORD,
+    });
+    await api('POST', `/tenant/tenants/${pki.tenantId}/trusted-certificates`, tenantAuth(pki.tenantId), {
+      name: 'devices',
+      status: 'ENABLED',
+      autoRegistrationEnabled: true,
+      certInPemFormat: pki.root.certPem,
+    });
+    const profiles = await api('GET', `/tenant/tenants/${pki.tenantId}/device-profiles`, tenantAuth(pki.tenantId));
+    const profile = profiles.deviceProfiles.find((p: { default: boolean }) => p.default);
+    await api('PUT', `/tenant/tenants/${pki.tenantId}/device-profiles/${profile.id}`, tenantAuth(pki.tenantId), {
+      acl: { publish: ['devices/{deviceName}/#', 'fleet/#'], subscribe: ['devices/{deviceName}/#', 'fleet/#'] },
+    });
+  };
+
+  before(async () => {
+    db = await createTestDatabase();
+    dir = await fs.mkdtemp(path.join(os.tmpdir(), 'certgate-mqtt-workers-'));
+    await fs.writeFile(path.join(dir, 'server.crt'), serverCert.certPem);
+    await fs.writeFile(path.join(dir, 'server.key'), serverCert.keyPem);
+    server = await startServer(
+      loadConfig({
+        DATABASE_URL: db.url,
+        DATA_DIR: dir,
+        HTTP_HOST: '127.0.0.1',
+        HTTP_PORT: '0',
+        MQTT_TLS_HOST: '127.0.0.1',
+        MQTT_TLS_PORT: '0',
+        MQTT_TLS_CERT: path.join(dir, 'server.crt'),
+        MQTT_TLS_KEY: path.join(dir, 'server.key'),
+        MQTT_WORKERS: '2',
+        MANAGEMENT_ADMIN_PASSWORD: ADMIN_PASSWORD,
+        VERIFIER_TOKEN: 'test-verifier-token-0123456789',
+        LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? 'silent',
+      }),
+    );
+    listener = server.mqtt as MqttCluster;
+    workers = (await listener.workerStats()).map((s) => s.worker);
+    assert.equal(workers.length, 2);
+    for (const pki of [acme, globex, initech]) await createTenant(pki);
+  });
+
+  after(async () => {
+    await server?.close();
+    await db?.drop();
+    await fs.rm(dir, { recursive: true, force: true });
+  });
+
+  // -------------------------------------------------------------------------------------------
+
+  const accepted = async () => new Map((await listener.workerStats()).map((s) => [s.worker, s.accepted]));
+
+  /** One MQTT.js client, collecting messages from the start (queued ones arrive right after CONNACK). */
+  const open = (t: TestContext, pki: TenantPki, name: string, opts: mqtt.IClientOptions = {}) =>
+    cert(pki, name).then(
+      (c) =>
+        new Promise<Omit<Opened, 'worker'>>((resolve, reject) => {
+          const client = mqtt.connect(`mqtts://localhost:${server.mqttPort}`, {
+            ca: serverCa.certPem,
+            key: c.keyPem,
+            cert: withoutRoot(c),
+            clientId: name,
+            protocolVersion: 4,
+            reconnectPeriod: 0,
+            connectTimeout: 5_000,
+            ...opts,
+          });
+          t.after(() => client.end(true));
+          const got: Received[] = [];
+          client.on('message', (topic, payload, packet) => got.push({ topic, payload: payload.toString(), retain: packet.retain, qos: packet.qos }));
+          client.once('connect', (connack) => resolve({ client, connack, got }));
+          client.once('error', reject);
+          client.once('close', () => reject(new Error('closed before CONNACK')));
+        }),
+    );
+
+  /** Opens a client and finds the worker it landed on. */
+  const landed = async (t: TestContext, pki: TenantPki, name: string, opts?: mqtt.IClientOptions): Promise<Opened> => {
+    const before = await accepted();
+    const o = await open(t, pki, name, opts);
+    const now = await accepted();
+    const worker = [...now].find(([w, n]) => n > (before.get(w) ?? 0))?.[0];
+    assert.ok(worker !== undefined, 'no worker accepted the connection');
+    return { ...o, worker };
+  };
+
+  /** Opens a client on the given worker: throwaway connections until the next one goes there. */
+  const openOn = async (t: TestContext, worker: number, pki: TenantPki, name: string, opts?: mqtt.IClientOptions): Promise<Opened> => {
+    for (let i = 0; i < 4; i++) {
+      const probe = await landed(t, initech, 'probe');
+      probe.client.end(true);
+      if (probe.worker === worker) continue;
+      const o = await landed(t, pki, name, opts);
+      assert.equal(o.worker, worker, 'connections alternate between the workers');
+      return o;
+    }
+    throw new Error(`no connection went to worker ${worker}`);
+  };
+
+  const deviceId = async (tenantId: string, name: string): Promise<string> =>
+    (await api('GET', `/tenant/tenants/${tenantId}/devices?name=${name}`, tenantAuth(tenantId))).devices[0].id;
+
+  // -------------------------------------------------------------------------------------------
+
+  test('ok/publish: a message published on one worker reaches the tenant\'s subscribers on the other, not another tenant\'s', async (t) => {
+    const [a, b] = workers as [number, number];
+    const sub = await openOn(t, b, acme, 'sub1');
+    const otherTenant = await openOn(t, b, globex, 'sub1');
+    const sameWorker = await openOn(t, a, acme, 'sub2');
+    for (const o of [sub, otherTenant, sameWorker]) assert.deepEqual(await suback(o.client, { 'fleet/#': { qos: 1 } }), [1]);
+
+    const pub = await openOn(t, a, acme, 'pub1');
+    await pub.client.publishAsync('fleet/pub1/temp', '21.5', { qos: 1 });
+    await pub.client.publishAsync('fleet/pub1/temp', '21.6', { qos: 0 });
+    await waitFor(() => sub.got.length === 2 && sameWorker.got.length === 2, 5_000, 'both messages on both workers');
+    assert.deepEqual(
+      sub.got.map((m) => [m.topic, m.payload, m.qos]),
+      [
+        ['fleet/pub1/temp', '21.5', 1],
+        ['fleet/pub1/temp', '21.6', 0],
+      ],
+    );
+    // The same topic in another tenant, on the worker the message went to: nothing.
+    await globexPublishes(t, a, 'fleet/pub1/temp');
+    await sleep(300);
+    assert.deepEqual(otherTenant.got.map((m) => m.payload), ['from globex']);
+    assert.equal(sub.got.length, 2);
+  });
+
+  /** A device of the other tenant publishes on the same topic from worker `w`. */
+  const globexPublishes = async (t: TestContext, w: number, topic: string) => {
+    const g = await openOn(t, w, globex, 'pub1');
+    await g.client.publishAsync(topic, 'from globex', { qos: 1 });
+  };
+
+  test('ok/will: a device lost on one worker has its will delivered on the other', async (t) => {
+    const [a, b] = workers as [number, number];
+    const watcher = await openOn(t, b, acme, 'will-watch');
+    await suback(watcher.client, { 'fleet/will1/#': { qos: 1 } });
+    const dying = await openOn(t, a, acme, 'will1', { will: { topic: 'fleet/will1/status', payload: Buffer.from('gone'), qos: 1, retain: false } });
+    dying.client.stream.destroy();
+    await waitFor(() => watcher.got.length === 1, 5_000, 'the will on the other worker');
+    assert.deepEqual(watcher.got[0], { topic: 'fleet/will1/status', payload: 'gone', retain: false, qos: 1 });
+  });
+
+  test('ok/retained: stored on every worker; cleared from either; all workers end on the same last write', async (t) => {
+    const [a, b] = workers as [number, number];
+    const pub = await openOn(t, a, acme, 'ret1');
+    await pub.client.publishAsync('fleet/ret1/state', 'online', { qos: 1, retain: true });
+
+    const late = await openOn(t, b, acme, 'ret2');
+    await suback(late.client, { 'fleet/ret1/#': { qos: 1 } });
+    await waitFor(() => late.got.length === 1, 5_000, 'retained message on the other worker');
+    assert.deepEqual(late.got[0], { topic: 'fleet/ret1/state', payload: 'online', retain: true, qos: 1 });
+
+    // Another tenant's subscriber on either worker has no such retained message.
+    const g = await openOn(t, b, globex, 'ret2');
+    await suback(g.client, { 'fleet/#': { qos: 1 } });
+    await sleep(300);
+    assert.equal(g.got.length, 0);
+
+    // Cleared on b; a new subscriber on a finds nothing.
+    await late.client.publishAsync('fleet/ret1/state', '', { qos: 1, retain: true });
+    await sleep(200);
+    const check = await openOn(t, a, acme, 'ret3');
+    await suback(check.client, { 'fleet/ret1/#': { qos: 1 } });
+    await sleep(300);
+    assert.equal(check.got.length, 0);
+
+    // Both workers write the same retained topic at once, many times: they agree on the last one.
+    const w1 = await openOn(t, a, acme, 'race1');
+    const w2 = await openOn(t, b, acme, 'race2');
+    await Promise.all(
+      Array.from({ length: 50 }, (_, i) => [
+        w1.client.publishAsync('fleet/race/value', `a${i}`, { qos: 0, retain: true }),
+        w2.client.publishAsync('fleet/race/value', `b${i}`, { qos: 0, retain: true }),
+      ]).flat(),
+    );
+    await sleep(500);
+    const seen: string[] = [];
+    for (const w of [a, b]) {
+      const r = await openOn(t, w, acme, `read${w}`);
+      await suback(r.client, { 'fleet/race/value': { qos: 0 } });
+      await waitFor(() => r.got.length === 1, 5_000, 'retained value');
+      seen.push(r.got[0]!.payload);
+    }
+    assert.equal(seen[0], seen[1], `workers disagree on the retained value: ${seen.join(' / ')}`);
+  });
+
+  test('ok/takeover: the same client id of the same tenant on the other worker ends the first connection', async (t) => {
+    const [a, b] = workers as [number, number];
+    const first = await openOn(t, a, acme, 'take1', { protocolVersion: 5 });
+    const bystander = await openOn(t, a, globex, 'take1', { protocolVersion: 5 });
+    const disconnected = new Promise<number | undefined>((resolve) => first.client.once('disconnect', (p) => resolve(p.reasonCode)));
+    const closed = new Promise<void>((resolve) => first.client.once('close', () => resolve()));
+
+    const second = await openOn(t, b, acme, 'take1', { protocolVersion: 5 });
+    assert.equal(await within(disconnected, 5_000, 'DISCONNECT'), 0x8e, 'DISCONNECT with Session taken over');
+    await within(closed, 5_000, 'the first connection to close');
+    assert.ok(second.client.connected);
+    assert.ok(bystander.client.connected, 'another tenant\'s client with the same id stays');
+
+    // The session now lives on b: it gets what is published on a.
+    await suback(second.client, { 'fleet/take1/#': { qos: 1 } });
+    const pub = await openOn(t, a, acme, 'take-pub');
+    await pub.client.publishAsync('fleet/take1/cmd', 'hello', { qos: 1 });
+    await waitFor(() => second.got.length === 1, 5_000, 'message on the new connection');
+    await sleep(200);
+    assert.ok(second.client.connected, 'no stale take-over closed the new connection');
+  });
+
+  test('ok/persistent-session: resumed on the other worker with its subscriptions and queued messages', async (t) => {
+    const [a, b] = workers as [number, number];
+    const first = await openOn(t, a, acme, 'persist1', { clean: false });
+    assert.equal(first.connack.sessionPresent, false);
+    await suback(first.client, { 'fleet/persist1/#': { qos: 1 } });
+    await first.client.endAsync();
+
+    // Published on b while the device is away: queued in its session on a.
+    const pub = await openOn(t, b, acme, 'persist-pub');
+    await pub.client.publishAsync('fleet/persist1/cmd', 'while away', { qos: 1 });
+    await sleep(200);
+
+    const back = await openOn(t, b, acme, 'persist1', { clean: false });
+    assert.equal(back.connack.sessionPresent, true, 'CONNACK session present');
+    await waitFor(() => back.got.length === 1, 5_000, 'the queued message');
+    assert.deepEqual(back.got[0], { topic: 'fleet/persist1/cmd', payload: 'while away', retain: false, qos: 1 });
+
+    // The subscription came along: a message published on a reaches the session on b.
+    await pub.client.publishAsync('fleet/persist1/cmd', 'after', { qos: 1 });
+    await waitFor(() => back.got.length === 2, 5_000, 'a message after the move');
+
+    // Coming back clean on a ends the session on b.
+    const clean = await openOn(t, a, acme, 'persist1', { clean: true });
+    assert.equal(clean.connack.sessionPresent, false);
+  });
+
+  test('ok/kill-switch: disabling a device or suspending a tenant closes its sessions on every worker', async (t) => {
+    const [a, b] = workers as [number, number];
+    const onA = await openOn(t, a, acme, 'kill1');
+    const onB = await openOn(t, b, acme, 'kill2');
+    const closedA = new Promise<void>((resolve) => onA.client.once('close', () => resolve()));
+    const closedB = new Promise<void>((resolve) => onB.client.once('close', () => resolve()));
+
+    await api('PUT', `/tenant/tenants/acme/devices/${await deviceId('acme', 'kill2')}`, tenantAuth('acme'), { status: 'DISABLED' });
+    await within(closedB, 5_000, 'the session on the other worker to close');
+    assert.ok(onA.client.connected, 'the other device stays');
+
+    await api('PUT', `/tenant/tenants/acme/devices/${await deviceId('acme', 'kill1')}`, tenantAuth('acme'), { status: 'DISABLED' });
+    await within(closedA, 5_000, 'the session to close');
+
+    // A whole tenant, with one session on each worker.
+    const i1 = await openOn(t, a, initech, 'tenant1');
+    const i2 = await openOn(t, b, initech, 'tenant2');
+    const bystander = await openOn(t, b, globex, 'tenant2');
+    const both = Promise.all([i1, i2].map((o) => new Promise<void>((resolve) => o.client.once('close', () => resolve()))));
+    await api('PUT', '/tenant/tenants/initech', basic('management/admin', ADMIN_PASSWORD), { status: 'SUSPENDED' });
+    await within(both, 5_000, 'the tenant\'s sessions to close');
+    assert.ok(bystander.client.connected);
+    await api('PUT', '/tenant/tenants/initech', basic('management/admin', ADMIN_PASSWORD), { status: 'ACTIVE' });
+  });
+
+  test('ok/metrics: one scrape of the main process counts every worker\'s connections and verifier decisions', async () => {
+    await sleep(1_100); // the workers' statistics reach the main process every second
+    const perWorker = await listener.workerStats();
+    const accepted = perWorker.reduce((n, s) => n + s.accepted, 0);
+    assert.ok(perWorker.every((s) => s.accepted > 0), 'both workers took connections');
+    const text = await (await fetch(`${server.httpAddress}/metrics`)).text();
+    const value = (re: RegExp) => Number(re.exec(text)?.[1] ?? NaN);
+    assert.equal(value(/^certgate_mqtt_connects_total\{outcome="accepted"\} (\d+)$/m), accepted);
+    // Every accepted CONNECT was an allow decision of the verifier of its worker.
+    assert.ok(value(/^certgate_verifier_decisions_total\{result="allow",reason=""\} (\d+)$/m) >= accepted);
+    assert.ok(value(/^certgate_verifier_duration_seconds_count\{result="allow"\} (\d+)$/m) >= accepted);
+  });
+
+  test('ok/restart: a worker that dies is replaced, and the new one has the retained messages', async (t) => {
+    const pub = await landed(t, acme, 'restart1');
+    await pub.client.publishAsync('fleet/restart1/state', 'kept', { qos: 1, retain: true });
+    await sleep(200);
+    const victim = Object.values(cluster.workers ?? {}).find((w) => w?.id === workers[1])!;
+    victim.process.kill('SIGKILL');
+    const until = Date.now() + 15_000;
+    let stats = await listener.workerStats();
+    while (!(stats.length === 2 && stats.some((s) => !workers.includes(s.worker)))) {
+      assert.ok(Date.now() < until, 'no worker replaced the one that died');
+      await sleep(100);
+      stats = await listener.workerStats();
+    }
+    const fresh = stats.find((s) => !workers.includes(s.worker))!.worker;
+    workers = stats.map((s) => s.worker);
+    const sub = await openOn(t, fresh, acme, 'restart2');
+    await suback(sub.client, { 'fleet/restart1/#': { qos: 1 } });
+    await waitFor(() => sub.got.length === 1, 5_000, 'retained message on the new worker');
+    assert.equal(sub.got[0]!.payload, 'kept');
+  });
+});

@@ -1,0 +1,156 @@
+/**
+ * What the verifier writes down: observed leaves as OBSERVED credentials with first and last
+ * sighting (CONTRACT.md §7), every decision as a tenant auth event, filterable by device name,
+ * result and time (§8), and decisions counted in /metrics by result and reason (§11).
+ */
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { build } from '../helpers/app.js';
+import { createCa, createDevice } from '../../src/certs/certs-service.js';
+import { api, credential, device, expectAllow, expectDeny, sleep, tenant, trust, updateDefaultProfile } from './fixtures.js';
+
+test('leaves that authenticate are recorded: OBSERVED credentials for CA-issued leaves, sightings for listed ones', async (t) => {
+  const s = await build(t);
+  const acme = await tenant(s, 'acme');
+  await updateDefaultProfile(s, acme, { clientIdPolicy: 'ANY' });
+  const ca = await createCa();
+  await trust(s, acme, ca.certPem);
+  const v1 = await createDevice({ issuer: ca, cn: 'meter-1' });
+  const v2 = await createDevice({ issuer: ca, cn: 'meter-1' });
+  const req = (leaf: typeof v1) => ({ clientId: 'meter-1', certificateChain: [leaf.certPem, ca.certPem] });
+  const credentials = async (deviceId: string) => {
+    await s.app.verifier.flush();
+    const res = await api(s, 'GET', `/tenant/tenants/acme/devices/${deviceId}/credentials?pageSize=100`, acme.auth);
+    assert.equal(res.status, 200, res.text);
+    return new Map<string, any>(res.body.credentials.map((c: any) => [c.credentialsId, c]));
+  };
+
+  const first = await expectAllow(s, req(v1));
+  const id = first.device.id;
+  let seen = await credentials(id);
+  assert.equal(seen.size, 1);
+  const c1 = seen.get(v1.fingerprintSha256);
+  assert.equal(c1.source, 'OBSERVED');
+  assert.equal(c1.status, 'ACTIVE');
+  assert.equal(c1.serialNumber, v1.serialNumberHex.toLowerCase().replace(/^0+/, ''));
+  assert.equal(c1.firstSeenAt, c1.lastSeenAt);
+  assert.match(c1.subject, /CN=meter-1/);
+
+  // A rotated certificate of the same device is a second record: the rotation history.
+  await sleep(20);
+  await expectAllow(s, req(v2));
+  seen = await credentials(id);
+  assert.deepEqual([...seen.keys()].sort(), [v1.fingerprintSha256, v2.fingerprintSha256].sort());
+
+  // The old certificate comes back later; by now the verifier knows it as a credential (rule 1).
+  await device(s, acme, { name: 'unrelated' });
+  await sleep(20);
+  await expectAllow(s, req(v1));
+  seen = await credentials(id);
+  const again = seen.get(v1.fingerprintSha256);
+  assert.equal(again.firstSeenAt, c1.firstSeenAt, 'first sighting kept');
+  assert.ok(again.lastSeenAt > c1.lastSeenAt, `last sighting moves on: ${again.lastSeenAt} > ${c1.lastSeenAt}`);
+
+  // A certificate listed through the API stays an API credential and gets its sightings too.
+  const listed = await createDevice({ issuer: ca, cn: 'plc' });
+  const plc = await device(s, acme, { name: 'plc' });
+  await credential(s, acme, plc, listed.certPem);
+  await expectAllow(s, { clientId: 'plc', certificateChain: [listed.certPem] });
+  const plcCreds = await credentials(plc);
+  assert.equal(plcCreds.size, 1);
+  const apiCred = plcCreds.get(listed.fingerprintSha256);
+  assert.equal(apiCred.source, 'API');
+  assert.ok(apiCred.lastSeenAt, 'an API credential records when it was last used');
+
+  // Denied leaves are not recorded.
+  const stranger = await createDevice({ issuer: await createCa(), cn: 'meter-1' });
+  await expectDeny(s, req(stranger), 'NO_TRUSTED_ANCHOR');
+  assert.equal((await credentials(id)).size, 2);
+});
+
+test('auth events: every decision, newest first, filterable by deviceName, result and since; per tenant', async (t) => {
+  const s = await build(t);
+  const acme = await tenant(s, 'acme');
+  const other = await tenant(s, 'other');
+  const ca = await createCa();
+  await trust(s, acme, ca.certPem, { autoRegistrationEnabled: false });
+  await device(s, acme, { name: 'dev-a' });
+  const a = await createDevice({ issuer: ca, cn: 'dev-a' });
+  const b = await createDevice({ issuer: ca, cn: 'dev-b' });
+
+  await expectAllow(s, { clientId: 'dev-a', certificateChain: [a.certPem] });
+  await expectDeny(s, { clientId: 'dev-b', certificateChain: [b.certPem] }, 'DEVICE_NOT_FOUND');
+  await expectDeny(s, { clientId: 'wrong', certificateChain: [a.certPem] }, 'CLIENT_ID_MISMATCH');
+  await s.app.verifier.flush();
+  await sleep(10);
+  const since = new Date().toISOString();
+  await sleep(10);
+  await expectAllow(s, { clientId: 'd:dev-a', certificateChain: [a.certPem] });
+  await s.app.verifier.flush();
+
+  const events = async (query: string, auth = acme.auth) => {
+    const res = await api(s, 'GET', `/tenant/tenants/acme/auth-events?pageSize=100${query}`, auth);
+    return res;
+  };
+  const all = await events('');
+  assert.equal(all.status, 200, all.text);
+  assert.deepEqual(
+    all.body.events.map((e: any) => [e.result, e.reason ?? null, e.deviceName ?? null, e.clientId]),
+    [
+      ['allow', null, 'dev-a', 'd:dev-a'],
+      ['deny', 'CLIENT_ID_MISMATCH', 'dev-a', 'wrong'],
+      ['deny', 'DEVICE_NOT_FOUND', 'dev-b', 'dev-b'],
+      ['allow', null, 'dev-a', 'dev-a'],
+    ],
+  );
+  const [latest] = all.body.events;
+  assert.equal(latest.fingerprint, a.fingerprintSha256);
+  assert.match(latest.time, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/);
+  assert.ok(all.body.events.every((e: any) => typeof e.message === 'string' && e.message.length > 0));
+
+  // Denials are filed under the device the certificate names, so "why can't dev-b connect?" is one query.
+  assert.deepEqual((await events('&deviceName=dev-a')).body.events.map((e: any) => e.clientId), ['d:dev-a', 'wrong', 'dev-a']);
+  assert.deepEqual((await events('&result=deny')).body.events.map((e: any) => e.reason), ['CLIENT_ID_MISMATCH', 'DEVICE_NOT_FOUND']);
+  assert.deepEqual((await events('&deviceName=dev-b&result=deny')).body.events.map((e: any) => e.reason), ['DEVICE_NOT_FOUND']);
+  assert.deepEqual((await events(`&since=${encodeURIComponent(since)}`)).body.events.map((e: any) => e.clientId), ['d:dev-a']);
+  assert.deepEqual((await events('&deviceName=dev-b&result=allow')).body.events, []);
+
+  const paged = await api(s, 'GET', '/tenant/tenants/acme/auth-events?pageSize=1&currentPage=2&withTotalPages=true', acme.auth);
+  assert.equal(paged.status, 200);
+  assert.equal(paged.body.events.length, 1);
+  assert.equal(paged.body.events[0].clientId, 'wrong');
+  assert.deepEqual(paged.body.statistics, { currentPage: 2, pageSize: 1, totalPages: 4 });
+
+  assert.equal((await events('&result=maybe')).status, 400);
+  assert.equal((await events('&since=yesterday')).status, 400);
+  // Another tenant's admin sees nothing of acme's, and acme's events stay out of its own list.
+  assert.equal((await events('', other.auth)).status, 404);
+  const own = await api(s, 'GET', '/tenant/tenants/other/auth-events', other.auth);
+  assert.deepEqual(own.body.events, []);
+  // The management tenant reads every tenant.
+  assert.equal((await events('', s.management)).body.events.length, 4);
+});
+
+test('/metrics counts verifier decisions by result and reason', async (t) => {
+  const s = await build(t);
+  const acme = await tenant(s, 'acme');
+  const ca = await createCa();
+  await trust(s, acme, ca.certPem, { autoRegistrationEnabled: false });
+  await device(s, acme, { name: 'm1' });
+  const known = await createDevice({ issuer: ca, cn: 'm1' });
+  const unknown = await createDevice({ issuer: ca, cn: 'm2' });
+  for (let i = 0; i < 3; i++) await expectAllow(s, { clientId: 'm1', certificateChain: [known.certPem] });
+  for (let i = 0; i < 2; i++) await expectDeny(s, { clientId: 'm2', certificateChain: [unknown.certPem] }, 'DEVICE_NOT_FOUND');
+  await expectDeny(s, { clientId: 'm2', certificateChain: ['bm90IGEgY2VydGlmaWNhdGU='] }, 'MALFORMED_CERTIFICATE');
+
+  const res = await s.app.inject({ method: 'GET', url: '/metrics' });
+  assert.equal(res.statusCode, 200);
+  const value = (labels: string) => {
+    const line = res.body.split('\n').find((l) => l.startsWith(`certgate_verifier_decisions_total{${labels}}`));
+    return line ? Number(line.split(' ').pop()) : 0;
+  };
+  assert.equal(value('result="allow",reason=""'), 3);
+  assert.equal(value('result="deny",reason="DEVICE_NOT_FOUND"'), 2);
+  assert.equal(value('result="deny",reason="MALFORMED_CERTIFICATE"'), 1);
+  assert.match(res.body, /certgate_verifier_duration_seconds_count\{result="allow"\} 3/);
+});
