@@ -224,10 +224,18 @@ export function createVerifierRepository(prisma: VerifierPrisma) {
       name: string,
       profile: { id: string; maxNewDevicesPerHour: number | null },
       now: Date,
-    ): Promise<{ device: DeviceRef; created: boolean } | 'QUOTA_EXCEEDED'> {
+    ): Promise<{ device: DeviceRef; created: boolean } | 'QUOTA_EXCEEDED' | 'GONE'> {
       try {
         return await prisma.$transaction(async (tx) => {
           await tx.$executeRawUnsafe('SELECT pg_advisory_xact_lock(hashtext($1))', `certgate-register:${tenantId}`);
+          // The caller decided on cached data: the tenant or the profile may have been deleted by
+          // another process a moment ago. Holding both rows until commit keeps them while we insert.
+          const alive = await tx.$queryRawUnsafe<unknown[]>(
+            `SELECT 1 FROM "Tenant" t JOIN "DeviceProfile" p ON p."tenantId" = t.id WHERE t.id = $1 AND p.id = $2::uuid FOR SHARE`,
+            tenantId,
+            profile.id,
+          );
+          if (alive.length === 0) return 'GONE' as const;
           const existing = await tx.device.findUnique({ where: { tenantId_name: { tenantId, name } }, select: deviceSelect });
           if (existing) return { device: existing, created: false };
           if (profile.maxNewDevicesPerHour !== null) {

@@ -87,6 +87,9 @@ class Deny extends Error {
   }
 }
 
+/** What was cached no longer exists in the store (deleted by another process a moment ago). */
+class StaleCache extends Error {}
+
 const deny = (reason: DenyReason, message: string, tenantId?: string): never => {
   throw new Deny(reason, message, tenantId);
 };
@@ -297,6 +300,11 @@ export function createVerifier(deps: VerifierDeps) {
       void pending.finally(() => registrations.delete(key)).catch(() => {});
     }
     const result = await pending;
+    if (result === 'GONE') {
+      // Deleted by another process before its notification reached us: decide again afresh.
+      cache.apply({ type: 'invalidate', tenantId, what: 'tenant' });
+      throw new StaleCache();
+    }
     if (result === 'QUOTA_EXCEEDED') {
       step(opts.trace, 'device', false, `profile quota of ${profile.maxNewDevicesPerHour} new devices per hour reached`);
       deny('REGISTRATION_QUOTA_EXCEEDED', 'the hourly auto-registration quota is used up', tenantId);
@@ -463,6 +471,7 @@ export function createVerifier(deps: VerifierDeps) {
     try {
       return await resolve(req, opts, ctx);
     } catch (err) {
+      if (err instanceof StaleCache && !confirmed) return decide(req, opts, true);
       if (err instanceof Deny) {
         // A credential added through another process reaches this one's caches by notification, a
         // moment after the API answered: a device provisioned and connecting at once would be refused

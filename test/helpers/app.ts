@@ -1,3 +1,4 @@
+import { pino } from 'pino';
 import type { TestContext } from 'node:test';
 import type { FastifyInstance } from 'fastify';
 import { buildApp } from '../../src/app.js';
@@ -59,7 +60,8 @@ export async function build(t: TestContext, opts: BuildOptions = {}): Promise<Te
     readiness: async () => {},
     verifierTokenSha256: boot.verifierTokenSha256,
     changeFeed,
-    logger: false,
+    // TEST_LOG=warn shows what the app logs (the verifier's reasons for a 503, for instance).
+    logger: process.env.TEST_LOG ? pino({ level: process.env.TEST_LOG }) : false,
     bodyLimit: opts.bodyLimit,
     authFailuresBeforeLockout: opts.authFailuresBeforeLockout,
   });

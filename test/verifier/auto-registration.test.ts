@@ -82,3 +82,23 @@ test('the hourly registration quota holds when many new devices connect at once'
   const list = await a.app.inject({ method: 'GET', url: '/tenant/tenants/acme/devices?pageSize=100', headers: { authorization: acme.auth } });
   assert.equal(list.json().devices.length, 3);
 });
+
+test('a tenant deleted by another process before its notification arrives: registering denies, never a 503', async (t) => {
+  const s = await build(t, { changeFeed: true });
+  const acme = await tenant(s, 'acme');
+  await updateDefaultProfile(s, acme, { clientIdPolicy: 'ANY' });
+  const ca = await createCa();
+  await trust(s, acme, ca.certPem);
+  // The caches know the tenant, its trusted certificate and its profile.
+  const first = await authenticate(s, { clientId: 'early', certificateChain: [(await createDevice({ issuer: ca, cn: 'early' })).certPem] });
+  assert.equal(first.body.result, 'allow', first.text);
+
+  // Deleted as another process would, whose notification has not reached this one yet.
+  await s.prisma.tenant.delete({ where: { id: 'acme' } });
+  const late = await createDevice({ issuer: ca, cn: 'late' });
+  const reply = await authenticate(s, { clientId: 'late', certificateChain: [late.certPem] });
+  assert.equal(reply.status, 200, reply.text);
+  assert.equal(reply.body.result, 'deny', reply.text);
+  assert.equal(reply.body.reason, 'NO_TRUSTED_ANCHOR', reply.text);
+  assert.equal(await s.prisma.device.count({ where: { tenantId: 'acme' } }), 0);
+});
