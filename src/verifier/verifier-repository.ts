@@ -267,7 +267,9 @@ export function createVerifierRepository(prisma: VerifierPrisma) {
         `INSERT INTO "AuthEvent" ("tenantId", "time", "result", "reason", "message", "clientId", "deviceId", "deviceName", "fingerprint")
          SELECT v."tenantId", v."time", v."result", v."reason", v."message", v."clientId", v."deviceId", v."deviceName", v."fingerprint"
            FROM json_to_recordset($1::json) AS v("tenantId" text, "time" timestamptz, "result" text, "reason" text, "message" text,
-                                                 "clientId" text, "deviceId" text, "deviceName" text, "fingerprint" text)`,
+                                                 "clientId" text, "deviceId" text, "deviceName" text, "fingerprint" text)
+           -- a tenant deleted since the decision takes its events with it, not the rest of the batch
+           WHERE EXISTS (SELECT 1 FROM "Tenant" t WHERE t.id = v."tenantId")`,
         batchJson(rows),
       );
     },

@@ -7,6 +7,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { build } from '../helpers/app.js';
 import { createCa, createDevice } from '../../src/certs/certs-service.js';
+import { createVerifierRepository } from '../../src/verifier/verifier-repository.js';
 import { api, credential, device, expectAllow, expectDeny, sleep, tenant, trust, updateDefaultProfile } from './fixtures.js';
 
 test('leaves that authenticate are recorded: OBSERVED credentials for CA-issued leaves, sightings for listed ones', async (t) => {
@@ -153,4 +154,14 @@ test('/metrics counts verifier decisions by result and reason', async (t) => {
   assert.equal(value('result="deny",reason="DEVICE_NOT_FOUND"'), 2);
   assert.equal(value('result="deny",reason="MALFORMED_CERTIFICATE"'), 1);
   assert.match(res.body, /certgate_verifier_duration_seconds_count\{result="allow"\} 3/);
+});
+
+test('a batch of auth events keeps the events of live tenants when one tenant was deleted meanwhile', async (t) => {
+  const s = await build(t);
+  await tenant(s, 'acme');
+  const repository = createVerifierRepository(s.prisma);
+  const row = (tenantId: string) => ({ tenantId, time: new Date(), result: 'deny', reason: 'NO_TRUSTED_ANCHOR', message: `for ${tenantId}` });
+  await repository.insertAuthEvents([row('deleted-meanwhile'), row('acme')]);
+  const stored = await s.prisma.authEvent.findMany({ select: { tenantId: true, message: true } });
+  assert.deepEqual(stored, [{ tenantId: 'acme', message: 'for acme' }]);
 });
