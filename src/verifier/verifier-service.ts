@@ -129,7 +129,7 @@ export function createVerifier(deps: VerifierDeps) {
   const clock = deps.clock ?? (() => new Date());
   // Decisions expire after CACHE_TTL_SECONDS; a cold request misses here, so the cache is cheap to miss.
   const decisions = new GenerationalCache<string, { generation: number; expires: number; resolution: Recorded }>(100_000);
-  const registrations = new Map<string, Promise<{ device: DeviceRef; created: boolean } | 'QUOTA_EXCEEDED'>>();
+  const registrations = new Map<string, ReturnType<VerifierRepository['registerDevice']>>();
 
   const authEvents: Batcher<AuthEventRow> = createBatcher((rows) => repository.insertAuthEvents(rows), {
     onError: (err) => logger?.warn({ err }, 'auth events not recorded'),
