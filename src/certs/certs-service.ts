@@ -282,15 +282,7 @@ export function createServer(opts: ServerOptions): Promise<Credentials> {
     ...(ip ?? []).map((value): SanEntry => ({ type: 'ip', value })),
   ];
   if (!san.length) san = [/^[\d.]+$|:/.test(cn) ? { type: 'ip', value: cn } : { type: 'dns', value: cn }];
-  return issueCertificate({
-    days: 365,
-    ...leafDefaults(rest),
-    extKeyUsage: eku === undefined ? ['serverAuth'] : eku,
-    san,
-    ...rest,
-    issuer,
-    subject: subjectOf({ ...opts, cn }, cn),
-  });
+  return issueLeaf(opts, rest, { issuer, cn, san, extKeyUsage: eku === undefined ? ['serverAuth'] : eku });
 }
 
 /**
@@ -308,15 +300,7 @@ export function createDevice(opts: DeviceOptions): Promise<Credentials> {
   const san: SanEntry[] = [];
   if (deviceId && uriDomain) san.push({ type: 'uri', value: spiffeUri(uriDomain, deviceId) });
   san.push(...(extraSan ?? []));
-  return issueCertificate({
-    days: 365,
-    ...leafDefaults(rest),
-    extKeyUsage: eku === undefined ? ['clientAuth'] : eku,
-    san,
-    ...rest,
-    issuer,
-    subject: subjectOf({ ...opts, cn }, cn),
-  });
+  return issueLeaf(opts, rest, { issuer, cn, san, extKeyUsage: eku === undefined ? ['clientAuth'] : eku });
 }
 
 /** amqtt's device identity URI. The device id is percent-encoded where a URI path needs it. */
@@ -514,6 +498,23 @@ function subjectOf(fields: SubjectFields, defaultCn: string): SubjectSpec {
 }
 
 /** CA:false and the key usages a TLS key of this type needs (RFC 5246 7.4.2 / RFC 8446 4.4.2.2). */
+/** An end-entity certificate: 365 days, CA:false, the key usage of its key type, unless overridden. */
+function issueLeaf(
+  fields: SubjectFields,
+  overrides: Overrides & SubjectFields,
+  leaf: { issuer: Issuer; cn: string; san: SanEntry[]; extKeyUsage: readonly string[] | null },
+): Promise<Credentials> {
+  return issueCertificate({
+    days: 365,
+    ...leafDefaults(overrides),
+    extKeyUsage: leaf.extKeyUsage,
+    san: leaf.san,
+    ...overrides,
+    issuer: leaf.issuer,
+    subject: subjectOf({ ...fields, cn: leaf.cn }, leaf.cn),
+  });
+}
+
 function leafDefaults(opts: KeySpec & { keyPair?: KeyPair }): Partial<CertificateOptions> {
   const kind = opts.keyPair ? publicKeyOf(opts.keyPair.publicKey).asymmetricKeyType : (opts.key ?? 'ec');
   return {

