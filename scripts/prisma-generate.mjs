@@ -28,7 +28,10 @@ if (current) {
   console.log('Prisma Client in src/generated/prisma is up to date');
 } else {
   const cli = path.join(root, 'node_modules', 'prisma', 'build', 'index.js');
-  const run = spawnSync(process.execPath, [cli, 'generate'], { cwd: root, stdio: 'inherit' });
+  // Prisma reads prisma.config.ts through jiti, whose cache would land in node_modules/.cache:
+  // npm then takes node_modules for changed behind its back and re-installs on the next npx.
+  const env = { ...process.env, JITI_FS_CACHE: 'false', JITI_CACHE: 'false' };
+  const run = spawnSync(process.execPath, [cli, 'generate'], { cwd: root, stdio: 'inherit', env });
   if (run.status !== 0) process.exit(run.status ?? 1);
   fs.writeFileSync(stamp, digest);
 }
