@@ -9,6 +9,7 @@ import { createBatcher, type Batcher } from '../lib/batcher.js';
 import { credentialsObserved, type ChangePublisher } from '../db/change-feed.js';
 import type { Metrics } from '../plugins/metrics.js';
 import { isValidDeviceName } from '../modules/devices/devices-schemas.js';
+import { SeenBefore } from './seen-before.js';
 import { GenerationalCache } from './generational-cache.js';
 import { revokedCredentialKey, type TrustCache, type TrustedEntry } from './trust-cache.js';
 import type { AuthEventRow, DeviceRef, ObservedLeaf, ProfileRef, VerifierRepository } from './verifier-repository.js';
@@ -129,6 +130,7 @@ export function createVerifier(deps: VerifierDeps) {
   const clock = deps.clock ?? (() => new Date());
   // Decisions expire after CACHE_TTL_SECONDS; a cold request misses here, so the cache is cheap to miss.
   const decisions = new GenerationalCache<string, { generation: number; expires: number; resolution: Recorded }>(100_000);
+  const seenBefore = new SeenBefore();
   const registrations = new Map<string, ReturnType<VerifierRepository['registerDevice']>>();
 
   const authEvents: Batcher<AuthEventRow> = createBatcher((rows) => repository.insertAuthEvents(rows), {
@@ -570,8 +572,9 @@ export function createVerifier(deps: VerifierDeps) {
         const decided = await decide(req);
         const { leaf, ...rest } = decided;
         r = leaf ? { ...rest, leaf: leafFacts(leaf) } : decided;
-        // A decision made while a change arrived, or while changes cannot be seen, may be stale: do not keep it.
-        if (generation === cache.generation && cache.live) decisions.set(key, { generation, expires: now.getTime() + CACHE_TTL_SECONDS * 1000, resolution: r });
+        // A decision made while a change arrived, or while changes cannot be seen, may be stale: do
+        // not keep it. Nor one asked for the first time: most never come back (see SeenBefore).
+        if (generation === cache.generation && cache.live && seenBefore.check(key)) decisions.set(key, { generation, expires: now.getTime() + CACHE_TTL_SECONDS * 1000, resolution: r });
       }
       record(req, r, now, started);
       return r.decision;
