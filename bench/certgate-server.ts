@@ -8,8 +8,11 @@ import path from 'node:path';
 import { Session } from 'node:inspector/promises';
 import { loadConfig } from '../src/config.js';
 import { startServer } from '../src/server.js';
+import { releaseShutdownSignals } from '../src/db/embedded-postgres.js';
 
 const server = await startServer(loadConfig(process.env));
+// As `npm start`: this process closes in order on SIGTERM (listeners flush, PostgreSQL last).
+releaseShutdownSignals();
 
 const profileDir = process.env.BENCH_PROFILE;
 let session: Session | undefined;
