@@ -497,28 +497,24 @@ function subjectOf(fields: SubjectFields, defaultCn: string): SubjectSpec {
   };
 }
 
-/** CA:false and the key usages a TLS key of this type needs (RFC 5246 7.4.2 / RFC 8446 4.4.2.2). */
-/** An end-entity certificate: 365 days, CA:false, the key usage of its key type, unless overridden. */
+/**
+ * An end-entity certificate: 365 days, CA:false and the key usages a TLS key of its type needs
+ * (RFC 5246 7.4.2 / RFC 8446 4.4.2.2), unless the overrides say otherwise.
+ */
 function issueLeaf(
   fields: SubjectFields,
   overrides: Overrides & SubjectFields,
   leaf: { issuer: Issuer; cn: string; san: SanEntry[]; extKeyUsage: readonly string[] | null },
 ): Promise<Credentials> {
+  const kind = overrides.keyPair ? publicKeyOf(overrides.keyPair.publicKey).asymmetricKeyType : (overrides.key ?? 'ec');
   return issueCertificate({
     days: 365,
-    ...leafDefaults(overrides),
+    basicConstraints: { ca: false, critical: true },
+    keyUsage: kind === 'rsa' ? ['digitalSignature', 'keyEncipherment'] : ['digitalSignature'],
     extKeyUsage: leaf.extKeyUsage,
     san: leaf.san,
     ...overrides,
     issuer: leaf.issuer,
     subject: subjectOf({ ...fields, cn: leaf.cn }, leaf.cn),
   });
-}
-
-function leafDefaults(opts: KeySpec & { keyPair?: KeyPair }): Partial<CertificateOptions> {
-  const kind = opts.keyPair ? publicKeyOf(opts.keyPair.publicKey).asymmetricKeyType : (opts.key ?? 'ec');
-  return {
-    basicConstraints: { ca: false, critical: true },
-    keyUsage: kind === 'rsa' ? ['digitalSignature', 'keyEncipherment'] : ['digitalSignature'],
-  };
 }

@@ -7,7 +7,9 @@
  * another just counts as new once more.
  */
 const SIXBITS = new Uint8Array(128);
-'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/-_'.split('').forEach((c, i) => (SIXBITS[c.charCodeAt(0)] = i & 63));
+'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/'.split('').forEach((c, i) => (SIXBITS[c.charCodeAt(0)] = i));
+SIXBITS['-'.charCodeAt(0)] = 62; // base64url
+SIXBITS['_'.charCodeAt(0)] = 63;
 
 export class SeenBefore {
   readonly #tags: Uint32Array;

@@ -1,5 +1,5 @@
 import type { PrismaClient } from '../db/prisma.js';
-import { isUniqueViolation } from '../db/prisma-errors.js';
+import { isForeignKeyViolation, isUniqueViolation } from '../db/prisma-errors.js';
 
 /** Everything the verifier reads and writes, in one place (Prisma only here). */
 export interface TrustedRef {
@@ -221,14 +221,6 @@ export function createVerifierRepository(prisma: VerifierPrisma) {
       try {
         return await prisma.$transaction(async (tx) => {
           await tx.$executeRawUnsafe('SELECT pg_advisory_xact_lock(hashtext($1))', `certgate-register:${tenantId}`);
-          // The caller decided on cached data: the tenant or the profile may have been deleted by
-          // another process a moment ago. Holding both rows until commit keeps them while we insert.
-          const alive = await tx.$queryRawUnsafe<unknown[]>(
-            `SELECT 1 FROM "Tenant" t JOIN "DeviceProfile" p ON p."tenantId" = t.id WHERE t.id = $1 AND p.id = $2::uuid FOR SHARE`,
-            tenantId,
-            profile.id,
-          );
-          if (alive.length === 0) return 'GONE' as const;
           const existing = await tx.device.findUnique({ where: { tenantId_name: { tenantId, name } }, select: deviceSelect });
           if (existing) return { device: existing, created: false };
           if (profile.maxNewDevicesPerHour !== null) {
@@ -242,6 +234,9 @@ export function createVerifierRepository(prisma: VerifierPrisma) {
           return { device, created: true };
         });
       } catch (err) {
+        // The caller decided on cached data: the tenant or the profile may have been deleted by
+        // another process a moment ago, and the device's foreign keys point nowhere.
+        if (isForeignKeyViolation(err)) return 'GONE';
         if (!isUniqueViolation(err)) throw err;
         const device = await prisma.device.findUnique({ where: { tenantId_name: { tenantId, name } }, select: deviceSelect });
         if (!device) throw err;

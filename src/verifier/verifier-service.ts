@@ -468,17 +468,18 @@ export function createVerifier(deps: VerifierDeps) {
     };
   }
 
-  async function decide(req: AuthenticateRequest, opts: DecideOptions = {}, confirmed = false): Promise<Resolution> {
+  /** `retry`: this is the second pass, after the caches were found behind the store; there is no third. */
+  async function decide(req: AuthenticateRequest, opts: DecideOptions = {}, retry = false): Promise<Resolution> {
     const ctx: ResolveContext = {};
     try {
       return await resolve(req, opts, ctx);
     } catch (err) {
-      if (err instanceof StaleCache && !confirmed) return decide(req, opts, true);
+      if (err instanceof StaleCache && !retry) return decide(req, opts, true);
       if (err instanceof Deny) {
         // A credential added through another process reaches this one's caches by notification, a
         // moment after the API answered: a device provisioned and connecting at once would be refused
         // in between. So a refusal of a leaf the caches do not list is confirmed in the database.
-        if (!confirmed && ctx.leaf && ctx.listedCredential === false) {
+        if (!retry && ctx.leaf && ctx.listedCredential === false) {
           const listed = await repository.credential(ctx.leaf.sha256).catch(() => null);
           if (listed) {
             cache.apply({ type: 'credentials-observed', tenantId: listed.tenantId, credentialsIds: [listed.credentialsId] });

@@ -43,7 +43,7 @@ async function world(t: TestContext): Promise<World> {
   return { a, b, acme, ca, fingerprint };
 }
 
-/** B allows `req` three times (the third from its decision cache, which admits a request seen before), then A changes something. */
+/** B allows `req` three times, so its decision cache (which keeps a decision from the second time it is asked) holds it; then A changes something. */
 async function warm(w: World, req: AuthRequest): Promise<void> {
   const first = await expectAllow(w.b, req, 'B before the change');
   const second = await expectAllow(w.b, req, 'B before the change, again');
