@@ -1,19 +1,39 @@
 import { PrismaPg } from '@prisma/adapter-pg';
+import pg from 'pg';
 import { PrismaClient } from '../generated/prisma/client.js';
 
 export type { PrismaClient } from '../generated/prisma/client.js';
 export type { Prisma } from '../generated/prisma/client.js';
+
+/** The `pg` pool under each client `createPrismaClient` made, for `executeBulk`. */
+const pools = new WeakMap<object, pg.Pool>();
 
 /** Prisma on the pure-JS `pg` driver: no query-engine binary is needed at run time. */
 export function createPrismaClient(databaseUrl: string, poolSize = 10): PrismaClient {
   const url = new URL(databaseUrl);
   const schema = url.searchParams.get('schema') ?? undefined;
   url.searchParams.delete('schema');
-  const adapter = new PrismaPg(
-    { connectionString: url.toString(), max: poolSize, connectionTimeoutMillis: 5_000 },
-    schema ? { schema } : undefined,
-  );
-  return new PrismaClient({ adapter });
+  const pool = new pg.Pool({ connectionString: url.toString(), max: poolSize, connectionTimeoutMillis: 5_000 });
+  // An idle connection that breaks is dropped by the pool; the next statement reports the cause.
+  pool.on('error', () => {});
+  const adapter = new PrismaPg(pool, { ...(schema ? { schema } : {}), disposeExternalPool: true });
+  const client = new PrismaClient({ adapter });
+  pools.set(client, pool);
+  return client;
+}
+
+/**
+ * Runs one write statement straight on the client's `pg` pool, past Prisma's query pipeline,
+ * which re-encodes every parameter on its way to the driver: for a batch statement whose
+ * parameter is a megabyte of JSON that cost three times the JSON itself (measured: 9.5 against
+ * 3.5 µs of event-loop time per auth event row). Falls back to `$executeRawUnsafe` for a client
+ * made elsewhere (or a transaction). Returns the number of rows the statement touched.
+ */
+export async function executeBulk(db: Pick<PrismaClient, '$executeRawUnsafe'>, sql: string, params: unknown[]): Promise<number> {
+  const pool = pools.get(db);
+  if (!pool) return db.$executeRawUnsafe(sql, ...params);
+  const result = await pool.query(sql, params);
+  return result.rowCount ?? 0;
 }
 
 /** A Prisma client or an interactive transaction: repositories accept either. */

@@ -19,7 +19,7 @@
  * signature check.
  */
 import type { DenyReason } from '../verifier/verifier-types.js';
-import { verifySignature } from './algorithms.js';
+import { verifySignature, verifySignatureAsync } from './algorithms.js';
 import { checkKeyStrength, checkSignatureStrength } from './ca-rules.js';
 import { publicKeyOf, type KeyUsage, type ParsedCertificate } from './certificate.js';
 import { normalizeSerialHex, verifyCrlSignature, type CrlCheck, type ParsedCrl } from './crl.js';
@@ -125,7 +125,18 @@ export class SignatureCache {
     const hit = this.#results.get(k);
     if (hit !== undefined) return hit;
     const key = publicKeyOf(issuer);
-    const ok = key !== null && verifySignature(subject.tbs, subject.signature, subject.signatureAlgorithm, key);
+    return this.#keep(k, key !== null && verifySignature(subject.tbs, subject.signature, subject.signatureAlgorithm, key));
+  }
+
+  /** Checks the signature on the thread pool and keeps the outcome, so `verify` then answers from memory. */
+  async prefetch(issuer: ParsedCertificate, subject: ParsedCertificate): Promise<void> {
+    const k = issuer.sha256 + subject.sha256;
+    if (this.#results.has(k)) return;
+    const key = publicKeyOf(issuer);
+    this.#keep(k, key !== null && (await verifySignatureAsync(subject.tbs, subject.signature, subject.signatureAlgorithm, key)));
+  }
+
+  #keep(k: string, ok: boolean): boolean {
     // Insertion-ordered Map: dropping the oldest entry keeps memory bounded.
     if (this.#results.size >= this.maxEntries) this.#results.delete(this.#results.keys().next().value!);
     this.#results.set(k, ok);
@@ -142,6 +153,32 @@ export class SignatureCache {
 }
 
 export const defaultSignatureCache = new SignatureCache();
+
+/** Most issuers of one certificate `prefetchSignatures` checks ahead; path building does the rest. */
+const MAX_PREFETCH = 4;
+
+/**
+ * Checks, on libuv's thread pool, the signatures path building will need first: `subject` (a new
+ * leaf) against each of `candidates` that may have issued it (same name, matching key identifier,
+ * strong enough to be checked at all). `validatePath` then finds them in `cache` and stays
+ * synchronous, while the event loop serves other requests during the checks. Only ever an
+ * optimisation: whatever is not prefetched is checked in line, with the same outcome.
+ */
+export async function prefetchSignatures(
+  subject: ParsedCertificate,
+  candidates: readonly ParsedCertificate[],
+  cache: SignatureCache = defaultSignatureCache,
+): Promise<void> {
+  if (checkSignatureStrength(subject.signatureAlgorithm)) return;
+  const issuers: ParsedCertificate[] = [];
+  for (const c of candidates) {
+    if (issuers.length === MAX_PREFETCH) break;
+    if (c === subject || c.subjectName.key !== subject.issuerName.key || !keyIdMatches(subject, c) || checkKeyStrength(c.publicKey)) continue;
+    if (!cache.has(c, subject) && !issuers.includes(c)) issuers.push(c);
+  }
+  if (issuers.length === 1) await cache.prefetch(issuers[0]!, subject);
+  else if (issuers.length > 1) await Promise.all(issuers.map((i) => cache.prefetch(i, subject)));
+}
 
 export interface ValidatePathOptions {
   leaf: ParsedCertificate;

@@ -1,7 +1,7 @@
-import type { PrismaClient } from '../db/prisma.js';
+import { executeBulk, type PrismaClient } from '../db/prisma.js';
 import { isForeignKeyViolation, isUniqueViolation } from '../db/prisma-errors.js';
 
-/** Everything the verifier reads and writes, in one place (Prisma only here). */
+/** Everything the verifier reads and writes, in one place (Prisma, and `pg` for batch writes). */
 export interface TrustedRef {
   id: string;
   tenantId: string;
@@ -251,14 +251,15 @@ export function createVerifierRepository(prisma: VerifierPrisma) {
      */
     async insertAuthEvents(rows: AuthEventRow[]): Promise<void> {
       if (!rows.length) return;
-      await prisma.$executeRawUnsafe(
+      await executeBulk(
+        prisma,
         `INSERT INTO "AuthEvent" ("tenantId", "time", "result", "reason", "message", "clientId", "deviceId", "deviceName", "fingerprint")
          SELECT v."tenantId", v."time", v."result", v."reason", v."message", v."clientId", v."deviceId", v."deviceName", v."fingerprint"
            FROM json_to_recordset($1::json) AS v("tenantId" text, "time" timestamptz, "result" text, "reason" text, "message" text,
                                                  "clientId" text, "deviceId" text, "deviceName" text, "fingerprint" text)
            -- a tenant deleted since the decision takes its events with it, not the rest of the batch
            WHERE EXISTS (SELECT 1 FROM "Tenant" t WHERE t.id = v."tenantId")`,
-        batchJson(rows),
+        [batchJson(rows)],
       );
     },
 
@@ -281,7 +282,8 @@ export function createVerifierRepository(prisma: VerifierPrisma) {
         na: l.notAfter,
         seen: l.seenAt,
       }));
-      await prisma.$executeRawUnsafe(
+      await executeBulk(
+        prisma,
         `INSERT INTO "DeviceCredential" ("credentialsId", "tenantId", "deviceId", "certDer", "subject", "issuer", "serialNumber",
                                          "notBefore", "notAfter", "source", "firstSeenAt", "lastSeenAt")
          SELECT v.id, v.tenant, v.device::uuid, decode(v.der, 'base64'), v.subject, v.issuer, v.serial,
@@ -292,7 +294,7 @@ export function createVerifierRepository(prisma: VerifierPrisma) {
           WHERE EXISTS (SELECT 1 FROM "Device" d WHERE d.id = v.device::uuid)
          ON CONFLICT ("credentialsId") DO UPDATE
             SET "lastSeenAt" = GREATEST(COALESCE("DeviceCredential"."lastSeenAt", EXCLUDED."lastSeenAt"), EXCLUDED."lastSeenAt")`,
-        batchJson(rows),
+        [batchJson(rows)],
       );
     },
 
@@ -319,12 +321,12 @@ export function createVerifierRepository(prisma: VerifierPrisma) {
     /** One UPDATE for a whole batch of connections (an MQTT connection storm). */
     async touchDevices(batch: Map<string, Date>): Promise<void> {
       if (!batch.size) return;
-      await prisma.$executeRawUnsafe(
+      await executeBulk(
+        prisma,
         `UPDATE "Device" AS d SET "lastConnectedAt" = GREATEST(COALESCE(d."lastConnectedAt", v.t), v.t)
            FROM unnest($1::uuid[], $2::timestamptz[]) AS v(id, t)
           WHERE d.id = v.id`,
-        [...batch.keys()],
-        [...batch.values()],
+        [[...batch.keys()], [...batch.values()]],
       );
     },
   };

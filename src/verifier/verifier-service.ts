@@ -3,7 +3,7 @@ import { LRUCache } from 'lru-cache';
 import type { Logger } from 'pino';
 import type { ParsedCertificate } from '../pki/certificate.js';
 import { nameHash } from '../pki/name-hash.js';
-import { validatePath, type TraceStep } from '../pki/path-validation.js';
+import { prefetchSignatures, validatePath, type TraceStep } from '../pki/path-validation.js';
 import { extractIdentity } from '../pki/identity.js';
 import { createBatcher, type Batcher } from '../lib/batcher.js';
 import { credentialsObserved, type ChangePublisher } from '../db/change-feed.js';
@@ -229,6 +229,7 @@ export function createVerifier(deps: VerifierDeps) {
       deny('NO_TRUSTED_ANCHOR', 'no trusted certificate matches the chain', opts.tenantId);
     }
     if (trace) step(trace, 'anchor', true, `candidate trusted certificates: ${candidates.map((c) => `${c.tenantId}/${c.fingerprint}`).join(', ')}`);
+    await prefetchSignatures(leaf, [...presented, ...candidates.map((c) => c.cert)]);
 
     const byTenant = new Map<string, TrustedEntry[]>();
     for (const c of candidates) byTenant.set(c.tenantId, [...(byTenant.get(c.tenantId) ?? []), c]);
@@ -368,6 +369,7 @@ export function createVerifier(deps: VerifierDeps) {
         step(trace, 'path', true, 'self-signed certificate pinned through the API');
       } else {
         const anchors = (await candidateAnchors(chain, tenantId)).filter((a) => a.status === 'ENABLED');
+        await prefetchSignatures(leaf, [...presented, ...anchors.map((a) => a.cert)]);
         const result = validateFor(leaf, presented, anchors, now, trace);
         if (!result.ok) {
           const disabled = (await candidateAnchors(chain, tenantId)).filter((a) => a.status === 'DISABLED');

@@ -6,11 +6,14 @@ import {
   TrustStore,
   parseCertificate,
   parseCrl,
+  prefetchSignatures,
+  publicKeyOf,
   validatePath,
   type ParsedCertificate,
   type TraceStep,
   type ValidatePathOptions,
 } from '../../src/pki/index.js';
+import { verifySignature, verifySignatureAsync } from '../../src/pki/algorithms.js';
 import type { DenyReason } from '../../src/verifier/verifier-types.js';
 import { makeCert, makeCrl, makeIntermediate, makeLeaf, makeRoot, sharedKey, type TestCert } from '../helpers/pki-fixtures.js';
 
@@ -374,6 +377,53 @@ describe('validatePath (RFC 5280 6.1)', () => {
       assert.equal(outcome(l, presented, anchors, options), c.want);
     });
   }
+
+  it('decides every case the same when the leaf signature was checked ahead on the thread pool', async () => {
+    for (const c of cases) {
+      const { leaf: l, presented, anchors, options } = c.build();
+      const cache = new SignatureCache();
+      await prefetchSignatures(l.parsed, [...presented, ...anchors].map((x) => x.parsed), cache);
+      assert.equal(outcome(l, presented, anchors, { ...options, signatureCache: cache }), c.want, c.name);
+    }
+  });
+
+  it('checks a new leaf ahead against each possible issuer, once, and keeps a failed check as failed', async () => {
+    const cache = new SignatureCache();
+    const other = makeRoot({ subject: 'CN=Other Root' });
+    await prefetchSignatures(leaf.parsed, [root.parsed, ica.parsed, other.parsed, leaf.parsed], cache);
+    // Only the certificate named as issuer was checked: not the root, not an unrelated CA, not the leaf itself.
+    assert.equal(cache.size, 1);
+    assert.ok(cache.has(ica.parsed, leaf.parsed));
+    await prefetchSignatures(leaf.parsed, [ica.parsed], cache);
+    assert.equal(cache.size, 1);
+
+    const tampered = makeLeaf(ica, { tamperSignature: true, subject: 'CN=tampered' });
+    await prefetchSignatures(tampered.parsed, [ica.parsed], cache);
+    assert.ok(cache.has(ica.parsed, tampered.parsed));
+    assert.equal(cache.verify(ica.parsed, tampered.parsed), false);
+    const r = validatePath({ leaf: tampered.parsed, presented: [ica.parsed], anchors: [root.parsed], signatureCache: cache });
+    assert.ok(!r.ok && r.reason === 'SIGNATURE_INVALID');
+  });
+
+  it('checks signatures on the thread pool exactly as in line, for every key type', async () => {
+    const kinds = [['ec'], ['ec-p384'], ['rsa'], ['rsa', { rsaPss: true }], ['ed25519'], ['dsa']] as const;
+    for (const [keyType, extra] of kinds) {
+      const label = `${keyType}${extra ? ' PSS' : ''}`;
+      const ca = makeRoot({ key: keyType, subject: `CN=${label} CA` });
+      const good = makeLeaf(ca, { ...extra, subject: `CN=${label} good` });
+      const bad = makeLeaf(ca, { ...extra, subject: `CN=${label} bad`, tamperSignature: true });
+      const key = publicKeyOf(ca.parsed)!;
+      for (const c of [good, bad]) {
+        const sync = verifySignature(c.parsed.tbs, c.parsed.signature, c.parsed.signatureAlgorithm, key);
+        const pooled = await verifySignatureAsync(c.parsed.tbs, c.parsed.signature, c.parsed.signatureAlgorithm, key);
+        assert.equal(pooled, sync, `${label} ${c.parsed.subject}`);
+        assert.equal(pooled, c === good, `${label} ${c.parsed.subject}`);
+      }
+      // A key of the wrong type resolves false, never rejects.
+      const wrong = publicKeyOf(makeRoot({ key: keyType === 'rsa' ? 'ec' : 'rsa' }).parsed)!;
+      assert.equal(await verifySignatureAsync(good.parsed.tbs, good.parsed.signature, good.parsed.signatureAlgorithm, wrong), false);
+    }
+  });
 
   it('returns the path leaf first and the anchor', () => {
     const r = validatePath({ leaf: leaf.parsed, presented: [root.parsed, ica.parsed], anchors: [root.parsed] });
