@@ -108,6 +108,32 @@ interface ProcSample {
   name: string;
 }
 
+/**
+ * CPU ticks of a process's threads by thread name: its main thread (whose id is the process id)
+ * as `main`, libuv's thread pool, V8's helper threads (garbage collection, compilation) and so on.
+ */
+async function threadTicks(pid: number | undefined): Promise<Map<string, number>> {
+  const out = new Map<string, number>();
+  if (pid === undefined) return out;
+  let tids: string[] = [];
+  try {
+    tids = await fs.readdir(`/proc/${pid}/task`);
+  } catch {
+    return out;
+  }
+  for (const tid of tids) {
+    try {
+      const stat = await fs.readFile(`/proc/${pid}/task/${tid}/stat`, 'utf8');
+      const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      const name = Number(tid) === pid ? 'main' : stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')')).trim();
+      out.set(name, (out.get(name) ?? 0) + Number(f[11]) + Number(f[12]));
+    } catch {
+      // the thread ended meanwhile
+    }
+  }
+  return out;
+}
+
 async function procSnapshot(): Promise<Map<number, ProcSample>> {
   const out = new Map<number, ProcSample>();
   let entries: string[] = [];
@@ -138,12 +164,14 @@ const TICKS_PER_SECOND = 100;
 interface CpuTicks {
   client: number;
   server: number;
+  /** The server's threads by name; `main` (its event loop) is what bounds a Node server's throughput. */
+  serverThreads: Map<string, number>;
   database: number;
   other: number;
   others: Map<string, number>;
 }
 
-const noTicks = (): CpuTicks => ({ client: 0, server: 0, database: 0, other: 0, others: new Map() });
+const noTicks = (): CpuTicks => ({ client: 0, server: 0, serverThreads: new Map(), database: 0, other: 0, others: new Map() });
 
 /** Adds the CPU ticks used between two snapshots to `into`, by who used them. */
 function addCpu(into: CpuTicks, before: Map<number, ProcSample>, after: Map<number, ProcSample>, serverPid: number | undefined): void {
@@ -208,8 +236,9 @@ interface Measured {
   errors: number;
   reused: number;
   cpu: CpuTicks;
-  /** Server CPU time per request, µs. */
+  /** Server CPU time per request, µs: all its threads, and its main thread alone. */
   serverUs: number;
+  serverMainUs: number;
   transactions?: number;
 }
 
@@ -261,6 +290,7 @@ async function measure(targets: Target[]): Promise<Measured[]> {
       reused: 0,
       cpu: noTicks(),
       serverUs: 0,
+      serverMainUs: 0,
     }),
   );
   for (let round = 1; round <= ROUNDS; round++) {
@@ -271,9 +301,13 @@ async function measure(targets: Target[]): Promise<Measured[]> {
       if (profiling) await t.child.request({ type: 'profile-start' }, 'profile-started');
       const tx0 = t.profile && countTransactions ? await countTransactions() : undefined;
       const before = await procSnapshot();
+      const threadsBefore = await threadTicks(t.child.proc.pid);
       const r: Result = await fire(t, slice, (status, body) => {
         if (status !== 200 || !body.includes('"result":"allow"')) m.notAllowed++;
       });
+      for (const [name, ticks] of await threadTicks(t.child.proc.pid)) {
+        m.cpu.serverThreads.set(name, (m.cpu.serverThreads.get(name) ?? 0) + ticks - (threadsBefore.get(name) ?? 0));
+      }
       addCpu(m.cpu, before, await procSnapshot(), t.child.proc.pid);
       if (tx0 !== undefined) m.transactions = (m.transactions ?? 0) + (await countTransactions!()) - tx0;
       if (profiling) await t.child.request({ type: 'profile-stop', name: `${t.profile}-r${round}` }, 'profile-stopped');
@@ -294,6 +328,7 @@ async function measure(targets: Target[]): Promise<Measured[]> {
     m.mean /= n;
     m.rps = m.requests / m.seconds;
     m.serverUs = ((m.cpu.server / TICKS_PER_SECOND) * 1e6) / n;
+    m.serverMainUs = (((m.cpu.serverThreads.get('main') ?? 0) / TICKS_PER_SECOND) * 1e6) / n;
     report(m);
   }
   return out;
@@ -307,11 +342,16 @@ function report(m: Measured): void {
     .filter(([, t]) => pct(t) > 0)
     .map(([name, t]) => `${name} ${pct(t)}`)
     .join(', ');
+  const threads = [...m.cpu.serverThreads]
+    .filter(([name, t]) => name !== 'main' && pct(t) > 0)
+    .sort((a, b) => b[1] - a[1])
+    .map(([name, t]) => `${name} ${pct(t)}`)
+    .join(', ');
   log(
     `${m.label.padEnd(30)} ${m.rps.toFixed(0).padStart(6)} req/s  p50 ${m.p50.toFixed(1)} ms  p99 ${m.p99.toFixed(1)} ms  mean ${m.mean.toFixed(2)} ms` +
       `  (${m.requests} requests${m.notAllowed ? `, ${m.notAllowed} not allowed` : ''}${m.errors ? `, ${m.errors} errors` : ''}` +
       `${m.reused ? `, leaf list reused ${m.reused}x` : ''})` +
-      `\n#   CPU, % of one core: server ${pct(m.cpu.server)} (${m.serverUs.toFixed(0)} µs per request), its database ${pct(m.cpu.database)}, ` +
+      `\n#   CPU, % of one core: server ${pct(m.cpu.server)} (${m.serverUs.toFixed(0)} µs per request; main thread ${pct(m.cpu.serverThreads.get('main') ?? 0)}, ${m.serverMainUs.toFixed(0)} µs${threads ? `; ${threads}` : ''}), its database ${pct(m.cpu.database)}, ` +
       `client ${pct(m.cpu.client)}, other processes ${pct(m.cpu.other)}${others ? ` (${others})` : ''}` +
       `${m.transactions !== undefined ? `; database transactions per request ${(m.transactions / Math.max(1, m.requests)).toFixed(3)}` : ''}`,
   );

@@ -1,8 +1,8 @@
 /**
  * Signature algorithms (RFC 5280 4.1.1.2, RFC 4055, RFC 5758, RFC 8410) and subject public keys
  * (RFC 5280 4.1.2.7), and the one place signatures are checked: Node's `crypto.verify` over the
- * TBS bytes (RSA-2048 ~17 µs, P-256 ~50-60 µs measured here), on the event loop or on libuv's
- * thread pool.
+ * TBS bytes (RSA-2048 ~17 µs, P-256 ~50-60 µs measured here) (and on a worker thread:
+ * signature-worker.ts).
  */
 import { constants, createPublicKey, verify, type KeyObject, type VerifyKeyObjectInput } from 'node:crypto';
 import {
@@ -223,10 +223,10 @@ export function importPublicKey(spki: Uint8Array): KeyObject | null {
 }
 
 /** What `crypto.verify` takes for one check: the digest name and the key argument. */
-type VerifyParams = readonly [digest: string | null, key: KeyObject | VerifyKeyObjectInput];
+export type VerifyParams = readonly [digest: string | null, key: KeyObject | VerifyKeyObjectInput];
 
 /** The `crypto.verify` arguments for `alg` with `key`; null when the key cannot check `alg`. */
-function verifyParams(alg: SignatureAlgorithm, key: KeyObject): VerifyParams | null {
+export function verifyParams(alg: SignatureAlgorithm, key: KeyObject): VerifyParams | null {
   if (alg.problem || !KEY_TYPES[alg.kind].includes(key.asymmetricKeyType ?? '')) return null;
   switch (alg.kind) {
     case 'ed25519':
@@ -262,26 +262,4 @@ export function verifySignature(
   } catch {
     return false;
   }
-}
-
-/**
- * `verifySignature` run on libuv's thread pool: the event loop spends ~8 µs handing the check
- * over instead of the whole check (P-256 ~50 µs), so a server can take its next request meanwhile.
- * Resolves false for any mismatch, like the synchronous form; never rejects.
- */
-export function verifySignatureAsync(
-  data: Uint8Array,
-  signature: Uint8Array,
-  alg: SignatureAlgorithm,
-  key: KeyObject,
-): Promise<boolean> {
-  const params = verifyParams(alg, key);
-  if (!params) return Promise.resolve(false);
-  return new Promise((resolve) => {
-    try {
-      verify(params[0], data, params[1], signature, (err, ok) => resolve(!err && ok));
-    } catch {
-      resolve(false);
-    }
-  });
 }

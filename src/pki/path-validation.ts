@@ -19,12 +19,13 @@
  * signature check.
  */
 import type { DenyReason } from '../verifier/verifier-types.js';
-import { verifySignature, verifySignatureAsync } from './algorithms.js';
+import { verifySignature } from './algorithms.js';
 import { checkKeyStrength, checkSignatureStrength } from './ca-rules.js';
 import { publicKeyOf, type KeyUsage, type ParsedCertificate } from './certificate.js';
 import { normalizeSerialHex, verifyCrlSignature, type CrlCheck, type ParsedCrl } from './crl.js';
 import { checkNameConstraints, MAX_CONSTRAINT_COMPARISONS, type ComparisonBudget } from './name-constraints.js';
 import { OID, ekuName } from './oids.js';
+import { signatureWorker, type SignatureWorker } from './signature-worker.js';
 
 export interface TraceStep {
   readonly step: string;
@@ -128,12 +129,12 @@ export class SignatureCache {
     return this.#keep(k, key !== null && verifySignature(subject.tbs, subject.signature, subject.signatureAlgorithm, key));
   }
 
-  /** Checks the signature on the thread pool and keeps the outcome, so `verify` then answers from memory. */
-  async prefetch(issuer: ParsedCertificate, subject: ParsedCertificate): Promise<void> {
+  /** Checks the signature on the signature worker and keeps the outcome, so `verify` then answers from memory. */
+  async prefetch(issuer: ParsedCertificate, subject: ParsedCertificate, worker: SignatureWorker = signatureWorker): Promise<void> {
     const k = issuer.sha256 + subject.sha256;
     if (this.#results.has(k)) return;
-    const key = publicKeyOf(issuer);
-    this.#keep(k, key !== null && (await verifySignatureAsync(subject.tbs, subject.signature, subject.signatureAlgorithm, key)));
+    const ok = await worker.verify(issuer, subject);
+    this.#keep(k, ok);
   }
 
   #keep(k: string, ok: boolean): boolean {
@@ -158,7 +159,7 @@ export const defaultSignatureCache = new SignatureCache();
 const MAX_PREFETCH = 4;
 
 /**
- * Checks, on libuv's thread pool, the signatures path building will need first: `subject` (a new
+ * Checks, on the signature worker thread, the signatures path building will need first: `subject` (a new
  * leaf) against each of `candidates` that may have issued it (same name, matching key identifier,
  * strong enough to be checked at all). `validatePath` then finds them in `cache` and stays
  * synchronous, while the event loop serves other requests during the checks. Only ever an
@@ -168,6 +169,7 @@ export async function prefetchSignatures(
   subject: ParsedCertificate,
   candidates: readonly ParsedCertificate[],
   cache: SignatureCache = defaultSignatureCache,
+  worker: SignatureWorker = signatureWorker,
 ): Promise<void> {
   if (checkSignatureStrength(subject.signatureAlgorithm)) return;
   const issuers: ParsedCertificate[] = [];
@@ -176,8 +178,8 @@ export async function prefetchSignatures(
     if (c === subject || c.subjectName.key !== subject.issuerName.key || !keyIdMatches(subject, c) || checkKeyStrength(c.publicKey)) continue;
     if (!cache.has(c, subject) && !issuers.includes(c)) issuers.push(c);
   }
-  if (issuers.length === 1) await cache.prefetch(issuers[0]!, subject);
-  else if (issuers.length > 1) await Promise.all(issuers.map((i) => cache.prefetch(i, subject)));
+  if (issuers.length === 1) await cache.prefetch(issuers[0]!, subject, worker);
+  else if (issuers.length > 1) await Promise.all(issuers.map((i) => cache.prefetch(i, subject, worker)));
 }
 
 export interface ValidatePathOptions {

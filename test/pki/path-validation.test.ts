@@ -13,7 +13,8 @@ import {
   type TraceStep,
   type ValidatePathOptions,
 } from '../../src/pki/index.js';
-import { verifySignature, verifySignatureAsync } from '../../src/pki/algorithms.js';
+import { verifySignature } from '../../src/pki/algorithms.js';
+import { SignatureWorker } from '../../src/pki/signature-worker.js';
 import type { DenyReason } from '../../src/verifier/verifier-types.js';
 import { makeCert, makeCrl, makeIntermediate, makeLeaf, makeRoot, sharedKey, type TestCert } from '../helpers/pki-fixtures.js';
 
@@ -378,7 +379,7 @@ describe('validatePath (RFC 5280 6.1)', () => {
     });
   }
 
-  it('decides every case the same when the leaf signature was checked ahead on the thread pool', async () => {
+  it('decides every case the same when the leaf signature was checked ahead on the worker thread', async () => {
     for (const c of cases) {
       const { leaf: l, presented, anchors, options } = c.build();
       const cache = new SignatureCache();
@@ -405,24 +406,50 @@ describe('validatePath (RFC 5280 6.1)', () => {
     assert.ok(!r.ok && r.reason === 'SIGNATURE_INVALID');
   });
 
-  it('checks signatures on the thread pool exactly as in line, for every key type', async () => {
-    const kinds = [['ec'], ['ec-p384'], ['rsa'], ['rsa', { rsaPss: true }], ['ed25519'], ['dsa']] as const;
-    for (const [keyType, extra] of kinds) {
-      const label = `${keyType}${extra ? ' PSS' : ''}`;
-      const ca = makeRoot({ key: keyType, subject: `CN=${label} CA` });
-      const good = makeLeaf(ca, { ...extra, subject: `CN=${label} good` });
-      const bad = makeLeaf(ca, { ...extra, subject: `CN=${label} bad`, tamperSignature: true });
-      const key = publicKeyOf(ca.parsed)!;
-      for (const c of [good, bad]) {
-        const sync = verifySignature(c.parsed.tbs, c.parsed.signature, c.parsed.signatureAlgorithm, key);
-        const pooled = await verifySignatureAsync(c.parsed.tbs, c.parsed.signature, c.parsed.signatureAlgorithm, key);
-        assert.equal(pooled, sync, `${label} ${c.parsed.subject}`);
-        assert.equal(pooled, c === good, `${label} ${c.parsed.subject}`);
+  it('checks signatures on the worker thread exactly as in line, for every key type, batched', async () => {
+    const worker = new SignatureWorker();
+    try {
+      const kinds = [['ec'], ['ec-p384'], ['rsa'], ['rsa', { rsaPss: true }], ['ed25519'], ['dsa']] as const;
+      const checks: Array<{ issuer: TestCert; subject: TestCert; want: boolean; label: string }> = [];
+      for (const [keyType, extra] of kinds) {
+        const label = `${keyType}${extra ? ' PSS' : ''}`;
+        const ca = makeRoot({ key: keyType, subject: `CN=${label} CA` });
+        const other = makeRoot({ key: keyType === 'rsa' ? 'ec' : 'rsa', subject: `CN=${label} other` });
+        const good = makeLeaf(ca, { ...extra, subject: `CN=${label} good` });
+        const bad = makeLeaf(ca, { ...extra, subject: `CN=${label} bad`, tamperSignature: true });
+        checks.push({ issuer: ca, subject: good, want: true, label: `${label} good` });
+        checks.push({ issuer: ca, subject: bad, want: false, label: `${label} tampered` });
+        checks.push({ issuer: other, subject: good, want: false, label: `${label} wrong key` });
       }
-      // A key of the wrong type resolves false, never rejects.
-      const wrong = publicKeyOf(makeRoot({ key: keyType === 'rsa' ? 'ec' : 'rsa' }).parsed)!;
-      assert.equal(await verifySignatureAsync(good.parsed.tbs, good.parsed.signature, good.parsed.signatureAlgorithm, wrong), false);
+      // All asked for in one turn of the event loop: they travel as one batch.
+      const pooled = await Promise.all(checks.map((c) => worker.verify(c.issuer.parsed, c.subject.parsed)));
+      checks.forEach((c, i) => {
+        const key = publicKeyOf(c.issuer.parsed)!;
+        const sync = verifySignature(c.subject.parsed.tbs, c.subject.parsed.signature, c.subject.parsed.signatureAlgorithm, key);
+        assert.equal(pooled[i], sync, c.label);
+        assert.equal(pooled[i], c.want, c.label);
+      });
+      // Asked again, the keys are already on the worker.
+      assert.deepEqual(await Promise.all(checks.map((c) => worker.verify(c.issuer.parsed, c.subject.parsed))), pooled);
+    } finally {
+      await worker.close();
     }
+  });
+
+  it('makes the checks in line when the signature worker goes away', async () => {
+    const worker = new SignatureWorker();
+    const good = makeLeaf(ica, { subject: 'CN=while closing' });
+    const bad = makeLeaf(ica, { subject: 'CN=tampered while closing', tamperSignature: true });
+    assert.equal(await worker.verify(ica.parsed, good.parsed), true);
+    // Closed with checks queued and in flight: each is still answered, and answered right.
+    const pending = [worker.verify(ica.parsed, good.parsed), worker.verify(ica.parsed, bad.parsed)];
+    await new Promise((r) => setImmediate(r));
+    await worker.close();
+    assert.deepEqual(await Promise.all(pending), [true, false]);
+    // The next check starts a new worker.
+    assert.equal(await worker.verify(ica.parsed, bad.parsed), false);
+    assert.equal(await worker.verify(ica.parsed, good.parsed), true);
+    await worker.close();
   });
 
   it('returns the path leaf first and the anchor', () => {
