@@ -1,4 +1,4 @@
-import { executeBulk, type PrismaClient } from '../db/prisma.js';
+import { executeBulk, queryBulk, type PrismaClient } from '../db/prisma.js';
 import { isForeignKeyViolation, isUniqueViolation } from '../db/prisma-errors.js';
 
 /** Everything the verifier reads and writes, in one place (Prisma, and `pg` for batch writes). */
@@ -161,13 +161,13 @@ export function createVerifierRepository(prisma: VerifierPrisma) {
      */
     async devicesByNames(keys: ReadonlyArray<{ tenantId: string; name: string }>): Promise<DeviceRef[]> {
       if (!keys.length) return [];
-      return prisma.$queryRawUnsafe<DeviceRef[]>(
+      return queryBulk<DeviceRef>(
+        prisma,
         `SELECT d.id::text AS id, d."tenantId", d.name, d.status::text AS status, d."pinCredentials",
                 d."deviceProfileId"::text AS "deviceProfileId", d."createdBy"::text AS "createdBy"
            FROM unnest($1::text[], $2::text[]) AS k(t, n)
            JOIN "Device" d ON d."tenantId" = k.t AND d.name = k.n`,
-        keys.map((k) => k.tenantId),
-        keys.map((k) => k.name),
+        [keys.map((k) => k.tenantId), keys.map((k) => k.name)],
       );
     },
 
