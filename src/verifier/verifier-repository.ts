@@ -270,7 +270,10 @@ export function createVerifierRepository(prisma: VerifierPrisma) {
      */
     async recordObserved(leaves: ObservedLeaf[]): Promise<void> {
       if (!leaves.length) return;
-      const rows = leaves.map((l) => ({
+      // Rows are locked in the order given: every process gives them in id order, so two batches
+      // touching the same credentials wait for each other instead of deadlocking.
+      const sorted = [...leaves].sort((a, b) => (a.credentialsId < b.credentialsId ? -1 : a.credentialsId > b.credentialsId ? 1 : 0));
+      const rows = sorted.map((l) => ({
         id: l.credentialsId,
         tenant: l.tenantId,
         device: l.deviceId,
@@ -318,13 +321,20 @@ export function createVerifierRepository(prisma: VerifierPrisma) {
       return rows.map((r) => r.id);
     },
 
-    /** One UPDATE for a whole batch of connections (an MQTT connection storm). */
+    /**
+     * One UPDATE for a whole batch of connections (an MQTT connection storm). Every listener
+     * process writes such batches: the rows are locked first, in id order, so two batches
+     * sharing devices wait for each other instead of deadlocking (the join alone locks in
+     * whatever order its plan visits them).
+     */
     async touchDevices(batch: Map<string, Date>): Promise<void> {
       if (!batch.size) return;
       await executeBulk(
         prisma,
-        `UPDATE "Device" AS d SET "lastConnectedAt" = GREATEST(COALESCE(d."lastConnectedAt", v.t), v.t)
-           FROM unnest($1::uuid[], $2::timestamptz[]) AS v(id, t)
+        `WITH v AS (SELECT * FROM unnest($1::uuid[], $2::timestamptz[]) AS v(id, t)),
+              locked AS (SELECT d.id FROM "Device" d JOIN v ON v.id = d.id ORDER BY d.id FOR NO KEY UPDATE OF d)
+         UPDATE "Device" AS d SET "lastConnectedAt" = GREATEST(COALESCE(d."lastConnectedAt", v.t), v.t)
+           FROM v JOIN locked USING (id)
           WHERE d.id = v.id`,
         [[...batch.keys()], [...batch.values()]],
       );

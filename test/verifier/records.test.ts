@@ -7,6 +7,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { build } from '../helpers/app.js';
 import { createCa, createDevice } from '../../src/certs/certs-service.js';
+import { createPrismaClient } from '../../src/db/prisma.js';
 import { createVerifierRepository } from '../../src/verifier/verifier-repository.js';
 import { api, credential, device, expectAllow, expectDeny, sleep, tenant, trust, updateDefaultProfile } from './fixtures.js';
 
@@ -164,4 +165,58 @@ test('a batch of auth events keeps the events of live tenants when one tenant wa
   await repository.insertAuthEvents([row('deleted-meanwhile'), row('acme')]);
   const stored = await s.prisma.authEvent.findMany({ select: { tenantId: true, message: true } });
   assert.deepEqual(stored, [{ tenantId: 'acme', message: 'for acme' }]);
+});
+
+test('listener processes writing lastConnectedAt and sightings for the same devices at once never deadlock', async (t) => {
+  const s = await build(t);
+  await tenant(s, 'acme');
+  const profile = await s.prisma.deviceProfile.findFirstOrThrow({ where: { tenantId: 'acme', isDefault: true } });
+  // A fleet large enough that PostgreSQL reaches a batch's devices by index, in the batch's order.
+  await s.prisma.device.createMany({
+    data: Array.from({ length: 3000 }, (_, i) => ({ tenantId: 'acme', name: `meter-${i}`, deviceProfileId: profile.id })),
+  });
+  await s.prisma.$executeRawUnsafe('ANALYZE "Device"');
+  const devices = await s.prisma.device.findMany({ where: { tenantId: 'acme' }, select: { id: true }, orderBy: { name: 'asc' }, take: 300 });
+  // Two processes: two clients, each with its own connection pool.
+  const other = createPrismaClient(s.databaseUrl, 2);
+  t.after(() => other.$disconnect());
+  const [a, b] = [createVerifierRepository(s.prisma), createVerifierRepository(other)];
+  const ca = await createCa();
+  const leaves = await Promise.all(devices.slice(0, 40).map((d, i) => createDevice({ issuer: ca, cn: `meter-${i}` }).then((c) => ({ c, d }))));
+  const observed = (at: Date) =>
+    leaves.map(({ c, d }) => ({
+      credentialsId: c.fingerprintSha256,
+      tenantId: 'acme',
+      deviceId: d.id,
+      certDer: c.certDer,
+      subject: `CN=${d.id}`,
+      issuer: 'CN=test CA',
+      serialNumber: '01',
+      notBefore: new Date(Date.now() - 86_400_000),
+      notAfter: new Date(Date.now() + 86_400_000),
+      seenAt: at,
+    }));
+  let last = new Date(0);
+  for (let round = 0; round < 20; round++) {
+    last = new Date(Date.now() + round * 1000);
+    // The same devices in opposite orders: the order in which a careless join would lock them.
+    const forward = new Map(devices.map((d) => [d.id, last] as const));
+    const backward = new Map([...forward].reverse());
+    const sightings = observed(last);
+    await Promise.all([
+      a.touchDevices(forward),
+      b.touchDevices(backward),
+      a.recordObserved(sightings),
+      b.recordObserved([...sightings].reverse()),
+    ]);
+  }
+  const touched = await s.prisma.device.findMany({ where: { tenantId: 'acme' }, select: { lastConnectedAt: true } });
+  assert.equal(touched.filter((d) => d.lastConnectedAt).length, 300);
+  for (const d of touched.filter((x) => x.lastConnectedAt)) assert.equal(d.lastConnectedAt?.getTime(), last.getTime());
+  const seen = await s.prisma.deviceCredential.findMany({ where: { tenantId: 'acme' }, select: { lastSeenAt: true, source: true } });
+  assert.equal(seen.length, 40);
+  for (const c of seen) {
+    assert.equal(c.source, 'OBSERVED');
+    assert.equal(c.lastSeenAt?.getTime(), last.getTime());
+  }
 });
