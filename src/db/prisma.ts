@@ -31,18 +31,28 @@ export function createPrismaClient(databaseUrl: string, poolSize = 10): PrismaCl
  *
  * `queryBulk` answers the rows (columns as PostgreSQL types them; cast in SQL what must be text).
  */
-export async function queryBulk<T>(db: Pick<PrismaClient, '$queryRawUnsafe'>, sql: string, params: unknown[]): Promise<T[]> {
+export async function queryBulk<T>(db: Pick<PrismaClient, '$queryRawUnsafe'>, statement: BulkStatement, params: unknown[]): Promise<T[]> {
   const pool = pools.get(db);
-  if (!pool) return db.$queryRawUnsafe<T[]>(sql, ...params);
-  return (await pool.query(sql, params)).rows as T[];
+  if (!pool) return db.$queryRawUnsafe<T[]>(statement.text, ...params);
+  return (await pool.query({ ...statement, values: params })).rows as T[];
 }
 
 /** Like `queryBulk` for a statement that writes: answers the number of rows it touched. */
-export async function executeBulk(db: Pick<PrismaClient, '$executeRawUnsafe'>, sql: string, params: unknown[]): Promise<number> {
+export async function executeBulk(db: Pick<PrismaClient, '$executeRawUnsafe'>, statement: BulkStatement, params: unknown[]): Promise<number> {
   const pool = pools.get(db);
-  if (!pool) return db.$executeRawUnsafe(sql, ...params);
-  const result = await pool.query(sql, params);
+  if (!pool) return db.$executeRawUnsafe(statement.text, ...params);
+  const result = await pool.query({ ...statement, values: params });
   return result.rowCount ?? 0;
+}
+
+/**
+ * A named statement: each connection parses it once and PostgreSQL may keep its plan, where an
+ * unnamed one is parsed and planned on every call (measurable for the device lookups of a storm
+ * of first connections, a join planned several hundred times a second).
+ */
+export interface BulkStatement {
+  name: string;
+  text: string;
 }
 
 /** A Prisma client or an interactive transaction: repositories accept either. */

@@ -61,6 +61,9 @@ interface Pending {
 /** Keys the worker holds before it is told to start over (a key is ~100 bytes of DER). */
 const MAX_WORKER_KEYS = 10_000;
 
+/** Workers lost in a row, none of them having answered, after which checks stay in line. */
+const MAX_LOST_IN_A_ROW = 3;
+
 /** Copies a view into its own buffer, so it can be transferred without sending what surrounds it. */
 const own = (view: Uint8Array): Uint8Array => view.slice();
 
@@ -76,6 +79,8 @@ export class SignatureWorker {
 
   /** Set when the worker cannot run here: every check is then made in line. */
   #broken = false;
+  /** Workers lost in a row without answering a batch: a worker that cannot start is not restarted forever. */
+  #lostInARow = 0;
 
   /** Whether `issuer`'s key verifies `subject`'s signature. Never rejects. */
   verify(issuer: ParsedCertificate, subject: ParsedCertificate): Promise<boolean> {
@@ -150,11 +155,13 @@ export class SignatureWorker {
     worker.on('message', (m: { id: number; results: Uint8Array }) => {
       const batch = this.#batches.get(m.id);
       this.#batches.delete(m.id);
+      this.#lostInARow = 0;
       if (this.#batches.size === 0) worker.unref();
       batch?.forEach((p, i) => p.resolve(m.results[i] === 1));
     });
     const lost = () => {
       if (this.#worker !== worker) return;
+      if (++this.#lostInARow >= MAX_LOST_IN_A_ROW) this.#broken = true;
       this.#forget();
     };
     worker.on('error', lost);

@@ -163,10 +163,13 @@ export function createVerifierRepository(prisma: VerifierPrisma) {
       if (!keys.length) return [];
       return queryBulk<DeviceRef>(
         prisma,
-        `SELECT d.id::text AS id, d."tenantId", d.name, d.status::text AS status, d."pinCredentials",
+        {
+          name: 'certgate_devices_by_names',
+          text: `SELECT d.id::text AS id, d."tenantId", d.name, d.status::text AS status, d."pinCredentials",
                 d."deviceProfileId"::text AS "deviceProfileId", d."createdBy"::text AS "createdBy"
            FROM unnest($1::text[], $2::text[]) AS k(t, n)
            JOIN "Device" d ON d."tenantId" = k.t AND d.name = k.n`,
+        },
         [keys.map((k) => k.tenantId), keys.map((k) => k.name)],
       );
     },
@@ -253,12 +256,15 @@ export function createVerifierRepository(prisma: VerifierPrisma) {
       if (!rows.length) return;
       await executeBulk(
         prisma,
-        `INSERT INTO "AuthEvent" ("tenantId", "time", "result", "reason", "message", "clientId", "deviceId", "deviceName", "fingerprint")
+        {
+          name: 'certgate_insert_auth_events',
+          text: `INSERT INTO "AuthEvent" ("tenantId", "time", "result", "reason", "message", "clientId", "deviceId", "deviceName", "fingerprint")
          SELECT v."tenantId", v."time", v."result", v."reason", v."message", v."clientId", v."deviceId", v."deviceName", v."fingerprint"
            FROM json_to_recordset($1::json) AS v("tenantId" text, "time" timestamptz, "result" text, "reason" text, "message" text,
                                                  "clientId" text, "deviceId" text, "deviceName" text, "fingerprint" text)
            -- a tenant deleted since the decision takes its events with it, not the rest of the batch
            WHERE EXISTS (SELECT 1 FROM "Tenant" t WHERE t.id = v."tenantId")`,
+        },
         [batchJson(rows)],
       );
     },
@@ -287,7 +293,9 @@ export function createVerifierRepository(prisma: VerifierPrisma) {
       }));
       await executeBulk(
         prisma,
-        `INSERT INTO "DeviceCredential" ("credentialsId", "tenantId", "deviceId", "certDer", "subject", "issuer", "serialNumber",
+        {
+          name: 'certgate_record_observed',
+          text: `INSERT INTO "DeviceCredential" ("credentialsId", "tenantId", "deviceId", "certDer", "subject", "issuer", "serialNumber",
                                          "notBefore", "notAfter", "source", "firstSeenAt", "lastSeenAt")
          SELECT v.id, v.tenant, v.device::uuid, decode(v.der, 'base64'), v.subject, v.issuer, v.serial,
                 v.nb, v.na, 'OBSERVED'::"CredentialSource", v.seen, v.seen
@@ -297,6 +305,7 @@ export function createVerifierRepository(prisma: VerifierPrisma) {
           WHERE EXISTS (SELECT 1 FROM "Device" d WHERE d.id = v.device::uuid)
          ON CONFLICT ("credentialsId") DO UPDATE
             SET "lastSeenAt" = GREATEST(COALESCE("DeviceCredential"."lastSeenAt", EXCLUDED."lastSeenAt"), EXCLUDED."lastSeenAt")`,
+        },
         [batchJson(rows)],
       );
     },
@@ -331,11 +340,14 @@ export function createVerifierRepository(prisma: VerifierPrisma) {
       if (!batch.size) return;
       await executeBulk(
         prisma,
-        `WITH v AS (SELECT * FROM unnest($1::uuid[], $2::timestamptz[]) AS v(id, t)),
+        {
+          name: 'certgate_touch_devices',
+          text: `WITH v AS (SELECT * FROM unnest($1::uuid[], $2::timestamptz[]) AS v(id, t)),
               locked AS (SELECT d.id FROM "Device" d JOIN v ON v.id = d.id ORDER BY d.id FOR NO KEY UPDATE OF d)
          UPDATE "Device" AS d SET "lastConnectedAt" = GREATEST(COALESCE(d."lastConnectedAt", v.t), v.t)
            FROM v JOIN locked USING (id)
           WHERE d.id = v.id`,
+        },
         [[...batch.keys()], [...batch.values()]],
       );
     },
