@@ -13,7 +13,9 @@ export function createPrismaClient(databaseUrl: string, poolSize = 10): PrismaCl
   const url = new URL(databaseUrl);
   const schema = url.searchParams.get('schema') ?? undefined;
   url.searchParams.delete('schema');
-  const pool = new pg.Pool({ connectionString: url.toString(), max: poolSize, connectionTimeoutMillis: 5_000 });
+  // allowExitOnIdle: Prisma ends the pool on $disconnect only if it ever connected itself, so idle
+  // connections opened by executeBulk alone must not keep the process alive.
+  const pool = new pg.Pool({ connectionString: url.toString(), max: poolSize, connectionTimeoutMillis: 5_000, allowExitOnIdle: true });
   // An idle connection that breaks is dropped by the pool; the next statement reports the cause.
   pool.on('error', () => {});
   const adapter = new PrismaPg(pool, { ...(schema ? { schema } : {}), disposeExternalPool: true });
