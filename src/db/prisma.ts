@@ -8,6 +8,11 @@ export type { Prisma } from '../generated/prisma/client.js';
 /** The `pg` pool under each client `createPrismaClient` made, for `executeBulk`. */
 const pools = new WeakMap<object, pg.Pool>();
 
+/** A schema name as a quoted identifier, escaped for a libpq `-c` startup option. */
+function searchPathOption(schema: string): string {
+  return `"${schema.replaceAll('"', '""')}"`.replace(/[\\ ]/g, (c) => `\\${c}`);
+}
+
 /** Prisma on the pure-JS `pg` driver: no query-engine binary is needed at run time. */
 export function createPrismaClient(databaseUrl: string, poolSize = 10): PrismaClient {
   const url = new URL(databaseUrl);
@@ -15,7 +20,15 @@ export function createPrismaClient(databaseUrl: string, poolSize = 10): PrismaCl
   url.searchParams.delete('schema');
   // allowExitOnIdle: Prisma ends the pool on $disconnect only if it ever connected itself, so idle
   // connections opened by executeBulk alone must not keep the process alive.
-  const pool = new pg.Pool({ connectionString: url.toString(), max: poolSize, connectionTimeoutMillis: 5_000, allowExitOnIdle: true });
+  const pool = new pg.Pool({
+    connectionString: url.toString(),
+    max: poolSize,
+    connectionTimeoutMillis: 5_000,
+    allowExitOnIdle: true,
+    // `?schema=` is Prisma's: raw SQL (and the batch statements) find unqualified tables through
+    // the connection's search_path, as the Prisma CLI's connections do (scripts/prisma-schema-engine.mjs).
+    ...(schema ? { options: `-c search_path=${searchPathOption(schema)}` } : {}),
+  });
   // An idle connection that breaks is dropped by the pool; the next statement reports the cause.
   pool.on('error', () => {});
   const adapter = new PrismaPg(pool, { ...(schema ? { schema } : {}), disposeExternalPool: true });

@@ -64,8 +64,11 @@ const MAX_WORKER_KEYS = 10_000;
 /** Workers lost in a row, none of them having answered, after which checks stay in line. */
 const MAX_LOST_IN_A_ROW = 3;
 
-/** Copies a view into its own buffer, so it can be transferred without sending what surrounds it. */
-const own = (view: Uint8Array): Uint8Array => view.slice();
+/**
+ * Copies a view into its own buffer, so it can be transferred without sending (and detaching)
+ * what surrounds it. `new Uint8Array(view)` copies even when the view is a Node Buffer.
+ */
+const own = (view: Uint8Array): Uint8Array => new Uint8Array(view);
 
 export class SignatureWorker {
   #worker: Worker | undefined;
@@ -136,11 +139,19 @@ export class SignatureWorker {
       checks.push({ key: id, digest, tbs, signature, ...(pss.padding !== undefined ? { padding: pss.padding, saltLength: pss.saltLength } : {}) });
       sent.push(p);
     }
-    if (!sent.length) return;
+    // A reset travels even without checks: the worker must forget the keys this side forgot.
+    if (!sent.length && !reset) return;
     const id = this.#nextBatch++;
     this.#batches.set(id, sent);
     worker.ref();
-    worker.postMessage({ id, reset, keys, checks }, transfer);
+    try {
+      worker.postMessage({ id, reset, keys, checks }, transfer);
+    } catch {
+      this.#batches.delete(id);
+      if (this.#batches.size === 0) worker.unref();
+      this.#keyIds.clear();
+      inLine(sent);
+    }
   }
 
   #ensureWorker(): Worker | undefined {
@@ -166,6 +177,12 @@ export class SignatureWorker {
     };
     worker.on('error', lost);
     worker.on('exit', lost);
+    // An answer that cannot be read would leave its batch waiting: start over, in line.
+    worker.on('messageerror', () => {
+      if (this.#worker !== worker) return;
+      this.#forget();
+      void worker.terminate();
+    });
     // Idle, the worker never keeps the process alive; with checks out it does (see #send). After
     // the listeners: adding one takes a reference again.
     worker.unref();

@@ -1,0 +1,53 @@
+/**
+ * The Prisma client on the `pg` pool (src/db/prisma.ts): batch statements that bypass Prisma
+ * see the same tables as Prisma does, `?schema=` included, and idle connections never hold a
+ * process open.
+ */
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import pg from 'pg';
+import { createPrismaClient, executeBulk, queryBulk } from '../../src/db/prisma.js';
+import { createTestDatabase } from '../helpers/database.js';
+
+test('?schema= reaches raw SQL and batch statements through the search_path, even for a name with a space and a quote', async (t) => {
+  const db = await createTestDatabase();
+  t.after(() => db.drop());
+  const admin = new pg.Client({ connectionString: db.url });
+  await admin.connect();
+  await admin.query(`CREATE SCHEMA "fleet ""b"""; CREATE TABLE "fleet ""b"""."Thing" (x int); CREATE TABLE public."Thing" (x int)`);
+  await admin.query(`INSERT INTO "fleet ""b"""."Thing" VALUES (1); INSERT INTO public."Thing" VALUES (2)`);
+  await admin.end();
+
+  const url = new URL(db.url);
+  url.searchParams.set('schema', 'fleet "b"');
+  const scoped = createPrismaClient(url.toString(), 2);
+  const plain = createPrismaClient(db.url, 2);
+  t.after(() => Promise.all([scoped.$disconnect(), plain.$disconnect()]));
+  const read = { name: 'test_read_thing', text: 'SELECT x FROM "Thing" ORDER BY x' };
+  assert.deepEqual(await queryBulk(scoped, read, []), [{ x: 1 }]);
+  assert.deepEqual(await scoped.$queryRawUnsafe('SELECT x FROM "Thing"'), [{ x: 1 }]);
+  assert.deepEqual(await queryBulk(plain, read, []), [{ x: 2 }]);
+  assert.equal(await executeBulk(scoped, { name: 'test_add_thing', text: 'INSERT INTO "Thing" SELECT unnest($1::int[])' }, [[3, 4]]), 2);
+  assert.deepEqual(await queryBulk(scoped, read, []), [{ x: 1 }, { x: 3 }, { x: 4 }]);
+});
+
+test('a client that only ran batch statements lets its process exit at once after $disconnect', async (t) => {
+  const db = await createTestDatabase();
+  t.after(() => db.drop());
+  const { spawn } = await import('node:child_process');
+  const script = `
+    import { createPrismaClient, executeBulk } from './src/db/prisma.ts';
+    const p = createPrismaClient(process.env.URL, 2);
+    await executeBulk(p, { name: 'x', text: 'SELECT 1' }, []);
+    await p.$disconnect();
+    globalThis.disconnectedAt = Date.now();
+    process.on('exit', () => process.stdout.write(String(Date.now() - globalThis.disconnectedAt)));
+  `;
+  const child = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { env: { ...process.env, URL: db.url } });
+  let out = '';
+  child.stdout.on('data', (d) => (out += d));
+  const code = await new Promise((resolve) => child.on('exit', resolve));
+  assert.equal(code, 0);
+  // pg's idle timeout is 10 s; the process ends well before it.
+  assert.ok(Number(out) < 2_000, `exited ${out} ms after $disconnect`);
+});
