@@ -236,9 +236,8 @@ interface Measured {
   errors: number;
   reused: number;
   cpu: CpuTicks;
-  /** Server CPU time per request, µs: all its threads, and its main thread alone. */
+  /** Server CPU time per request, µs (all its threads). */
   serverUs: number;
-  serverMainUs: number;
   transactions?: number;
 }
 
@@ -290,7 +289,6 @@ async function measure(targets: Target[]): Promise<Measured[]> {
       reused: 0,
       cpu: noTicks(),
       serverUs: 0,
-      serverMainUs: 0,
     }),
   );
   for (let round = 1; round <= ROUNDS; round++) {
@@ -328,7 +326,6 @@ async function measure(targets: Target[]): Promise<Measured[]> {
     m.mean /= n;
     m.rps = m.requests / m.seconds;
     m.serverUs = ((m.cpu.server / TICKS_PER_SECOND) * 1e6) / n;
-    m.serverMainUs = (((m.cpu.serverThreads.get('main') ?? 0) / TICKS_PER_SECOND) * 1e6) / n;
     report(m);
   }
   return out;
@@ -342,6 +339,8 @@ function report(m: Measured): void {
     .filter(([, t]) => pct(t) > 0)
     .map(([name, t]) => `${name} ${pct(t)}`)
     .join(', ');
+  const main = m.cpu.serverThreads.get('main') ?? 0;
+  const mainUs = ((main / TICKS_PER_SECOND) * 1e6) / Math.max(1, m.requests);
   const threads = [...m.cpu.serverThreads]
     .filter(([name, t]) => name !== 'main' && pct(t) > 0)
     .sort((a, b) => b[1] - a[1])
@@ -351,7 +350,7 @@ function report(m: Measured): void {
     `${m.label.padEnd(30)} ${m.rps.toFixed(0).padStart(6)} req/s  p50 ${m.p50.toFixed(1)} ms  p99 ${m.p99.toFixed(1)} ms  mean ${m.mean.toFixed(2)} ms` +
       `  (${m.requests} requests${m.notAllowed ? `, ${m.notAllowed} not allowed` : ''}${m.errors ? `, ${m.errors} errors` : ''}` +
       `${m.reused ? `, leaf list reused ${m.reused}x` : ''})` +
-      `\n#   CPU, % of one core: server ${pct(m.cpu.server)} (${m.serverUs.toFixed(0)} µs per request; main thread ${pct(m.cpu.serverThreads.get('main') ?? 0)}, ${m.serverMainUs.toFixed(0)} µs${threads ? `; ${threads}` : ''}), its database ${pct(m.cpu.database)}, ` +
+      `\n#   CPU, % of one core: server ${pct(m.cpu.server)} (${m.serverUs.toFixed(0)} µs per request; main thread ${pct(main)}, ${mainUs.toFixed(0)} µs${threads ? `; ${threads}` : ''}), its database ${pct(m.cpu.database)}, ` +
       `client ${pct(m.cpu.client)}, other processes ${pct(m.cpu.other)}${others ? ` (${others})` : ''}` +
       `${m.transactions !== undefined ? `; database transactions per request ${(m.transactions / Math.max(1, m.requests)).toFixed(3)}` : ''}`,
   );

@@ -14,6 +14,7 @@ import {
   parsePublicKeyInfo,
   parseSignatureAlgorithm,
   importPublicKey,
+  verifySignature,
   type PublicKeyInfo,
   type SignatureAlgorithm,
 } from './algorithms.js';
@@ -357,6 +358,12 @@ export function publicKeyOf(cert: ParsedCertificate): KeyObject | null {
     keyCache.set(cert, key);
   }
   return key;
+}
+
+/** Whether `issuer`'s key verifies `subject`'s signature (in line; see SignatureCache for the memo). */
+export function signedBy(issuer: ParsedCertificate, subject: ParsedCertificate): boolean {
+  const key = publicKeyOf(issuer);
+  return key !== null && verifySignature(subject.tbs, subject.signature, subject.signatureAlgorithm, key);
 }
 
 /** True when both certificates are the same DER. */

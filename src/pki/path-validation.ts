@@ -19,9 +19,8 @@
  * signature check.
  */
 import type { DenyReason } from '../verifier/verifier-types.js';
-import { verifySignature } from './algorithms.js';
 import { checkKeyStrength, checkSignatureStrength } from './ca-rules.js';
-import { publicKeyOf, type KeyUsage, type ParsedCertificate } from './certificate.js';
+import { signedBy, type KeyUsage, type ParsedCertificate } from './certificate.js';
 import { normalizeSerialHex, verifyCrlSignature, type CrlCheck, type ParsedCrl } from './crl.js';
 import { checkNameConstraints, MAX_CONSTRAINT_COMPARISONS, type ComparisonBudget } from './name-constraints.js';
 import { OID, ekuName } from './oids.js';
@@ -125,8 +124,7 @@ export class SignatureCache {
     const k = issuer.sha256 + subject.sha256;
     const hit = this.#results.get(k);
     if (hit !== undefined) return hit;
-    const key = publicKeyOf(issuer);
-    return this.#keep(k, key !== null && verifySignature(subject.tbs, subject.signature, subject.signatureAlgorithm, key));
+    return this.#keep(k, signedBy(issuer, subject));
   }
 
   /** Checks the signature on the signature worker and keeps the outcome, so `verify` then answers from memory. */

@@ -12,10 +12,9 @@
  * Only ever an optimisation: when the worker cannot be started or dies, the checks it held are
  * made in line, with the same outcome.
  */
-import type { KeyObject } from 'node:crypto';
 import { Worker } from 'node:worker_threads';
-import { verifyParams, verifySignature } from './algorithms.js';
-import { publicKeyOf, type ParsedCertificate } from './certificate.js';
+import { verifyParams, type VerifyParams } from './algorithms.js';
+import { publicKeyOf, signedBy, type ParsedCertificate } from './certificate.js';
 
 /**
  * The worker's code. It needs nothing but node:crypto, so it is evaluated from this string:
@@ -43,11 +42,8 @@ parentPort.on('message', (m) => {
 });
 `;
 
-interface Check {
+interface Check extends VerifyParams {
   key: number;
-  digest: string | null;
-  padding?: number;
-  saltLength?: number;
   tbs: Uint8Array;
   signature: Uint8Array;
 }
@@ -131,12 +127,10 @@ export class SignatureWorker {
         keys.push([id, spki]);
         transfer.push(spki.buffer as ArrayBuffer);
       }
-      const [digest, keyArg] = params;
       const tbs = own(p.subject.tbs);
       const signature = own(p.subject.signature);
       transfer.push(tbs.buffer as ArrayBuffer, signature.buffer as ArrayBuffer);
-      const pss = keyArg as { padding?: number; saltLength?: number };
-      checks.push({ key: id, digest, tbs, signature, ...(pss.padding !== undefined ? { padding: pss.padding, saltLength: pss.saltLength } : {}) });
+      checks.push({ ...params, key: id, tbs, signature });
       sent.push(p);
     }
     // A reset travels even without checks: the worker must forget the keys this side forgot.
@@ -201,10 +195,7 @@ export class SignatureWorker {
 }
 
 function inLine(batch: Pending[]): void {
-  for (const p of batch) {
-    const key: KeyObject | null = publicKeyOf(p.issuer);
-    p.resolve(key !== null && verifySignature(p.subject.tbs, p.subject.signature, p.subject.signatureAlgorithm, key));
-  }
+  for (const p of batch) p.resolve(signedBy(p.issuer, p.subject));
 }
 
 /** The process's signature worker, started on first use. */

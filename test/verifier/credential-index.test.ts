@@ -48,7 +48,9 @@ test('FingerprintSet: every added id is found after growth; unknown ids are not'
   for (const i of ids) assert.equal(set.has(i), true);
   let falsePositives = 0;
   for (let n = 0; n < 50_000; n++) if (set.has(id())) falsePositives++;
-  assert.ok(falsePositives <= 2, `${falsePositives} false positives`);
+  // Expected 50,000 x 50,000 / 2^32 = 0.58; more than 6 happens about once in a million runs
+  // (at most 2, as this said before, failed about one run in fifty).
+  assert.ok(falsePositives <= 6, `${falsePositives} false positives`);
   // Not hex at all (the index is only ever asked about SHA-256 ids, but must not break).
   set.add('zz');
   assert.equal(set.has('zz'), true);
