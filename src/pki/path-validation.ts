@@ -113,6 +113,8 @@ function pull<K, V>(m: Map<K, V[]>, k: K, v: V): void {
  */
 export class SignatureCache {
   readonly #results = new Map<string, boolean>();
+  /** Checks out on the worker: concurrent requests presenting the same new leaf share one. */
+  readonly #pending = new Map<string, Promise<void>>();
 
   constructor(readonly maxEntries = 20_000) {}
 
@@ -131,8 +133,15 @@ export class SignatureCache {
   async prefetch(issuer: ParsedCertificate, subject: ParsedCertificate, worker: SignatureWorker = signatureWorker): Promise<void> {
     const k = issuer.sha256 + subject.sha256;
     if (this.#results.has(k)) return;
-    const ok = await worker.verify(issuer, subject);
-    this.#keep(k, ok);
+    let pending = this.#pending.get(k);
+    if (!pending) {
+      pending = worker.verify(issuer, subject).then((ok) => {
+        this.#pending.delete(k);
+        this.#keep(k, ok);
+      });
+      this.#pending.set(k, pending);
+    }
+    return pending;
   }
 
   #keep(k: string, ok: boolean): boolean {
@@ -174,7 +183,8 @@ export async function prefetchSignatures(
   for (const c of candidates) {
     if (issuers.length === MAX_PREFETCH) break;
     if (c === subject || c.subjectName.key !== subject.issuerName.key || !keyIdMatches(subject, c) || checkKeyStrength(c.publicKey)) continue;
-    if (!cache.has(c, subject) && !issuers.includes(c)) issuers.push(c);
+    // The same certificate may come twice as different objects: presented by the device and trusted.
+    if (!cache.has(c, subject) && !issuers.some((i) => i.sha256 === c.sha256)) issuers.push(c);
   }
   if (issuers.length === 1) await cache.prefetch(issuers[0]!, subject, worker);
   else if (issuers.length > 1) await Promise.all(issuers.map((i) => cache.prefetch(i, subject, worker)));

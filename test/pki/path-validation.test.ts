@@ -406,6 +406,34 @@ describe('validatePath (RFC 5280 6.1)', () => {
     assert.ok(!r.ok && r.reason === 'SIGNATURE_INVALID');
   });
 
+  it('checks a signature once when the issuer comes twice (presented and trusted) or many ask at once', async () => {
+    const cache = new SignatureCache();
+    const asked: string[] = [];
+    const worker = new SignatureWorker();
+    const counting = {
+      verify(issuer: ParsedCertificate, subject: ParsedCertificate) {
+        asked.push(`${issuer.subject} -> ${subject.subject}`);
+        return worker.verify(issuer, subject);
+      },
+    } as unknown as SignatureWorker;
+    try {
+      // The device presents its CA, the tenant trusts the same CA: two parses, one certificate.
+      const presentedCa = parseCertificate(ica.der);
+      const trustedCa = parseCertificate(ica.der);
+      assert.notEqual(presentedCa, trustedCa);
+      const l = makeLeaf(ica, { subject: 'CN=presented and trusted' });
+      await prefetchSignatures(l.parsed, [presentedCa, trustedCa], cache, counting);
+      assert.equal(asked.length, 1);
+      // Fifty requests with the same new leaf in one turn of the event loop share that one check too.
+      const m = makeLeaf(ica, { subject: 'CN=fifty at once' });
+      await Promise.all(Array.from({ length: 50 }, () => prefetchSignatures(m.parsed, [ica.parsed], cache, counting)));
+      assert.equal(asked.length, 2);
+      assert.equal(cache.verify(ica.parsed, m.parsed), true);
+    } finally {
+      await worker.close();
+    }
+  });
+
   it('checks signatures on the worker thread exactly as in line, for every key type, batched', async () => {
     const worker = new SignatureWorker();
     try {
