@@ -87,13 +87,35 @@ export type VerifierPrisma = Pick<
   '$transaction' | '$executeRawUnsafe' | '$queryRawUnsafe' | 'tenant' | 'trustedCertificate' | 'device' | 'deviceCredential' | 'deviceProfile' | 'revokedSerial' | 'authEvent'
 >;
 
-/**
- * JSON for a batch parameter. PostgreSQL text cannot hold NUL, and one would fail the whole
- * batch: a NUL (a client id or a certificate name can carry one) becomes U+FFFD.
- */
+/** JSON for a batch parameter. */
 function batchJson(rows: unknown[]): string {
-  const json = JSON.stringify(rows);
+  return withoutNul(JSON.stringify(rows));
+}
+
+/**
+ * PostgreSQL text cannot hold NUL, and one would fail the whole batch: a NUL (a client id or a
+ * certificate name can carry one) becomes U+FFFD.
+ */
+function withoutNul(json: string): string {
   return json.includes('\\u0000') ? json.replace(/(?<!\\)((?:\\\\)*)\\u0000/g, '$1\\ufffd') : json;
+}
+
+/** An auth event as one element of `insertAuthEvents`' JSON batch. */
+export type EncodedAuthEvent = string & { readonly __encoded: 'AuthEvent' };
+
+/** Encodes one auth event for `insertAuthEvents`. */
+export function encodeAuthEvent(row: AuthEventRow): EncodedAuthEvent {
+  return withoutNul(JSON.stringify(row)) as EncodedAuthEvent;
+}
+
+/**
+ * The encoder of the auth events of one repeated decision: everything but the time is the same
+ * every time, so it is encoded once and each event costs the time's text alone.
+ */
+export function authEventEncoder(row: Omit<AuthEventRow, 'time'>): (time: Date) => EncodedAuthEvent {
+  const rest = withoutNul(JSON.stringify(row)).slice(1);
+  const tail = rest === '}' ? rest : `,${rest}`;
+  return (time) => `{"time":"${time.toISOString()}"${tail}` as EncodedAuthEvent;
 }
 
 /** Devices the profile auto-registered in the hour before `now`: what its hourly quota counts. */
@@ -252,7 +274,7 @@ export function createVerifierRepository(prisma: VerifierPrisma) {
      * same whatever the batch size (Prisma's createMany compiles a query per row, and array
      * parameters are escaped element by element, both more than the verifier's own work).
      */
-    async insertAuthEvents(rows: AuthEventRow[]): Promise<void> {
+    async insertAuthEvents(rows: readonly EncodedAuthEvent[]): Promise<void> {
       if (!rows.length) return;
       await executeBulk(
         prisma,
@@ -265,7 +287,7 @@ export function createVerifierRepository(prisma: VerifierPrisma) {
            -- a tenant deleted since the decision takes its events with it, not the rest of the batch
            WHERE EXISTS (SELECT 1 FROM "Tenant" t WHERE t.id = v."tenantId")`,
         },
-        [batchJson(rows)],
+        [`[${rows.join(',')}]`],
       );
     },
 

@@ -4,7 +4,8 @@ import { serializerCompiler, type ZodTypeProvider } from 'fastify-type-provider-
 import { ServiceUnavailableError, UnauthorizedError } from '../errors.js';
 import { errorResponses } from '../lib/http-schemas.js';
 import { authenticateBody, decisionSchema } from './verifier-schemas.js';
-import { VerifierUnavailableError, type Verifier } from './verifier-types.js';
+import { decisionJson } from './verifier-service.js';
+import { VerifierUnavailableError, type Decision, type Verifier } from './verifier-types.js';
 
 export interface VerifierRouterOptions {
   verifier: Verifier;
@@ -24,9 +25,10 @@ function checkToken(req: FastifyRequest, expected: Buffer): void {
 
 /**
  * The decision is built by the verifier to its TypeScript type, so the route serializes it
- * as is; the zod schema still documents it (and the type provider checks the handler's type).
+ * as is (a kept decision's JSON is made once); the zod schema still documents it (and the type
+ * provider checks the handler's type).
  */
-const serializeDecision = () => (data: unknown) => JSON.stringify(data);
+const serializeDecision = () => (data: unknown) => decisionJson(data as Decision);
 
 export async function verifierRouter(app: FastifyInstance, opts: VerifierRouterOptions) {
   const r = app.withTypeProvider<ZodTypeProvider>();

@@ -12,7 +12,16 @@ import { isValidDeviceName } from '../modules/devices/devices-schemas.js';
 import { SeenBefore } from './seen-before.js';
 import { GenerationalCache } from './generational-cache.js';
 import { revokedCredentialKey, type TrustCache, type TrustedEntry } from './trust-cache.js';
-import type { AuthEventRow, DeviceRef, ObservedLeaf, ProfileRef, VerifierRepository } from './verifier-repository.js';
+import {
+  authEventEncoder,
+  encodeAuthEvent,
+  type AuthEventRow,
+  type DeviceRef,
+  type EncodedAuthEvent,
+  type ObservedLeaf,
+  type ProfileRef,
+  type VerifierRepository,
+} from './verifier-repository.js';
 import {
   VerifierUnavailableError,
   type AclRule,
@@ -68,7 +77,22 @@ export interface VerifierDeps {
  * with the certificate (a few hundred bytes, where the whole parse is ~6 KB of heap).
  */
 type LeafFacts = Pick<ParsedCertificate, 'sha256' | 'der' | 'subject' | 'issuer' | 'serialNumberHex' | 'notBefore' | 'notAfter'>;
-type Recorded = Omit<Resolution, 'leaf'> & { leaf?: LeafFacts };
+type Recorded = Omit<Resolution, 'leaf'> & {
+  leaf?: LeafFacts;
+  /** A decision kept in the cache encodes its auth events with this, made when it was kept. */
+  encodeEvent?: (time: Date) => EncodedAuthEvent;
+};
+
+/**
+ * The JSON of decisions kept in the decision cache, made once: a device reconnecting is answered
+ * the same bytes for as long as its decision is kept (and no longer: the map holds it weakly).
+ */
+const keptBodies = new WeakMap<Decision, string>();
+
+/** The decision as the HTTP route answers it. */
+export function decisionJson(decision: Decision): string {
+  return keptBodies.get(decision) ?? JSON.stringify(decision);
+}
 
 function leafFacts(c: ParsedCertificate): LeafFacts {
   return {
@@ -133,7 +157,7 @@ export function createVerifier(deps: VerifierDeps) {
   const seenBefore = new SeenBefore();
   const registrations = new Map<string, ReturnType<VerifierRepository['registerDevice']>>();
 
-  const authEvents: Batcher<AuthEventRow> = createBatcher((rows) => repository.insertAuthEvents(rows), {
+  const authEvents: Batcher<EncodedAuthEvent> = createBatcher((rows) => repository.insertAuthEvents(rows), {
     onError: (err) => logger?.warn({ err }, 'auth events not recorded'),
   });
   // Recording an observed leaf changes no decision (the same device is found either way), so it
@@ -505,6 +529,31 @@ export function createVerifier(deps: VerifierDeps) {
     return crypto.hash('sha256', text, 'base64');
   }
 
+  /** The auth event of a decision, but for its time; none when the decision names no tenant. */
+  function authEventOf(req: AuthenticateRequest, r: Recorded): Omit<AuthEventRow, 'time'> | undefined {
+    if (!r.tenantId) return undefined;
+    const { decision } = r;
+    const device = decision.result === 'allow' ? decision.device : r.device;
+    return {
+      tenantId: r.tenantId,
+      result: decision.result,
+      reason: decision.result === 'deny' ? decision.reason : undefined,
+      message: decision.result === 'deny' ? decision.message : `device ${device!.name} authenticated (${decision.matchedBy})`,
+      clientId: req.clientId.slice(0, 256),
+      deviceId: device?.id,
+      deviceName: device?.name,
+      fingerprint: r.leaf?.sha256,
+    };
+  }
+
+  /** Keeps a decision for its next requests, with what answering and recording it again needs. */
+  function keep(key: string, req: AuthenticateRequest, r: Recorded, generation: number, now: Date): void {
+    const event = authEventOf(req, r);
+    if (event) r.encodeEvent = authEventEncoder(event);
+    keptBodies.set(r.decision, JSON.stringify(r.decision));
+    decisions.set(key, { generation, expires: now.getTime() + CACHE_TTL_SECONDS * 1000, resolution: r });
+  }
+
   function record(req: AuthenticateRequest, r: Recorded, now: Date, started: bigint): void {
     const { decision } = r;
     const reason = decision.result === 'deny' ? decision.reason : undefined;
@@ -512,7 +561,8 @@ export function createVerifier(deps: VerifierDeps) {
     const seconds = Number(process.hrtime.bigint() - started) / 1e9;
     metrics?.verifierDuration.labels(decision.result).observe(seconds);
     const device = decision.result === 'allow' ? decision.device : r.device;
-    logger?.info(
+    // Checked first: the fields would be gathered for nothing at warn (a logger that cannot tell is asked).
+    if (logger && logger.isLevelEnabled?.('info') !== false) logger.info(
       {
         tenantId: r.tenantId,
         deviceId: device?.id,
@@ -524,18 +574,10 @@ export function createVerifier(deps: VerifierDeps) {
       },
       'auth decision',
     );
-    if (r.tenantId) {
-      authEvents.add({
-        tenantId: r.tenantId,
-        time: now,
-        result: decision.result,
-        reason,
-        message: decision.result === 'deny' ? decision.message : `device ${device!.name} authenticated (${decision.matchedBy})`,
-        clientId: req.clientId.slice(0, 256),
-        deviceId: device?.id,
-        deviceName: device?.name,
-        fingerprint: r.leaf?.sha256,
-      });
+    if (r.encodeEvent) authEvents.add(r.encodeEvent(now));
+    else {
+      const event = authEventOf(req, r);
+      if (event) authEvents.add(encodeAuthEvent({ ...event, time: now }));
     }
     // Every leaf that authenticates is a sighting: new CA-issued leaves become OBSERVED credentials
     // (rotation history), known ones, whichever their source, get `lastSeenAt`.
@@ -577,7 +619,7 @@ export function createVerifier(deps: VerifierDeps) {
         r = leaf ? { ...rest, leaf: leafFacts(leaf) } : decided;
         // A decision made while a change arrived, or while changes cannot be seen, may be stale: do
         // not keep it. Nor one asked for the first time: most never come back (see SeenBefore).
-        if (generation === cache.generation && cache.live && seenBefore.check(key)) decisions.set(key, { generation, expires: now.getTime() + CACHE_TTL_SECONDS * 1000, resolution: r });
+        if (generation === cache.generation && cache.live && seenBefore.check(key)) keep(key, req, r, generation, now);
       }
       record(req, r, now, started);
       return r.decision;

@@ -8,7 +8,7 @@ import { test } from 'node:test';
 import { build } from '../helpers/app.js';
 import { createCa, createDevice } from '../../src/certs/certs-service.js';
 import { createPrismaClient } from '../../src/db/prisma.js';
-import { createVerifierRepository } from '../../src/verifier/verifier-repository.js';
+import { createVerifierRepository, encodeAuthEvent } from '../../src/verifier/verifier-repository.js';
 import { api, credential, device, expectAllow, expectDeny, sleep, tenant, trust, updateDefaultProfile } from './fixtures.js';
 
 test('leaves that authenticate are recorded: OBSERVED credentials for CA-issued leaves, sightings for listed ones', async (t) => {
@@ -162,7 +162,7 @@ test('a batch of auth events keeps the events of live tenants when one tenant wa
   await tenant(s, 'acme');
   const repository = createVerifierRepository(s.prisma);
   const row = (tenantId: string) => ({ tenantId, time: new Date(), result: 'deny', reason: 'NO_TRUSTED_ANCHOR', message: `for ${tenantId}` });
-  await repository.insertAuthEvents([row('deleted-meanwhile'), row('acme')]);
+  await repository.insertAuthEvents([encodeAuthEvent(row('deleted-meanwhile')), encodeAuthEvent(row('acme'))]);
   const stored = await s.prisma.authEvent.findMany({ select: { tenantId: true, message: true } });
   assert.deepEqual(stored, [{ tenantId: 'acme', message: 'for acme' }]);
 });
