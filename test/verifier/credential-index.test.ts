@@ -122,7 +122,7 @@ test('credential index: a failed load keeps answering "maybe"; a reset loads afr
   assert.equal(index.mayContain(id()), false);
 });
 
-test('batch loader: one lookup alone is one query; lookups arriving meanwhile share the next', async () => {
+test('batch loader: lookups of one turn travel together; lookups arriving meanwhile share the next query', async () => {
   const batches: string[][] = [];
   let release!: () => void;
   let gate = new Promise<void>((r) => (release = r));
@@ -134,14 +134,25 @@ test('batch loader: one lookup alone is one query; lookups arriving meanwhile sh
     },
     { maxInFlight: 1 },
   );
-  const first = load('a');
-  const rest = ['b', 'c', 'missing', 'd'].map((k) => load(k));
-  assert.deepEqual(batches, [['a']]);
+  const alone = load('solo');
+  await tick();
+  assert.deepEqual(batches, [['solo']]);
   release();
-  assert.equal(await first, 'A');
+  assert.equal(await alone, 'SOLO');
+
+  gate = new Promise<void>((r) => (release = r));
+  const first = [load('a'), load('b')];
+  await tick();
+  assert.deepEqual(batches.slice(1), [['a', 'b']]);
+  const rest = ['c', 'missing', 'd'].map((k) => load(k));
+  await tick();
+  // One query out at most: these wait for it, then leave as one.
+  assert.deepEqual(batches.slice(1), [['a', 'b']]);
+  release();
+  assert.deepEqual(await Promise.all(first), ['A', 'B']);
   gate = Promise.resolve();
-  assert.deepEqual(await Promise.all(rest), ['B', 'C', null, 'D']);
-  assert.deepEqual(batches, [['a'], ['b', 'c', 'missing', 'd']]);
+  assert.deepEqual(await Promise.all(rest), ['C', null, 'D']);
+  assert.deepEqual(batches.slice(1), [['a', 'b'], ['c', 'missing', 'd']]);
 });
 
 test('batch loader: a failed query fails its own lookups only', async () => {
