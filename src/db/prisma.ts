@@ -1,11 +1,14 @@
+import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 import { PrismaPg } from '@prisma/adapter-pg';
 import pg from 'pg';
+import { from as copyFrom } from 'pg-copy-streams';
 import { PrismaClient } from '../generated/prisma/client.js';
 
 export type { PrismaClient } from '../generated/prisma/client.js';
 export type { Prisma } from '../generated/prisma/client.js';
 
-/** The `pg` pool under each client `createPrismaClient` made, for `executeBulk`. */
+/** The `pg` pool under each client `createPrismaClient` made, for `executeBulk` and `copyBulk`. */
 const pools = new WeakMap<object, pg.Pool>();
 
 /** A schema name as a quoted identifier, escaped for a libpq `-c` startup option. */
@@ -58,6 +61,62 @@ export async function executeBulk(db: Pick<PrismaClient, '$executeRawUnsafe'>, s
   if (!pool) return db.$executeRawUnsafe(statement.text, ...params);
   const result = await pool.query({ ...statement, values: params });
   return result.rowCount ?? 0;
+}
+
+const COPY_ESCAPES: Record<string, string> = { '\\': '\\\\', '\t': '\\t', '\n': '\\n', '\r': '\\r', '\0': '\uFFFD' };
+
+/**
+ * A field in COPY's text format: backslash, tab and line breaks escaped, `\N` for none.
+ * PostgreSQL text cannot hold NUL, and one would fail the whole batch: a NUL (a client id or a
+ * certificate name can carry one) becomes U+FFFD.
+ */
+export function copyField(value: string | undefined): string {
+  if (value === undefined) return '\\N';
+  return /[\\\t\n\r\0]/.test(value) ? value.replace(/[\\\t\n\r\0]/g, (c) => COPY_ESCAPES[c]!) : value;
+}
+
+const COPY_UNESCAPES: Record<string, string> = { '\\': '\\', t: '\t', n: '\n', r: '\r' };
+
+/** The value of a field `copyField` made (not `\N`). */
+function uncopyField(field: string): string {
+  return field.includes('\\') ? field.replace(/\\(.)/g, (_, c: string) => COPY_UNESCAPES[c] ?? c) : field;
+}
+
+/**
+ * COPYs `lines` (COPY text lines, fields made by `copyField`, each line starting with a key) into
+ * a table in one transaction on the client's `pg` pool, keeping only the lines whose key `lock`
+ * answers: `lock(keys)` is a query answering a `key` column, run first in the same transaction,
+ * where the caller takes once per batch what a foreign key takes once per row. PostgreSQL parses
+ * COPY's text for a fraction of what JSON or array parameters cost. Answers the lines written.
+ */
+export async function copyBulk(
+  db: object,
+  lock: (keys: string[]) => { text: string; values: unknown[] },
+  copy: string,
+  lines: readonly string[],
+): Promise<number> {
+  const pool = pools.get(db);
+  if (!pool) throw new Error('copyBulk needs a client made by createPrismaClient');
+  const keyOf = (line: string) => line.slice(0, line.indexOf('\t'));
+  const client = await pool.connect();
+  let broken: unknown;
+  try {
+    await client.query('BEGIN');
+    try {
+      const found = await client.query<{ key: string }>(lock([...new Set(lines.map(keyOf))].map(uncopyField)));
+      const kept = new Set(found.rows.map((r) => copyField(r.key)));
+      const rows = lines.filter((l) => kept.has(keyOf(l)));
+      if (rows.length) await pipeline(Readable.from([Buffer.from(rows.join(''))]), client.query(copyFrom(copy)));
+      await client.query('COMMIT');
+      return rows.length;
+    } catch (err) {
+      await client.query('ROLLBACK').catch((e: unknown) => (broken = e));
+      throw err;
+    }
+  } finally {
+    // A connection that could not even roll back is not given to the next caller.
+    client.release(broken instanceof Error ? broken : undefined);
+  }
 }
 
 /**

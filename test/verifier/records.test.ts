@@ -167,6 +167,44 @@ test('a batch of auth events keeps the events of live tenants when one tenant wa
   assert.deepEqual(stored, [{ tenantId: 'acme', message: 'for acme' }]);
 });
 
+test('auth events keep every character of what was presented: tabs, line breaks, backslashes; a NUL becomes U+FFFD', async (t) => {
+  const s = await build(t);
+  await tenant(s, 'acme');
+  const repository = createVerifierRepository(s.prisma);
+  const clientIds = ['tab\there', 'line\nbreak\r\n', 'back\\slash\\N', '\\N', 'nul\u0000inside', 'ünïcödé ✓'];
+  const row = (clientId: string, i: number) => ({ tenantId: 'acme', time: new Date(1_700_000_000_000 + i), result: 'deny', reason: undefined, message: `#${i}`, clientId });
+  await repository.insertAuthEvents(clientIds.map((c, i) => encodeAuthEvent(row(c, i))));
+  const stored = await s.prisma.authEvent.findMany({ orderBy: { time: 'asc' }, select: { clientId: true, reason: true, deviceId: true, time: true } });
+  assert.deepEqual(
+    stored.map((e) => e.clientId),
+    clientIds.map((c) => c.replace('\u0000', '\ufffd')),
+  );
+  assert.ok(stored.every((e) => e.reason === null && e.deviceId === null));
+  assert.deepEqual(stored.map((e) => e.time.getTime()), clientIds.map((_, i) => 1_700_000_000_000 + i));
+});
+
+test('a tenant deleted takes its auth events with it, also while a batch for it is being written', async (t) => {
+  const s = await build(t);
+  const repository = createVerifierRepository(s.prisma);
+  const row = (tenantId: string) => encodeAuthEvent({ tenantId, time: new Date(), result: 'allow', message: `for ${tenantId}` });
+  await tenant(s, 'keep');
+  for (let i = 0; i < 8; i++) {
+    const id = `gone-${i}`;
+    await tenant(s, id);
+    await repository.insertAuthEvents([row(id)]);
+    // The deletion and a batch for the tenant race: whichever goes first, nothing of it stays.
+    await Promise.all([
+      repository.insertAuthEvents(Array.from({ length: 200 }, (_, n) => row(n % 2 ? id : 'keep'))),
+      s.prisma.tenant.delete({ where: { id } }),
+    ]);
+  }
+  const left = await s.prisma.authEvent.groupBy({ by: ['tenantId'], _count: true });
+  assert.deepEqual(left.map((g) => [g.tenantId, g._count]), [['keep', 800]]);
+  // A tenant made again under a deleted one's id starts with no events.
+  await tenant(s, 'gone-0');
+  assert.equal(await s.prisma.authEvent.count({ where: { tenantId: 'gone-0' } }), 0);
+});
+
 test('listener processes writing lastConnectedAt and sightings for the same devices at once never deadlock', async (t) => {
   const s = await build(t);
   await tenant(s, 'acme');
