@@ -8,7 +8,7 @@ import { PrismaClient } from '../generated/prisma/client.js';
 export type { PrismaClient } from '../generated/prisma/client.js';
 export type { Prisma } from '../generated/prisma/client.js';
 
-/** The `pg` pool under each client `createPrismaClient` made, for `executeBulk` and `copyBulk`. */
+/** The `pg` pool under each client `createPrismaClient` made, for `executeBulk` and `pgTransaction`. */
 const pools = new WeakMap<object, pg.Pool>();
 
 /** A schema name as a quoted identifier, escaped for a libpq `-c` startup option. */
@@ -78,37 +78,41 @@ export function copyField(value: string | undefined): string {
 const COPY_UNESCAPES: Record<string, string> = { '\\': '\\', t: '\t', n: '\n', r: '\r' };
 
 /** The value of a field `copyField` made (not `\N`). */
-function uncopyField(field: string): string {
+export function uncopyField(field: string): string {
   return field.includes('\\') ? field.replace(/\\(.)/g, (_, c: string) => COPY_UNESCAPES[c] ?? c) : field;
 }
 
+/** A transaction on one connection of a client's `pg` pool (`pgTransaction`). */
+export interface PgTransaction {
+  query<R extends object>(statement: { text: string; values?: unknown[]; name?: string }): Promise<R[]>;
+  /**
+   * Streams `lines` (COPY text lines, fields made by `copyField`, each ending in a line break) to a
+   * `COPY ... FROM STDIN`: PostgreSQL parses COPY's text for a fraction of what JSON or array
+   * parameters cost.
+   */
+  copy(sql: string, lines: readonly string[]): Promise<void>;
+}
+
 /**
- * COPYs `lines` (COPY text lines, fields made by `copyField`, each line starting with a key) into
- * a table in one transaction on the client's `pg` pool, keeping only the lines whose key `lock`
- * answers: `lock(keys)` is a query answering a `key` column, run first in the same transaction,
- * where the caller takes once per batch what a foreign key takes once per row. PostgreSQL parses
- * COPY's text for a fraction of what JSON or array parameters cost. Answers the lines written.
+ * Runs `work` in one transaction on one connection of the client's `pg` pool, for what Prisma has
+ * no form for (COPY): committed when `work` resolves, rolled back when it throws.
  */
-export async function copyBulk(
-  db: object,
-  lock: (keys: string[]) => { text: string; values: unknown[] },
-  copy: string,
-  lines: readonly string[],
-): Promise<number> {
+export async function pgTransaction<T>(db: object, work: (tx: PgTransaction) => Promise<T>): Promise<T> {
   const pool = pools.get(db);
-  if (!pool) throw new Error('copyBulk needs a client made by createPrismaClient');
-  const keyOf = (line: string) => line.slice(0, line.indexOf('\t'));
+  if (!pool) throw new Error('pgTransaction needs a client made by createPrismaClient');
   const client = await pool.connect();
   let broken: unknown;
   try {
     await client.query('BEGIN');
     try {
-      const found = await client.query<{ key: string }>(lock([...new Set(lines.map(keyOf))].map(uncopyField)));
-      const kept = new Set(found.rows.map((r) => copyField(r.key)));
-      const rows = lines.filter((l) => kept.has(keyOf(l)));
-      if (rows.length) await pipeline(Readable.from([Buffer.from(rows.join(''))]), client.query(copyFrom(copy)));
+      const result = await work({
+        query: async <R extends object>(statement: { text: string; values?: unknown[]; name?: string }) => (await client.query<R>(statement)).rows,
+        copy: async (sql, lines) => {
+          if (lines.length) await pipeline(Readable.from([Buffer.from(lines.join(''))]), client.query(copyFrom(sql)));
+        },
+      });
       await client.query('COMMIT');
-      return rows.length;
+      return result;
     } catch (err) {
       await client.query('ROLLBACK').catch((e: unknown) => (broken = e));
       throw err;

@@ -1,4 +1,4 @@
-import { copyBulk, copyField, executeBulk, queryBulk, type PrismaClient } from '../db/prisma.js';
+import { copyField, executeBulk, pgTransaction, queryBulk, uncopyField, type PrismaClient } from '../db/prisma.js';
 import { isForeignKeyViolation, isUniqueViolation } from '../db/prisma-errors.js';
 
 /** Everything the verifier reads and writes, in one place (Prisma, and `pg` for batch writes). */
@@ -86,19 +86,6 @@ export type VerifierPrisma = Pick<
   PrismaClient,
   '$transaction' | '$executeRawUnsafe' | '$queryRawUnsafe' | 'tenant' | 'trustedCertificate' | 'device' | 'deviceCredential' | 'deviceProfile' | 'revokedSerial' | 'authEvent'
 >;
-
-/** JSON for a batch parameter. */
-function batchJson(rows: unknown[]): string {
-  return withoutNul(JSON.stringify(rows));
-}
-
-/**
- * PostgreSQL text cannot hold NUL, and one would fail the whole batch: a NUL (a client id or a
- * certificate name can carry one) becomes U+FFFD.
- */
-function withoutNul(json: string): string {
-  return json.includes('\\u0000') ? json.replace(/(?<!\\)((?:\\\\)*)\\u0000/g, '$1\\ufffd') : json;
-}
 
 /** An auth event as a line of COPY's text format, its tenant id first: what `insertAuthEvents` writes. */
 export type EncodedAuthEvent = string & { readonly __encoded: 'AuthEvent' };
@@ -280,14 +267,20 @@ export function createVerifierRepository(prisma: VerifierPrisma) {
      */
     async insertAuthEvents(rows: readonly EncodedAuthEvent[]): Promise<void> {
       if (!rows.length) return;
-      await copyBulk(
-        prisma,
+      const tenantOf = (line: string) => line.slice(0, line.indexOf('\t'));
+      await pgTransaction(prisma, async (tx) => {
         // A tenant deleted since the decision takes its events with it, not the rest of the batch;
         // the lock keeps each tenant kept here from being deleted before the events are in.
-        (tenants) => ({ text: `SELECT id AS key FROM "Tenant" WHERE id = ANY($1::text[]) ORDER BY id FOR KEY SHARE`, values: [tenants] }),
-        `COPY "AuthEvent" (${AUTH_EVENT_COLUMNS.map((c) => `"${c}"`).join(', ')}) FROM STDIN`,
-        rows,
-      );
+        const live = await tx.query<{ id: string }>({
+          text: `SELECT id FROM "Tenant" WHERE id = ANY($1::text[]) ORDER BY id FOR KEY SHARE`,
+          values: [[...new Set(rows.map(tenantOf))].map(uncopyField)],
+        });
+        const kept = new Set(live.map((t) => copyField(t.id)));
+        await tx.copy(
+          `COPY "AuthEvent" (${AUTH_EVENT_COLUMNS.map((c) => `"${c}"`).join(', ')}) FROM STDIN`,
+          rows.filter((line) => kept.has(tenantOf(line))),
+        );
+      });
     },
 
     /**
@@ -300,35 +293,30 @@ export function createVerifierRepository(prisma: VerifierPrisma) {
       // Rows are locked in the order given: every process gives them in id order, so two batches
       // touching the same credentials wait for each other instead of deadlocking.
       const sorted = [...leaves].sort((a, b) => (a.credentialsId < b.credentialsId ? -1 : a.credentialsId > b.credentialsId ? 1 : 0));
-      const rows = sorted.map((l) => ({
-        id: l.credentialsId,
-        tenant: l.tenantId,
-        device: l.deviceId,
-        der: Buffer.from(l.certDer.buffer, l.certDer.byteOffset, l.certDer.byteLength).toString('base64'),
-        subject: l.subject,
-        issuer: l.issuer,
-        serial: l.serialNumber,
-        nb: l.notBefore,
-        na: l.notAfter,
-        seen: l.seenAt,
-      }));
-      await executeBulk(
-        prisma,
-        {
-          name: 'certgate_record_observed',
-          text: `INSERT INTO "DeviceCredential" ("credentialsId", "tenantId", "deviceId", "certDer", "subject", "issuer", "serialNumber",
-                                         "notBefore", "notAfter", "source", "firstSeenAt", "lastSeenAt")
-         SELECT v.id, v.tenant, v.device::uuid, decode(v.der, 'base64'), v.subject, v.issuer, v.serial,
-                v.nb, v.na, 'OBSERVED'::"CredentialSource", v.seen, v.seen
-           FROM json_to_recordset($1::json)
-                AS v(id text, tenant text, device text, der text, subject text, issuer text, serial text,
-                     nb timestamptz, na timestamptz, seen timestamptz)
-          WHERE EXISTS (SELECT 1 FROM "Device" d WHERE d.id = v.device::uuid)
-         ON CONFLICT ("credentialsId") DO UPDATE
-            SET "lastSeenAt" = GREATEST(COALESCE("DeviceCredential"."lastSeenAt", EXCLUDED."lastSeenAt"), EXCLUDED."lastSeenAt")`,
-        },
-        [batchJson(rows)],
+      const hex = (der: Uint8Array) => Buffer.from(der.buffer, der.byteOffset, der.byteLength).toString('hex');
+      const lines = sorted.map(
+        (l) =>
+          `${copyField(l.credentialsId)}\t${copyField(l.tenantId)}\t${copyField(l.deviceId)}\t\\\\x${hex(l.certDer)}\t${copyField(l.subject)}\t` +
+          `${copyField(l.issuer)}\t${copyField(l.serialNumber)}\t${l.notBefore.toISOString()}\t${l.notAfter.toISOString()}\t${l.seenAt.toISOString()}\n`,
       );
+      await pgTransaction(prisma, async (tx) => {
+        // Staged by COPY in a table of this connection's own (emptied at commit), then merged.
+        await tx.query({
+          text: `CREATE TEMP TABLE IF NOT EXISTS certgate_sightings (id text, tenant text, device uuid, der bytea, subject text, issuer text,
+                   serial text, nb timestamptz, na timestamptz, seen timestamptz) ON COMMIT DELETE ROWS`,
+        });
+        await tx.copy('COPY certgate_sightings FROM STDIN', lines);
+        await tx.query({
+          text: `INSERT INTO "DeviceCredential" ("credentialsId", "tenantId", "deviceId", "certDer", "subject", "issuer", "serialNumber",
+                                                 "notBefore", "notAfter", "source", "firstSeenAt", "lastSeenAt")
+                 SELECT v.id, v.tenant, v.device, v.der, v.subject, v.issuer, v.serial, v.nb, v.na, 'OBSERVED'::"CredentialSource", v.seen, v.seen
+                   FROM certgate_sightings v
+                  WHERE EXISTS (SELECT 1 FROM "Device" d WHERE d.id = v.device)
+                  ORDER BY v.id
+                 ON CONFLICT ("credentialsId") DO UPDATE
+                    SET "lastSeenAt" = GREATEST(COALESCE("DeviceCredential"."lastSeenAt", EXCLUDED."lastSeenAt"), EXCLUDED."lastSeenAt")`,
+        });
+      });
     },
 
     /**
