@@ -2,6 +2,7 @@ import crypto from 'node:crypto';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { serializerCompiler, type ZodTypeProvider } from 'fastify-type-provider-zod';
 import { ServiceUnavailableError, UnauthorizedError } from '../errors.js';
+import { endOfTurn } from '../lib/end-of-turn.js';
 import { errorResponses } from '../lib/http-schemas.js';
 import { authenticateBody, decisionSchema } from './verifier-schemas.js';
 import { decisionJson } from './verifier-service.js';
@@ -58,7 +59,10 @@ export async function verifierRouter(app: FastifyInstance, opts: VerifierRouterO
     },
     handler: async (req) => {
       try {
-        return await opts.verifier.authenticate(req.body);
+        const decision = await opts.verifier.authenticate(req.body);
+        // Answers decided in the same turn leave together (a storm of connections is many at once).
+        await endOfTurn();
+        return decision;
       } catch (err) {
         if (err instanceof VerifierUnavailableError) throw new ServiceUnavailableError('The verifier store is unavailable');
         throw err;
