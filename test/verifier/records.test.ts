@@ -5,10 +5,13 @@
  */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
+import pino from 'pino';
 import { build } from '../helpers/app.js';
 import { createCa, createDevice } from '../../src/certs/certs-service.js';
 import { createPrismaClient } from '../../src/db/prisma.js';
 import { createVerifierRepository, encodeAuthEvent } from '../../src/verifier/verifier-repository.js';
+import { createTrustCache } from '../../src/verifier/trust-cache.js';
+import { createVerifier } from '../../src/verifier/verifier-service.js';
 import { api, credential, device, expectAllow, expectDeny, sleep, tenant, trust, updateDefaultProfile } from './fixtures.js';
 
 test('leaves that authenticate are recorded: OBSERVED credentials for CA-issued leaves, sightings for listed ones', async (t) => {
@@ -165,6 +168,33 @@ test('a batch of auth events keeps the events of live tenants when one tenant wa
   await repository.insertAuthEvents([encodeAuthEvent(row('deleted-meanwhile')), encodeAuthEvent(row('acme'))]);
   const stored = await s.prisma.authEvent.findMany({ select: { tenantId: true, message: true } });
   assert.deepEqual(stored, [{ tenantId: 'acme', message: 'for acme' }]);
+});
+
+test('every decision is logged at info with tenant, device, client id and result; nothing is gathered at warn', async (t) => {
+  const s = await build(t);
+  const acme = await tenant(s, 'acme');
+  await updateDefaultProfile(s, acme, { clientIdPolicy: 'ANY' });
+  const ca = await createCa();
+  await trust(s, acme, ca.certPem);
+  const leaf = await createDevice({ issuer: ca, cn: 'logged-1' });
+  const decisions = async (level: string) => {
+    const lines: string[] = [];
+    const logger = pino({ level }, { write: (l: string) => void lines.push(l) });
+    const repository = createVerifierRepository(s.prisma);
+    const verifier = createVerifier({ repository, cache: createTrustCache(repository), publisher: { publish: async () => {} }, logger });
+    await verifier.authenticate({ clientId: 'logged-1', certificateChain: [leaf.certPem] });
+    await verifier.authenticate({ clientId: 'x', certificateChain: ['not a certificate'] });
+    await verifier.close();
+    return lines.map((l) => JSON.parse(l)).filter((l) => l.msg === 'auth decision');
+  };
+  const info = await decisions('info');
+  assert.equal(info.length, 2);
+  assert.deepEqual(
+    [info[0].tenantId, info[0].deviceName, info[0].clientId, info[0].result, typeof info[0].responseTime],
+    ['acme', 'logged-1', 'logged-1', 'allow', 'number'],
+  );
+  assert.deepEqual([info[1].result, info[1].reason, info[1].clientId], ['deny', 'MALFORMED_CERTIFICATE', 'x']);
+  assert.deepEqual(await decisions('warn'), []);
 });
 
 test('auth events keep every character of what was presented: tabs, line breaks, backslashes; a NUL becomes U+FFFD', async (t) => {
