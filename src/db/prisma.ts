@@ -75,16 +75,9 @@ export function copyField(value: string | undefined): string {
   return /[\\\t\n\r\0]/.test(value) ? value.replace(/[\\\t\n\r\0]/g, (c) => COPY_ESCAPES[c]!) : value;
 }
 
-const COPY_UNESCAPES: Record<string, string> = { '\\': '\\', t: '\t', n: '\n', r: '\r' };
-
-/** The value of a field `copyField` made (not `\N`). */
-export function uncopyField(field: string): string {
-  return field.includes('\\') ? field.replace(/\\(.)/g, (_, c: string) => COPY_UNESCAPES[c] ?? c) : field;
-}
-
 /** A transaction on one connection of a client's `pg` pool (`pgTransaction`). */
 export interface PgTransaction {
-  query<R extends object>(statement: { text: string; values?: unknown[]; name?: string }): Promise<R[]>;
+  query<R extends object>(statement: { text: string; values?: unknown[] }): Promise<R[]>;
   /**
    * Streams `lines` (COPY text lines, fields made by `copyField`, each ending in a line break) to a
    * `COPY ... FROM STDIN`: PostgreSQL parses COPY's text for a fraction of what JSON or array
@@ -106,7 +99,7 @@ export async function pgTransaction<T>(db: object, work: (tx: PgTransaction) => 
     await client.query('BEGIN');
     try {
       const result = await work({
-        query: async <R extends object>(statement: { text: string; values?: unknown[]; name?: string }) => (await client.query<R>(statement)).rows,
+        query: async <R extends object>(statement: { text: string; values?: unknown[] }) => (await client.query<R>(statement)).rows,
         copy: async (sql, lines) => {
           if (lines.length) await pipeline(Readable.from([Buffer.from(lines.join(''))]), client.query(copyFrom(sql)));
         },

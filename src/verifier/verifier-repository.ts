@@ -1,4 +1,4 @@
-import { copyField, executeBulk, pgTransaction, queryBulk, uncopyField, type PrismaClient } from '../db/prisma.js';
+import { copyField, executeBulk, pgTransaction, queryBulk, type PrismaClient } from '../db/prisma.js';
 import { isForeignKeyViolation, isUniqueViolation } from '../db/prisma-errors.js';
 
 /** Everything the verifier reads and writes, in one place (Prisma, and `pg` for batch writes). */
@@ -92,7 +92,7 @@ export type EncodedAuthEvent = string & { readonly __encoded: 'AuthEvent' };
 
 /** The columns of an encoded auth event, in order: the tenant id, the time, then these. */
 const AUTH_EVENT_TAIL = ['result', 'reason', 'message', 'clientId', 'deviceId', 'deviceName', 'fingerprint'] as const;
-const AUTH_EVENT_COLUMNS = ['tenantId', 'time', ...AUTH_EVENT_TAIL];
+const COPY_AUTH_EVENTS = `COPY "AuthEvent" (${['tenantId', 'time', ...AUTH_EVENT_TAIL].map((c) => `"${c}"`).join(', ')}) FROM STDIN`;
 
 /** Encodes one auth event for `insertAuthEvents`. */
 export function encodeAuthEvent(row: AuthEventRow): EncodedAuthEvent {
@@ -267,19 +267,17 @@ export function createVerifierRepository(prisma: VerifierPrisma) {
      */
     async insertAuthEvents(rows: readonly EncodedAuthEvent[]): Promise<void> {
       if (!rows.length) return;
+      // A line's first field is its tenant id as is: tenant ids (^[a-z][a-z0-9-]+$) need no escaping.
       const tenantOf = (line: string) => line.slice(0, line.indexOf('\t'));
       await pgTransaction(prisma, async (tx) => {
         // A tenant deleted since the decision takes its events with it, not the rest of the batch;
         // the lock keeps each tenant kept here from being deleted before the events are in.
         const live = await tx.query<{ id: string }>({
           text: `SELECT id FROM "Tenant" WHERE id = ANY($1::text[]) ORDER BY id FOR KEY SHARE`,
-          values: [[...new Set(rows.map(tenantOf))].map(uncopyField)],
+          values: [[...new Set(rows.map(tenantOf))]],
         });
-        const kept = new Set(live.map((t) => copyField(t.id)));
-        await tx.copy(
-          `COPY "AuthEvent" (${AUTH_EVENT_COLUMNS.map((c) => `"${c}"`).join(', ')}) FROM STDIN`,
-          rows.filter((line) => kept.has(tenantOf(line))),
-        );
+        const kept = new Set(live.map((t) => t.id));
+        await tx.copy(COPY_AUTH_EVENTS, rows.filter((line) => kept.has(tenantOf(line))));
       });
     },
 

@@ -14,7 +14,6 @@ import { GenerationalCache } from './generational-cache.js';
 import { revokedCredentialKey, type TrustCache, type TrustedEntry } from './trust-cache.js';
 import {
   authEventEncoder,
-  encodeAuthEvent,
   type AuthEventRow,
   type DeviceRef,
   type EncodedAuthEvent,
@@ -574,11 +573,9 @@ export function createVerifier(deps: VerifierDeps) {
       },
       'auth decision',
     );
-    if (r.encodeEvent) authEvents.add(r.encodeEvent(now));
-    else {
-      const event = authEventOf(req, r);
-      if (event) authEvents.add(encodeAuthEvent({ ...event, time: now }));
-    }
+    const event = r.encodeEvent ? undefined : authEventOf(req, r);
+    const encode = r.encodeEvent ?? (event && authEventEncoder(event));
+    if (encode) authEvents.add(encode(now));
     // Every leaf that authenticates is a sighting: new CA-issued leaves become OBSERVED credentials
     // (rotation history), known ones, whichever their source, get `lastSeenAt`.
     if (decision.result === 'allow' && r.leaf) {
