@@ -41,7 +41,8 @@ export function createTrustCache(
   let live = true;
   // Issuers come back in every chain below them. A leaf comes back only when its device
   // reconnects, mostly answered by the decision cache, and a storm of new leaves must not fill
-  // the heap (a parse is ~6 KB): leaves get a small cache of their own.
+  // the heap (a parse is ~6 KB): leaves get a small cache of their own, and only those the
+  // caller has seen before (see `parse`).
   const parsed = new LRUCache<string, ParsedCertificate>({ max: opts.maxParsed ?? 10_000 });
   const parsedLeaves = new LRUCache<string, ParsedCertificate>({ max: opts.maxParsedLeaves ?? 5_000 });
   const trustedBySubject = new Map<string, Promise<TrustedEntry[]>>();
@@ -104,12 +105,18 @@ export function createTrustCache(
       return live;
     },
 
-    /** Parses each distinct certificate once; input is PEM or base64 DER as presented. */
-    parse(input: string): ParsedCertificate {
+    /**
+     * Parses each distinct certificate once; input is PEM or base64 DER as presented. A leaf
+     * (not a CA) is kept only with `keepLeaf`, for chains that came before: a leaf seen once is
+     * mostly never seen again, and kept it would outlive the young generation and be promoted,
+     * so that the garbage collector pays for every new leaf twice.
+     */
+    parse(input: string, keepLeaf = true): ParsedCertificate {
       const hit = parsed.get(input) ?? parsedLeaves.get(input);
       if (hit) return hit;
       const cert = parseCertificate(input);
-      (cert.basicConstraints?.ca === true ? parsed : parsedLeaves).set(input, cert);
+      if (cert.basicConstraints?.ca === true) parsed.set(input, cert);
+      else if (keepLeaf) parsedLeaves.set(input, cert);
       return cert;
     },
 

@@ -42,6 +42,8 @@ export interface DecideOptions {
   trace?: TraceStep[];
   /** Skip the client id policy (the explain endpoint without a client id). */
   ignoreClientId?: boolean;
+  /** The chain came before: keep its parsed leaf for the next time (see TrustCache.parse). */
+  repeated?: boolean;
 }
 
 export interface Resolution {
@@ -353,7 +355,7 @@ export function createVerifier(deps: VerifierDeps) {
     }
     let chain: ParsedCertificate[];
     try {
-      chain = req.certificateChain.map((c) => cache.parse(c));
+      chain = req.certificateChain.map((c) => cache.parse(c, opts.repeated === true));
     } catch (err) {
       step(trace, 'parse', false, (err as Error).message);
       return deny('MALFORMED_CERTIFICATE', `a certificate of the chain cannot be read: ${(err as Error).message}`);
@@ -611,12 +613,15 @@ export function createVerifier(deps: VerifierDeps) {
         r = hit.resolution;
       } else {
         const generation = cache.generation;
-        const decided = await decide(req);
+        // A chain asked for the first time is mostly never asked for again (see SeenBefore): neither
+        // its decision nor its parsed leaf is kept.
+        const repeated = seenBefore.check(key);
+        const decided = await decide(req, { repeated });
         const { leaf, ...rest } = decided;
         r = leaf ? { ...rest, leaf: leafFacts(leaf) } : decided;
         // A decision made while a change arrived, or while changes cannot be seen, may be stale: do
-        // not keep it. Nor one asked for the first time: most never come back (see SeenBefore).
-        if (generation === cache.generation && cache.live && seenBefore.check(key)) keep(key, req, r, generation, now);
+        // not keep it.
+        if (repeated && generation === cache.generation && cache.live) keep(key, req, r, generation, now);
       }
       record(req, r, now, started);
       return r.decision;

@@ -29,6 +29,12 @@ describe('parseCertificate: accepted forms', () => {
     ['body with line breaks', body.replace(/(.{64})/g, '$1\n')],
     ['body with literal \\n left over from JSON', body.replace(/(.{64})/g, '$1\\n')],
     ['PEM with surrounding text', `subject=CN=dev1\n${leaf.pem}\ntrailing notes`],
+    ['PEM with tabs, spaces and blank lines in the body', leaf.pem.replace(/\n/g, ' \t\n\n')],
+    ['PEM without its END line', leaf.pem.replace(/-----END CERTIFICATE-----\n$/, '')],
+    ['PEM labelled X509 CERTIFICATE', leaf.pem.replaceAll(' CERTIFICATE-----', ' X509 CERTIFICATE-----')],
+    ['PEM followed by its private key', `${leaf.pem}${leaf.key.privateKeyPem}`],
+    ['body with non-breaking spaces and a byte order mark', `\ufeff${body.replace(/(.{64})/g, '$1\u00a0')}`],
+    ['body with a literal \r\n', body.replace(/(.{64})/g, '$1\\r\\n')],
     ['DER bytes', leaf.der],
     ['PEM as bytes', new TextEncoder().encode(leaf.pem)],
   ];
@@ -124,12 +130,20 @@ describe('parseCertificate: fields', () => {
   });
 });
 
+const body64 = (der: Uint8Array) => toPemBody(der);
+
 describe('parseCertificate: hostile input', () => {
   const garbage: [string, string | Uint8Array][] = [
     ['empty string', ''],
     ['whitespace', '   \n '],
     ['plain text', 'hello world'],
     ['not base64', 'MIIB$$$$'],
+    ['a backslash that is not a line break', body64(leaf.der).replace(/^(.{8})/, '$1\\x')],
+    ['digits after padding', `${body64(leaf.der).replace(/=+$/, '')}==QQ==`],
+    ['three padding characters', `${body64(leaf.der).replace(/=+$/, '')}===`],
+    ['one digit too many', ((b: string) => b + 'Q'.repeat((5 - (b.length % 4)) % 4))(body64(leaf.der).replace(/=+$/, ''))],
+    ['padding only', '=='],
+    ['characters beyond ASCII that are not space', body64(leaf.der).replace(/^(.{8})/, '$1\u00e9')],
     ['base64 of non-DER', Buffer.from('just some text').toString('base64')],
     ['empty bytes', new Uint8Array(0)],
     ['random bytes', randomBytes(300)],
@@ -139,6 +153,7 @@ describe('parseCertificate: hostile input', () => {
     ['DER with trailing data', Uint8Array.from([...leaf.der, 0x00])],
     ['serial number not minimally encoded', makeLeaf(ica, { serial: Uint8Array.of(0x00, 0x01) }).der],
     ['two certificates', leaf.pem + ica.pem],
+    ['a private key before the certificate', leaf.key.privateKeyPem + leaf.pem],
   ];
   for (const [name, input] of garbage) {
     it(`rejects ${name} with CertificateParseError`, () => {

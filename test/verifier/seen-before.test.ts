@@ -1,10 +1,14 @@
 /**
- * The decision cache's doorkeeper: a key is admitted the second time it is asked for.
+ * The decision cache's doorkeeper: a key is admitted the second time it is asked for; the cache
+ * of parsed leaves follows it.
  */
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
 import { test } from 'node:test';
 import { SeenBefore } from '../../src/verifier/seen-before.js';
+import { createTrustCache } from '../../src/verifier/trust-cache.js';
+import type { VerifierRepository } from '../../src/verifier/verifier-repository.js';
+import { makeLeaf, makeRoot } from '../helpers/pki-fixtures.js';
 
 const digest = (s: string) => crypto.hash('sha256', s, 'base64');
 
@@ -28,4 +32,15 @@ test('a full table forgets old keys instead of growing, and never mistakes a key
   assert.equal(seen.check(keys[0]!), false, 'the first key was pushed out long ago');
   assert.equal(seen.check(keys[0]!), true);
   assert.throws(() => new SeenBefore(20), RangeError);
+});
+
+test('a parsed leaf is kept for the next time only when its chain came before; a CA always', () => {
+  // Parsing touches no store: the repository is never asked.
+  const cache = createTrustCache({} as VerifierRepository);
+  const root = makeRoot({ subject: 'CN=Doorkeeper Root' });
+  const leaf = makeLeaf(root, { subject: 'CN=doorkeeper-device' });
+  assert.notEqual(cache.parse(leaf.pem, false), cache.parse(leaf.pem, false), 'a first-seen leaf is parsed and let go');
+  const kept = cache.parse(leaf.pem, true);
+  assert.equal(cache.parse(leaf.pem, false), kept, 'a leaf kept once is found again');
+  assert.equal(cache.parse(root.pem, false), cache.parse(root.pem, false), 'a CA is kept whatever the caller says');
 });
