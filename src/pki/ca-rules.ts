@@ -33,41 +33,48 @@ export const ALLOWED_CURVES: ReadonlySet<string> = new Set([
 ]);
 const WEAK_HASHES: ReadonlySet<string> = new Set(['MD2', 'MD5', 'SHA1']);
 
+// Module-level rather than closures: these run for every certificate of every path.
+function weakKey(message: string): Problem {
+  return { code: 'WEAK_KEY', message };
+}
+
+function weakSignature(message: string): Problem {
+  return { code: 'WEAK_SIGNATURE_ALGORITHM', message };
+}
+
 /** Null when the subject public key is acceptable, else why not. */
 export function checkKeyStrength(key: PublicKeyInfo): Problem | null {
-  const weak = (message: string): Problem => ({ code: 'WEAK_KEY', message });
-  if (key.problem) return weak(key.problem);
+  if (key.problem) return weakKey(key.problem);
   switch (key.algorithm) {
     case 'RSA':
     case 'RSA-PSS': {
       const bits = key.bits ?? 0;
-      if (bits < MIN_RSA_BITS) return weak(`RSA key of ${bits} bits is weaker than the minimum of ${MIN_RSA_BITS}`);
-      if (bits > MAX_RSA_BITS) return weak(`RSA key of ${bits} bits is larger than the supported maximum of ${MAX_RSA_BITS}`);
+      if (bits < MIN_RSA_BITS) return weakKey(`RSA key of ${bits} bits is weaker than the minimum of ${MIN_RSA_BITS}`);
+      if (bits > MAX_RSA_BITS) return weakKey(`RSA key of ${bits} bits is larger than the supported maximum of ${MAX_RSA_BITS}`);
       // Real RSA keys are whole octets; an odd size points at a broken or crafted key (CA/B BR 6.1.5).
-      if (bits % 8 !== 0) return weak(`RSA key of ${bits} bits is not a multiple of 8 bits`);
+      if (bits % 8 !== 0) return weakKey(`RSA key of ${bits} bits is not a multiple of 8 bits`);
       return null;
     }
     case 'EC':
-      if (key.explicitCurve) return weak('EC key with explicit curve parameters; only named curves are accepted (RFC 5480 2.1.1)');
-      if (!key.curve || !ALLOWED_CURVES.has(key.curve)) return weak(`EC curve ${key.curve ?? 'unknown'} is not accepted`);
+      if (key.explicitCurve) return weakKey('EC key with explicit curve parameters; only named curves are accepted (RFC 5480 2.1.1)');
+      if (!key.curve || !ALLOWED_CURVES.has(key.curve)) return weakKey(`EC curve ${key.curve ?? 'unknown'} is not accepted`);
       return null;
     case 'Ed25519':
     case 'Ed448':
       return null;
     case 'DSA':
-      return weak('DSA keys are not accepted');
+      return weakKey('DSA keys are not accepted');
     default:
-      return weak('unsupported public key algorithm');
+      return weakKey('unsupported public key algorithm');
   }
 }
 
 /** Null when the signature algorithm is acceptable, else why not. */
 export function checkSignatureStrength(alg: SignatureAlgorithm): Problem | null {
-  const weak = (message: string): Problem => ({ code: 'WEAK_SIGNATURE_ALGORITHM', message });
-  if (alg.kind === 'unknown') return weak(`unsupported signature algorithm ${alg.oid}`);
-  if (alg.kind === 'dsa') return weak(`${alg.name}: DSA signatures are not accepted`);
-  if (alg.hash && WEAK_HASHES.has(alg.hash)) return weak(`${alg.name}: ${alg.hash} signatures are not accepted`);
-  if (alg.problem) return weak(`${alg.name}: ${alg.problem}`);
+  if (alg.kind === 'unknown') return weakSignature(`unsupported signature algorithm ${alg.oid}`);
+  if (alg.kind === 'dsa') return weakSignature(`${alg.name}: DSA signatures are not accepted`);
+  if (alg.hash && WEAK_HASHES.has(alg.hash)) return weakSignature(`${alg.name}: ${alg.hash} signatures are not accepted`);
+  if (alg.problem) return weakSignature(`${alg.name}: ${alg.problem}`);
   return null;
 }
 

@@ -349,6 +349,10 @@ function stripLeadingZeros(hex: string): string {
 
 type Base = Omit<ParsedCertificate, 'defects'>;
 
+function addMalformed(out: CertificateDefect[], message: string, anchorExempt = false): void {
+  out.push(anchorExempt ? { reason: 'MALFORMED_CERTIFICATE', message, anchorExempt } : { reason: 'MALFORMED_CERTIFICATE', message });
+}
+
 /**
  * RFC 5280 profile rules that hold for a certificate on its own. They are recorded, not thrown:
  * an unused certificate with a defect must not spoil a path that does not include it.
@@ -359,21 +363,19 @@ function addStructuralDefects(
   serial: { negative: boolean; zero: boolean; length: number },
   tbsSigAlg: SignatureAlgorithm,
 ): void {
-  const malformed = (message: string, anchorExempt = false) =>
-    out.push(anchorExempt ? { reason: 'MALFORMED_CERTIFICATE', message, anchorExempt } : { reason: 'MALFORMED_CERTIFICATE', message });
   // RFC 5280 4.1.2.2: a positive integer of at most 20 octets.
-  if (serial.negative) malformed('serial number is negative (RFC 5280 4.1.2.2)', true);
-  if (serial.zero) malformed('serial number is zero (RFC 5280 4.1.2.2)', true);
-  if (serial.length > 20) malformed('serial number is longer than 20 octets (RFC 5280 4.1.2.2)', true);
+  if (serial.negative) addMalformed(out, 'serial number is negative (RFC 5280 4.1.2.2)', true);
+  if (serial.zero) addMalformed(out, 'serial number is zero (RFC 5280 4.1.2.2)', true);
+  if (serial.length > 20) addMalformed(out, 'serial number is longer than 20 octets (RFC 5280 4.1.2.2)', true);
   // RFC 5280 4.1.1.2: signatureAlgorithm MUST equal the TBS signature field.
   if (!bytesEqual(tbsSigAlg.der, c.signatureAlgorithm.der)) {
-    malformed('signatureAlgorithm differs from the signature field of the TBS certificate (RFC 5280 4.1.1.2)');
+    addMalformed(out, 'signatureAlgorithm differs from the signature field of the TBS certificate (RFC 5280 4.1.1.2)');
   }
   // RFC 5280 4.1.2.4: the issuer field MUST contain a non-empty distinguished name.
-  if (isEmptyName(c.issuerName)) malformed('issuer name is empty (RFC 5280 4.1.2.4)');
+  if (isEmptyName(c.issuerName)) addMalformed(out, 'issuer name is empty (RFC 5280 4.1.2.4)');
   const isCa = c.basicConstraints?.ca === true;
   // RFC 5280 4.1.2.6: a CA's subject MUST be a non-empty distinguished name.
-  if (isCa && isEmptyName(c.subjectName)) malformed('CA certificate has an empty subject (RFC 5280 4.1.2.6)');
+  if (isCa && isEmptyName(c.subjectName)) addMalformed(out, 'CA certificate has an empty subject (RFC 5280 4.1.2.6)');
   // RFC 5280 4.2.1.9: a CA MUST mark basicConstraints critical. Held for self-signed roots only:
   // ThingsBoard's guide makes its intermediate with `openssl x509 -req -extfile <(echo
   // "basicConstraints=CA:TRUE")`, which is non-critical, and `openssl verify` accepts it.
@@ -382,10 +384,10 @@ function addStructuralDefects(
   }
   if (c.version === 3) {
     // RFC 5280 4.2.1.2: every CA certificate MUST carry a subject key identifier.
-    if (isCa && !c.subjectKeyId) malformed('CA certificate has no subjectKeyIdentifier (RFC 5280 4.2.1.2)');
+    if (isCa && !c.subjectKeyId) addMalformed(out, 'CA certificate has no subjectKeyIdentifier (RFC 5280 4.2.1.2)');
     // RFC 5280 4.2.1.1: MUST be present except in self-signed certificates.
     if (!c.authorityKeyId && !c.selfIssued) {
-      malformed('certificate has no authorityKeyIdentifier (RFC 5280 4.2.1.1)', true);
+      addMalformed(out, 'certificate has no authorityKeyIdentifier (RFC 5280 4.2.1.1)', true);
     }
   }
 }

@@ -260,6 +260,8 @@ type RunResult = ({ ok: true; path: ParsedCertificate[] } | ({ ok: false } & Fai
 
 class Search {
   readonly steps: TraceStep[] = [];
+  /** Whether the caller asked for a trace: the steps of a success are only written then. */
+  readonly #tracing: boolean;
   readonly #o: ValidatePathOptions;
   readonly #anchors: AnchorSource;
   readonly #sigs: SignatureCache;
@@ -279,6 +281,7 @@ class Search {
 
   constructor(o: ValidatePathOptions) {
     this.#o = o;
+    this.#tracing = o.trace !== undefined;
     this.#anchors = Array.isArray(o.anchors) ? new TrustStore(o.anchors) : (o.anchors as AnchorSource);
     this.#sigs = o.signatureCache ?? defaultSignatureCache;
     this.#maxLen = o.maxChainLength ?? DEFAULT_MAX_CHAIN_LENGTH;
@@ -290,7 +293,7 @@ class Search {
     const leaf = this.#o.leaf;
     for (const c of this.#o.presented ?? []) if (c.sha256 !== leaf.sha256) this.#pool.set(c.sha256, c);
     const presentedCount = this.#pool.size + 1;
-    this.steps.push({ step: 'chain', ok: true, detail: `leaf "${show(leaf)}" with ${presentedCount - 1} other certificate(s) presented` });
+    if (this.#tracing) this.steps.push({ step: 'chain', ok: true, detail: `leaf "${show(leaf)}" with ${presentedCount - 1} other certificate(s) presented` });
     if (presentedCount > this.#maxLen) {
       return this.#fail('CHAIN_TOO_LONG', `${presentedCount} certificates presented; at most ${this.#maxLen} are accepted`);
     }
@@ -356,8 +359,8 @@ class Search {
     const presented = (this.#poolBySubject.get(cert.issuerName.key) ?? [])
       .filter((c) => this.#reachable.has(c.sha256) && keyIdMatches(cert, c))
       .map((c) => ({ cert: c, anchor: false }));
-    const fresh = (c: Candidate) => (c.cert.notBefore.getTime() <= this.#now && this.#now <= c.cert.notAfter.getTime() ? 0 : 1);
-    return [...anchors.sort((a, b) => fresh(a) - fresh(b)), ...presented.sort((a, b) => fresh(a) - fresh(b))];
+    const now = this.#now;
+    return [...anchors.sort((a, b) => expired(a, now) - expired(b, now)), ...presented.sort((a, b) => expired(a, now) - expired(b, now))];
   }
 
   #extend(path: ParsedCertificate[]): RunResult | null {
@@ -424,65 +427,61 @@ class Search {
 
   /** RFC 5280 6.1.2-6.1.5 over a built path (leaf first, anchor last). */
   #checkPath(path: ParsedCertificate[]): ({ ok: true; path: ParsedCertificate[] } | ({ ok: false } & Failure)) & { steps: TraceStep[] } {
-    const steps: TraceStep[] = [];
-    const fail = (reason: DenyReason, step: string, detail: string) => {
-      steps.push({ step, ok: false, detail });
-      return { ok: false as const, reason, detail, path, steps };
-    };
+    // Without a trace, `steps?.push(...)` skips building the step (its arguments are not evaluated).
+    const steps: TraceStep[] | undefined = this.#tracing ? [] : undefined;
     const n = path.length;
     const anchor = path[n - 1];
     const leaf = path[0];
-    const role = (i: number) => (i === 0 ? 'certificate' : i === n - 1 ? 'trust anchor' : 'intermediate');
-    steps.push({ step: 'anchor', ok: true, detail: `trust anchor "${show(anchor)}" (fingerprint ${anchor.sha1})` });
+    steps?.push({ step: 'anchor', ok: true, detail: `trust anchor "${show(anchor)}" (fingerprint ${anchor.sha1})` });
 
     // 6.1.3 (a)(1): each link's signature, verified while building. A link whose issuer key or
     // signature algorithm is too weak was not relied on, and ends the path here.
     for (let i = 0; i < n - 1; i++) {
       const weakKey = checkKeyStrength(path[i + 1].publicKey);
-      if (weakKey) return fail('WEAK_KEY', 'signature', `${role(i + 1)} "${show(path[i + 1])}": ${weakKey.message}`);
+      if (weakKey) return failedPath(path, steps, 'WEAK_KEY', 'signature', `${roleOf(i + 1, n)} "${show(path[i + 1])}": ${weakKey.message}`);
       const weakSig = checkSignatureStrength(path[i].signatureAlgorithm);
-      if (weakSig) return fail('WEAK_SIGNATURE_ALGORITHM', 'signature', `${role(i)} "${show(path[i])}": ${weakSig.message}`);
-      steps.push({ step: 'signature', ok: true, detail: `"${show(path[i])}" is signed by "${show(path[i + 1])}" (${path[i].algorithmName})` });
+      if (weakSig) return failedPath(path, steps, 'WEAK_SIGNATURE_ALGORITHM', 'signature', `${roleOf(i, n)} "${show(path[i])}": ${weakSig.message}`);
+      steps?.push({ step: 'signature', ok: true, detail: `"${show(path[i])}" is signed by "${show(path[i + 1])}" (${path[i].algorithmName})` });
     }
     const weakLeafKey = checkKeyStrength(leaf.publicKey);
-    if (weakLeafKey) return fail('WEAK_KEY', 'algorithms', `certificate "${show(leaf)}": ${weakLeafKey.message}`);
-    steps.push({ step: 'algorithms', ok: true, detail: 'keys and signature algorithms are strong enough' });
+    if (weakLeafKey) return failedPath(path, steps, 'WEAK_KEY', 'algorithms', `certificate "${show(leaf)}": ${weakLeafKey.message}`);
+    steps?.push({ step: 'algorithms', ok: true, detail: 'keys and signature algorithms are strong enough' });
 
     // 6.1.3 (a)(2): every certificate, anchor included, valid at the check time.
     for (let i = 0; i < n; i++) {
       const c = path[i];
       if (this.#now < c.notBefore.getTime()) {
-        return fail('CERTIFICATE_NOT_YET_VALID', 'validity', `${role(i)} "${show(c)}" is not valid before ${c.notBefore.toISOString()}`);
+        return failedPath(path, steps, 'CERTIFICATE_NOT_YET_VALID', 'validity', `${roleOf(i, n)} "${show(c)}" is not valid before ${c.notBefore.toISOString()}`);
       }
       if (this.#now > c.notAfter.getTime()) {
-        return fail(i === 0 ? 'CERTIFICATE_EXPIRED' : 'ISSUER_EXPIRED', 'validity', `${role(i)} "${show(c)}" expired on ${c.notAfter.toISOString()}`);
+        return failedPath(path, steps, i === 0 ? 'CERTIFICATE_EXPIRED' : 'ISSUER_EXPIRED', 'validity', `${roleOf(i, n)} "${show(c)}" expired on ${c.notAfter.toISOString()}`);
       }
     }
-    steps.push({ step: 'validity', ok: true, detail: `all ${n} certificate(s) valid at ${new Date(this.#now).toISOString()}` });
+    steps?.push({ step: 'validity', ok: true, detail: `all ${n} certificate(s) valid at ${new Date(this.#now).toISOString()}` });
 
     // 6.1.4 (k): every issuer is a v3 CA; (n): keyCertSign when keyUsage is present.
     for (let i = 1; i < n; i++) {
       const c = path[i];
-      if (c.version !== 3) return fail('NOT_A_CA', 'basic-constraints', `${role(i)} "${show(c)}" is X.509 version ${c.version}; issuers must be version 3 CA certificates`);
+      if (c.version !== 3) return failedPath(path, steps, 'NOT_A_CA', 'basic-constraints', `${roleOf(i, n)} "${show(c)}" is X.509 version ${c.version}; issuers must be version 3 CA certificates`);
       if (c.basicConstraints?.ca !== true) {
-        return fail('NOT_A_CA', 'basic-constraints', `${role(i)} "${show(c)}" is not a CA (basicConstraints cA is not set) but issued "${show(path[i - 1])}"`);
+        return failedPath(path, steps, 'NOT_A_CA', 'basic-constraints', `${roleOf(i, n)} "${show(c)}" is not a CA (basicConstraints cA is not set) but issued "${show(path[i - 1])}"`);
       }
       if (c.keyUsage && !c.keyUsage.has('keyCertSign')) {
-        return fail('KEY_USAGE_INVALID', 'key-usage', `${role(i)} "${show(c)}" keyUsage does not include keyCertSign`);
+        return failedPath(path, steps, 'KEY_USAGE_INVALID', 'key-usage', `${roleOf(i, n)} "${show(c)}" keyUsage does not include keyCertSign`);
       }
     }
-    if (n > 1) steps.push({ step: 'basic-constraints', ok: true, detail: 'every issuer is a CA allowed to sign certificates' });
+    if (n > 1) steps?.push({ step: 'basic-constraints', ok: true, detail: 'every issuer is a CA allowed to sign certificates' });
 
     // Profile defects: malformed or inconsistent extensions, unknown critical extensions (6.1.4 (o)).
     for (let i = 0; i < n; i++) {
       const d = path[i].defects.find((x) => !(x.anchorExempt && i === n - 1 && n > 1));
-      if (d) return fail(d.reason, d.reason === 'UNKNOWN_CRITICAL_EXTENSION' ? 'critical-extensions' : 'extensions', `${role(i)} "${show(path[i])}": ${d.message}`);
+      if (d) return failedPath(path, steps, d.reason, d.reason === 'UNKNOWN_CRITICAL_EXTENSION' ? 'critical-extensions' : 'extensions', `${roleOf(i, n)} "${show(path[i])}": ${d.message}`);
     }
     // A self-signed anchor's authorityKeyIdentifier, when present, must identify the anchor itself.
     if (n > 1 && anchor.selfIssued && !authorityKeyIdMatches(anchor, anchor) && this.#sigs.verify(anchor, anchor)) {
-      return fail('MALFORMED_CERTIFICATE', 'extensions', `trust anchor "${show(anchor)}": its authorityKeyIdentifier does not identify its own key (RFC 5280 4.2.1.1)`);
+      return failedPath(path, steps, 'MALFORMED_CERTIFICATE', 'extensions', `trust anchor "${show(anchor)}": its authorityKeyIdentifier does not identify its own key (RFC 5280 4.2.1.1)`);
     }
-    steps.push({ step: 'extensions', ok: true, detail: 'extensions well-formed and consistent; no unsupported critical extension' });
+    steps?.push({ step: 'extensions', ok: true, detail: 'extensions well-formed and consistent; no unsupported critical extension' });
 
     // 6.1.4 (l)-(m): pathLenConstraint counts non-self-issued intermediates below each CA.
     let remaining = Infinity;
@@ -492,7 +491,7 @@ class Search {
       const c = path[i];
       if (i < n - 1 && !c.selfIssued) {
         if (remaining <= 0) {
-          return fail('PATH_LENGTH_EXCEEDED', 'path-length', `"${show(setBy!)}" allows ${setBy!.basicConstraints!.pathLen} intermediate CA(s) below it, but "${show(c)}" exceeds that`);
+          return failedPath(path, steps, 'PATH_LENGTH_EXCEEDED', 'path-length', `"${show(setBy!)}" allows ${setBy!.basicConstraints!.pathLen} intermediate CA(s) below it, but "${show(c)}" exceeds that`);
         }
         remaining--;
         intermediates++;
@@ -504,9 +503,9 @@ class Search {
       }
     }
     if (this.#o.maxIntermediates !== undefined && intermediates > this.#o.maxIntermediates) {
-      return fail('CHAIN_TOO_LONG', 'path-length', `${intermediates} intermediate CA(s); at most ${this.#o.maxIntermediates} allowed`);
+      return failedPath(path, steps, 'CHAIN_TOO_LONG', 'path-length', `${intermediates} intermediate CA(s); at most ${this.#o.maxIntermediates} allowed`);
     }
-    steps.push({ step: 'path-length', ok: true, detail: `${intermediates} intermediate CA(s), within every pathLenConstraint` });
+    steps?.push({ step: 'path-length', ok: true, detail: `${intermediates} intermediate CA(s), within every pathLenConstraint` });
 
     // 6.1.4 (g) / 6.1.3 (b)-(c): constraints of each CA apply to every certificate below it,
     // except self-issued intermediates.
@@ -519,18 +518,18 @@ class Search {
       for (let j = i - 1; j >= 0; j--) {
         if (j > 0 && path[j].selfIssued) continue;
         const problem = checkNameConstraints(nc, path[j], budget);
-        if (problem) return fail('NAME_CONSTRAINTS_VIOLATED', 'name-constraints', `${role(j)} "${show(path[j])}" violates name constraints of "${show(path[i])}": ${problem}`);
+        if (problem) return failedPath(path, steps, 'NAME_CONSTRAINTS_VIOLATED', 'name-constraints', `${roleOf(j, n)} "${show(path[j])}" violates name constraints of "${show(path[i])}": ${problem}`);
       }
     }
-    if (constrained) steps.push({ step: 'name-constraints', ok: true, detail: 'all names within the constraints of their issuers' });
+    if (constrained) steps?.push({ step: 'name-constraints', ok: true, detail: 'all names within the constraints of their issuers' });
 
     // Leaf key usage: a TLS client signs the handshake, so digitalSignature by default.
     const requiredKu = this.#o.requiredKeyUsage ?? ['digitalSignature'];
     if (leaf.keyUsage) {
       const missing = requiredKu.filter((k) => !leaf.keyUsage!.has(k));
-      if (missing.length) return fail('KEY_USAGE_INVALID', 'key-usage', `certificate "${show(leaf)}" keyUsage lacks ${missing.join(', ')}`);
+      if (missing.length) return failedPath(path, steps, 'KEY_USAGE_INVALID', 'key-usage', `certificate "${show(leaf)}" keyUsage lacks ${missing.join(', ')}`);
     }
-    steps.push({ step: 'key-usage', ok: true, detail: leaf.keyUsage ? `leaf keyUsage: ${[...leaf.keyUsage].join(', ')}` : 'leaf has no keyUsage restriction' });
+    steps?.push({ step: 'key-usage', ok: true, detail: leaf.keyUsage ? `leaf keyUsage: ${[...leaf.keyUsage].join(', ')}` : 'leaf has no keyUsage restriction' });
 
     // 4.2.1.12: a leaf listing purposes must list the required one (or anyExtendedKeyUsage); CAs
     // listing purposes constrain what they issue, as OpenSSL, Go and Windows enforce.
@@ -538,26 +537,26 @@ class Search {
     if (leaf.extKeyUsage && leaf.extensions.some((e) => e.oid === OID.extKeyUsage && e.critical)) {
       // CA/B BR 7.1.2.7.6 and webpki refuse a critical extendedKeyUsage in a subscriber
       // certificate; certgate follows them (RFC 5280 4.2.1.12 would allow it).
-      return fail('EXTENDED_KEY_USAGE_INVALID', 'extended-key-usage', `certificate "${show(leaf)}" marks extendedKeyUsage critical, which is not accepted for device certificates`);
+      return failedPath(path, steps, 'EXTENDED_KEY_USAGE_INVALID', 'extended-key-usage', `certificate "${show(leaf)}" marks extendedKeyUsage critical, which is not accepted for device certificates`);
     }
     if (eku !== null) {
       for (let i = 0; i < n; i++) {
         const list = path[i].extKeyUsage;
         if (list && !list.includes(eku) && !list.includes(OID.anyExtendedKeyUsage)) {
-          return fail('EXTENDED_KEY_USAGE_INVALID', 'extended-key-usage', `${role(i)} "${show(path[i])}" extendedKeyUsage (${list.map(ekuName).join(', ')}) does not allow ${ekuName(eku)}`);
+          return failedPath(path, steps, 'EXTENDED_KEY_USAGE_INVALID', 'extended-key-usage', `${roleOf(i, n)} "${show(path[i])}" extendedKeyUsage (${list.map(ekuName).join(', ')}) does not allow ${ekuName(eku)}`);
         }
       }
-      steps.push({ step: 'extended-key-usage', ok: true, detail: `${ekuName(eku)} allowed along the path` });
+      steps?.push({ step: 'extended-key-usage', ok: true, detail: `${ekuName(eku)} allowed along the path` });
     }
 
     // 6.1.3 (a)(3): revocation of every certificate under its issuer.
     for (let i = 0; i < n - 1; i++) {
       const problem = this.#revocation(path[i], path[i + 1]);
-      if (problem) return fail(problem.reason, 'revocation', problem.detail);
+      if (problem) return failedPath(path, steps, problem.reason, 'revocation', problem.detail);
     }
-    if (this.#o.crls?.length || this.#o.isRevoked) steps.push({ step: 'revocation', ok: true, detail: 'no certificate in the path is revoked' });
+    if (this.#o.crls?.length || this.#o.isRevoked) steps?.push({ step: 'revocation', ok: true, detail: 'no certificate in the path is revoked' });
 
-    return { ok: true, path, steps };
+    return { ok: true, path, steps: steps ?? [] };
   }
 
   #revocation(cert: ParsedCertificate, issuer: ParsedCertificate): { reason: DenyReason; detail: string } | null {
@@ -617,6 +616,20 @@ function bytesKey(c: ParsedCertificate): string {
   let k = spkiKeys.get(c);
   if (k === undefined) spkiKeys.set(c, (k = Buffer.from(c.spki).toString('base64')));
   return k;
+}
+
+function failedPath(path: ParsedCertificate[], steps: TraceStep[] | undefined, reason: DenyReason, step: string, detail: string) {
+  steps?.push({ step, ok: false, detail });
+  return { ok: false as const, reason, detail, path, steps: steps ?? [] };
+}
+
+/** 0 for a candidate valid at `now`, else 1: valid issuers are tried first. */
+function expired(c: Candidate, now: number): number {
+  return c.cert.notBefore.getTime() <= now && now <= c.cert.notAfter.getTime() ? 0 : 1;
+}
+
+function roleOf(i: number, n: number): string {
+  return i === 0 ? 'certificate' : i === n - 1 ? 'trust anchor' : 'intermediate';
 }
 
 function show(c: ParsedCertificate): string {

@@ -120,12 +120,15 @@ const deny = (reason: DenyReason, message: string, tenantId?: string): never => 
   throw new Deny(reason, message, tenantId);
 };
 
+function fillTopic(template: string, device: { id: string; name: string }): string {
+  return template.replaceAll('{deviceName}', device.name).replaceAll('{deviceId}', device.id);
+}
+
 /** ACL templates of the profile with the device filled in (CONTRACT.md §6). */
 export function expandAcl(profile: Pick<ProfileRef, 'aclPublish' | 'aclSubscribe'>, device: { id: string; name: string }): AclRule[] {
-  const fill = (t: string) => t.replaceAll('{deviceName}', device.name).replaceAll('{deviceId}', device.id);
   return [
-    ...profile.aclPublish.map((t) => ({ permission: 'allow' as const, action: 'publish' as const, topic: fill(t) })),
-    ...profile.aclSubscribe.map((t) => ({ permission: 'allow' as const, action: 'subscribe' as const, topic: fill(t) })),
+    ...profile.aclPublish.map((t) => ({ permission: 'allow' as const, action: 'publish' as const, topic: fillTopic(t, device) })),
+    ...profile.aclSubscribe.map((t) => ({ permission: 'allow' as const, action: 'subscribe' as const, topic: fillTopic(t, device) })),
   ];
 }
 
