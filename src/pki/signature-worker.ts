@@ -17,6 +17,13 @@ import { verifyParams, type VerifyParams } from './algorithms.js';
 import { publicKeyOf, signedBy, type ParsedCertificate } from './certificate.js';
 
 /**
+ * A batch travels as two transferred buffers, not as objects to clone: `bytes` holds each check's
+ * TBS then signature, one after another, and `meta` four numbers per check: the key's id, the
+ * index of its parameters in `params`, the TBS length and the signature length.
+ */
+const META_FIELDS = 4;
+
+/**
  * The worker's code. It needs nothing but node:crypto, so it is evaluated from this string:
  * the same code runs from the TypeScript sources (tsx) and from the compiled build.
  */
@@ -27,26 +34,26 @@ let keys = new Map();
 parentPort.on('message', (m) => {
   if (m.reset) keys = new Map();
   for (const [id, spki] of m.keys) keys.set(id, createPublicKey({ key: Buffer.from(spki), format: 'der', type: 'spki' }));
-  const results = new Uint8Array(m.checks.length);
-  for (let i = 0; i < m.checks.length; i++) {
-    const c = m.checks[i];
-    const key = keys.get(c.key);
+  const { meta, bytes, params } = m;
+  const count = meta.length / ${META_FIELDS};
+  const results = new Uint8Array(count);
+  let at = 0;
+  for (let i = 0; i < count; i++) {
+    const key = keys.get(meta[i * ${META_FIELDS}]);
+    const p = params[meta[i * ${META_FIELDS} + 1]];
+    const tbsEnd = at + meta[i * ${META_FIELDS} + 2];
+    const end = tbsEnd + meta[i * ${META_FIELDS} + 3];
     try {
-      const k = c.padding === undefined ? key : { key, padding: c.padding, saltLength: c.saltLength };
-      results[i] = key !== undefined && verify(c.digest, c.tbs, k, c.signature) ? 1 : 0;
+      const k = p.padding === undefined ? key : { key, padding: p.padding, saltLength: p.saltLength };
+      results[i] = key !== undefined && verify(p.digest, bytes.subarray(at, tbsEnd), k, bytes.subarray(tbsEnd, end)) ? 1 : 0;
     } catch {
       results[i] = 0;
     }
+    at = end;
   }
   parentPort.postMessage({ id: m.id, results }, [results.buffer]);
 });
 `;
-
-interface Check extends VerifyParams {
-  key: number;
-  tbs: Uint8Array;
-  signature: Uint8Array;
-}
 
 interface Pending {
   issuer: ParsedCertificate;
@@ -59,12 +66,6 @@ const MAX_WORKER_KEYS = 10_000;
 
 /** Workers lost in a row, none of them having answered, after which checks stay in line. */
 const MAX_LOST_IN_A_ROW = 3;
-
-/**
- * Copies a view into its own buffer, so it can be transferred without sending (and detaching)
- * what surrounds it. `new Uint8Array(view)` copies even when the view is a Node Buffer.
- */
-const own = (view: Uint8Array): Uint8Array => new Uint8Array(view);
 
 export class SignatureWorker {
   #worker: Worker | undefined;
@@ -105,17 +106,19 @@ export class SignatureWorker {
     this.#queue = [];
     const worker = this.#ensureWorker();
     if (!worker) return inLine(batch);
-    const checks: Check[] = [];
     const keys: Array<[number, Uint8Array]> = [];
     const transfer: ArrayBuffer[] = [];
     // The worker starts over with its keys rather than holding every issuer ever seen.
     const reset = this.#keyIds.size + batch.length > MAX_WORKER_KEYS;
     if (reset) this.#keyIds.clear();
     const sent: Pending[] = [];
+    const params: VerifyParams[] = [];
+    const meta = new Int32Array(batch.length * META_FIELDS);
+    let size = 0;
     for (const p of batch) {
       const key = publicKeyOf(p.issuer);
-      const params = key && verifyParams(p.subject.signatureAlgorithm, key);
-      if (!params) {
+      const verify = key && verifyParams(p.subject.signatureAlgorithm, key);
+      if (!verify) {
         p.resolve(false);
         continue;
       }
@@ -123,23 +126,37 @@ export class SignatureWorker {
       if (id === undefined) {
         id = this.#nextKeyId++;
         this.#keyIds.set(p.issuer.sha256, id);
-        const spki = own(p.issuer.spki);
+        // A copy of its own, so that transferring it detaches nothing else.
+        const spki = new Uint8Array(p.issuer.spki);
         keys.push([id, spki]);
         transfer.push(spki.buffer as ArrayBuffer);
       }
-      const tbs = own(p.subject.tbs);
-      const signature = own(p.subject.signature);
-      transfer.push(tbs.buffer as ArrayBuffer, signature.buffer as ArrayBuffer);
-      checks.push({ ...params, key: id, tbs, signature });
+      let paramsAt = params.findIndex((q) => q.digest === verify.digest && q.padding === verify.padding && q.saltLength === verify.saltLength);
+      if (paramsAt < 0) paramsAt = params.push(verify) - 1;
+      const at = sent.length * META_FIELDS;
+      meta[at] = id;
+      meta[at + 1] = paramsAt;
+      meta[at + 2] = p.subject.tbs.length;
+      meta[at + 3] = p.subject.signature.length;
+      size += p.subject.tbs.length + p.subject.signature.length;
       sent.push(p);
     }
+    const bytes = new Uint8Array(size);
+    let offset = 0;
+    for (const p of sent) {
+      bytes.set(p.subject.tbs, offset);
+      offset += p.subject.tbs.length;
+      bytes.set(p.subject.signature, offset);
+      offset += p.subject.signature.length;
+    }
+    transfer.push(bytes.buffer, meta.buffer);
     // A reset travels even without checks: the worker must forget the keys this side forgot.
     if (!sent.length && !reset) return;
     const id = this.#nextBatch++;
     this.#batches.set(id, sent);
     worker.ref();
     try {
-      worker.postMessage({ id, reset, keys, checks }, transfer);
+      worker.postMessage({ id, reset, keys, params, meta: meta.subarray(0, sent.length * META_FIELDS), bytes }, transfer);
     } catch {
       this.#batches.delete(id);
       if (this.#batches.size === 0) worker.unref();
