@@ -63,27 +63,14 @@ export async function executeBulk(db: Pick<PrismaClient, '$executeRawUnsafe'>, s
   return result.rowCount ?? 0;
 }
 
-const COPY_ESCAPES: Record<string, string> = { '\\': '\\\\', '\t': '\\t', '\n': '\\n', '\r': '\\r', '\0': '\uFFFD' };
-
-/**
- * A field in COPY's text format: backslash, tab and line breaks escaped, `\N` for none.
- * PostgreSQL text cannot hold NUL, and one would fail the whole batch: a NUL (a client id or a
- * certificate name can carry one) becomes U+FFFD.
- */
-export function copyField(value: string | undefined): string {
-  if (value === undefined) return '\\N';
-  return /[\\\t\n\r\0]/.test(value) ? value.replace(/[\\\t\n\r\0]/g, (c) => COPY_ESCAPES[c]!) : value;
-}
-
 /** A transaction on one connection of a client's `pg` pool (`pgTransaction`). */
 export interface PgTransaction {
   query<R extends object>(statement: { text: string; values?: unknown[] }): Promise<R[]>;
   /**
-   * Streams `lines` (COPY text lines, fields made by `copyField`, each ending in a line break) to a
-   * `COPY ... FROM STDIN`: PostgreSQL parses COPY's text for a fraction of what JSON or array
-   * parameters cost.
+   * Streams `data` (COPY's text format, as `CopyText` writes it) to a `COPY ... FROM STDIN`:
+   * PostgreSQL parses COPY's text for a fraction of what JSON or array parameters cost.
    */
-  copy(sql: string, lines: readonly string[]): Promise<void>;
+  copy(sql: string, data: Uint8Array): Promise<void>;
 }
 
 /**
@@ -100,8 +87,8 @@ export async function pgTransaction<T>(db: object, work: (tx: PgTransaction) => 
     try {
       const result = await work({
         query: async <R extends object>(statement: { text: string; values?: unknown[] }) => (await client.query<R>(statement)).rows,
-        copy: async (sql, lines) => {
-          if (lines.length) await pipeline(Readable.from([Buffer.from(lines.join(''))]), client.query(copyFrom(sql)));
+        copy: async (sql, data) => {
+          if (data.length) await pipeline(Readable.from([Buffer.from(data.buffer, data.byteOffset, data.byteLength)]), client.query(copyFrom(sql)));
         },
       });
       await client.query('COMMIT');

@@ -6,7 +6,8 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import pg from 'pg';
-import { createPrismaClient, executeBulk, queryBulk } from '../../src/db/prisma.js';
+import { CopyText } from '../../src/db/copy-text.js';
+import { createPrismaClient, executeBulk, pgTransaction, queryBulk } from '../../src/db/prisma.js';
 import { createTestDatabase } from '../helpers/database.js';
 
 test('?schema= reaches raw SQL and batch statements through the search_path, even for a name with a space and a quote', async (t) => {
@@ -50,4 +51,30 @@ test('a client that only ran batch statements lets its process exit at once afte
   assert.equal(code, 0);
   // pg's idle timeout is 10 s; the process ends well before it.
   assert.ok(Number(out) < 2_000, `exited ${out} ms after $disconnect`);
+});
+
+test('COPY text written by CopyText reaches PostgreSQL as it was: escapes, NULs, non-ASCII, NULL, bytea and times', async (t) => {
+  const db = await createTestDatabase();
+  t.after(() => db.drop());
+  const client = createPrismaClient(db.url, 2);
+  t.after(() => client.$disconnect());
+  const texts = ['tab\there', 'line\nbreak\r\n', 'back\\slash\\N', '\\N', 'nul\u0000inside', 'ünïcödé ✓ 𝄞', '', 'x'.repeat(40_000)];
+  const der = Uint8Array.from({ length: 300 }, (_, i) => (i * 37) % 256);
+  const times = [new Date('2026-12-02T07:05:09.045Z'), new Date(Date.UTC(1999, 0, 1, 0, 0, 0, 7)), new Date('0999-05-06T01:02:03.004Z'), new Date('9999-12-31T23:59:59.999Z')];
+  const data = new CopyText(64);
+  texts.forEach((text, i) => data.plain(String(i)).text(text).bytea(der.subarray(i)).time(times[i % times.length]!).text(i === 1 ? undefined : 'y').row());
+  await pgTransaction(client, async (tx) => {
+    await tx.query({ text: 'CREATE TABLE copied (n int, t text, b bytea, at timestamptz, maybe text)' });
+    await tx.copy('COPY copied FROM STDIN', data.bytes());
+  });
+  const rows = await client.$queryRawUnsafe<Array<{ n: number; t: string; b: Uint8Array; at: Date; maybe: string | null }>>('SELECT * FROM copied ORDER BY n');
+  assert.deepEqual(
+    rows.map((r) => r.t),
+    texts.map((s) => s.replace('\u0000', '\ufffd')),
+  );
+  rows.forEach((r, i) => {
+    assert.deepEqual(Buffer.from(r.b), Buffer.from(der.subarray(i)));
+    assert.equal(r.at.getTime(), times[i % times.length]!.getTime());
+    assert.equal(r.maybe, i === 1 ? null : 'y');
+  });
 });
