@@ -82,6 +82,11 @@ export async function pgTransaction<T>(db: object, work: (tx: PgTransaction) => 
   if (!pool) throw new Error('pgTransaction needs a client made by createPrismaClient');
   const client = await pool.connect();
   let broken: unknown;
+  // A connection that breaks while checked out also says so as an `error` event, which the pool
+  // listens for only on idle connections: unheard, it would end the process. The statement in
+  // flight fails with the same error, so noting it here is enough.
+  const onError = (err: Error) => (broken = err);
+  client.on('error', onError);
   try {
     await client.query('BEGIN');
     try {
@@ -98,7 +103,9 @@ export async function pgTransaction<T>(db: object, work: (tx: PgTransaction) => 
       throw err;
     }
   } finally {
-    // A connection that could not even roll back is not given to the next caller.
+    // A connection that broke, or could not even roll back, is not given to the next caller; it
+    // keeps the listener, as it may still report its end after this.
+    if (!broken) client.off('error', onError);
     client.release(broken instanceof Error ? broken : undefined);
   }
 }

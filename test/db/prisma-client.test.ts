@@ -78,3 +78,24 @@ test('COPY text written by CopyText reaches PostgreSQL as it was: escapes, NULs,
     assert.equal(r.maybe, i === 1 ? null : 'y');
   });
 });
+
+test('a connection that breaks in the middle of a transaction fails that transaction only; the process and the pool carry on', async (t) => {
+  const db = await createTestDatabase();
+  t.after(() => db.drop());
+  const client = createPrismaClient(db.url, 2);
+  t.after(() => client.$disconnect());
+  const admin = new pg.Client({ connectionString: db.url });
+  await admin.connect();
+
+  const failed = pgTransaction(client, async (tx) => {
+    const [{ pid }] = await tx.query<{ pid: number }>({ text: 'SELECT pg_backend_pid() AS pid' });
+    // Killed from outside while it sleeps, as a server restart or a network cut would.
+    setTimeout(() => void admin.query('SELECT pg_terminate_backend($1)', [pid]), 200);
+    await tx.query({ text: 'SELECT pg_sleep(5)' });
+  });
+  await assert.rejects(failed, /terminat/i);
+  // The next transaction gets a working connection.
+  const n = await pgTransaction(client, async (tx) => (await tx.query<{ n: number }>({ text: 'SELECT 1 AS n' }))[0]!.n);
+  assert.equal(n, 1);
+  await admin.end();
+});
