@@ -41,6 +41,12 @@ export function createMetrics() {
       buckets: [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25],
       registers: [registry],
     }),
+    verifierCache: new client.Counter({
+      name: 'certgate_verifier_cache_total',
+      help: 'Verifier requests answered from the decision cache (hit) or decided (miss)',
+      labelNames: ['result'] as const,
+      registers: [registry],
+    }),
     mqttConnections: new client.Gauge({
       name: 'certgate_mqtt_connections',
       help: 'Live MQTT connections',

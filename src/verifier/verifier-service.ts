@@ -159,6 +159,9 @@ export function createVerifier(deps: VerifierDeps) {
   // Decisions expire after CACHE_TTL_SECONDS; a cold request misses here, so the cache is cheap to miss.
   const decisions = new GenerationalCache<string, { generation: number; expires: number; resolution: Recorded }>(100_000);
   const seenBefore = new SeenBefore();
+  // Bound once: a labelled child found again on every request costs a lookup each time.
+  const cacheHits = metrics?.verifierCache.labels('hit');
+  const cacheMisses = metrics?.verifierCache.labels('miss');
   const registrations = new Map<string, ReturnType<VerifierRepository['registerDevice']>>();
 
   const authEvents: Batcher<EncodedAuthEvent> = createBatcher((rows) => repository.insertAuthEvents(rows), {
@@ -614,7 +617,9 @@ export function createVerifier(deps: VerifierDeps) {
       let r: Recorded;
       if (hit && cache.live && hit.generation === cache.generation && (!hit.resolution.leaf || hit.resolution.leaf.notAfter > now)) {
         r = hit.resolution;
+        cacheHits?.inc();
       } else {
+        cacheMisses?.inc();
         const generation = cache.generation;
         // A chain asked for the first time is mostly never asked for again (see SeenBefore): neither
         // its decision nor its parsed leaf is kept.

@@ -136,7 +136,7 @@ test('auth events: every decision, newest first, filterable by deviceName, resul
   assert.equal((await events('', s.management)).body.events.length, 4);
 });
 
-test('/metrics counts verifier decisions by result and reason', async (t) => {
+test('/metrics counts verifier decisions by result and reason, and answers from the decision cache', async (t) => {
   const s = await build(t);
   const acme = await tenant(s, 'acme');
   const ca = await createCa();
@@ -158,6 +158,10 @@ test('/metrics counts verifier decisions by result and reason', async (t) => {
   assert.equal(value('result="deny",reason="DEVICE_NOT_FOUND"'), 2);
   assert.equal(value('result="deny",reason="MALFORMED_CERTIFICATE"'), 1);
   assert.match(res.body, /certgate_verifier_duration_seconds_count\{result="allow"\} 3/);
+  // A chain's decision is kept from its second request on (the doorkeeper): only the third allow
+  // of m1 is answered from the cache.
+  assert.match(res.body, /certgate_verifier_cache_total\{result="hit"\} 1\n/);
+  assert.match(res.body, /certgate_verifier_cache_total\{result="miss"\} 5\n/);
 });
 
 test('a batch of auth events keeps the events of live tenants when one tenant was deleted meanwhile', async (t) => {
