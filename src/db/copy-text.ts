@@ -7,11 +7,14 @@
 
 const TAB = 0x09;
 const NEWLINE = 0x0a;
-/** Characters COPY's text format escapes; a NUL, which PostgreSQL text cannot hold, becomes U+FFFD. */
+/** Characters COPY's text format escapes, and what they become. */
 const NEEDS_ESCAPE = /[\\\t\n\r\0]/;
 const ESCAPES: Record<string, string> = { '\\': '\\\\', '\t': '\\t', '\n': '\\n', '\r': '\\r', '\0': '\uFFFD' };
 
-/** A field in COPY's text format: backslash, tab and line breaks escaped, `\N` for none. */
+/**
+ * A field in COPY's text format: backslash, tab and line breaks escaped, `\N` for none. A NUL
+ * would fail the whole batch (PostgreSQL text cannot hold one): it becomes U+FFFD.
+ */
 export function copyField(value: string | undefined): string {
   if (value === undefined) return '\\N';
   return NEEDS_ESCAPE.test(value) ? value.replace(/[\\\t\n\r\0]/g, (c) => ESCAPES[c]!) : value;
@@ -78,7 +81,8 @@ export class CopyText {
   /** A timestamp field, `YYYY-MM-DDTHH:MM:SS.mmmZ` (what `toISOString` gives, without the string). */
   time(value: Date): this {
     const year = value.getUTCFullYear();
-    if (!(year >= 1000 && year <= 9999)) return this.plain(value.toISOString());
+    // Beyond four digits `toISOString` writes a signed year (which PostgreSQL refuses as well).
+    if (year < 0 || year > 9999) return this.plain(value.toISOString());
     this.#separate();
     this.#room(24);
     const buf = this.#buf;
@@ -114,10 +118,6 @@ export class CopyText {
     this.#room(encoded.length * 3);
     this.#at += this.#buf.write(encoded, this.#at, 'utf8');
     return this;
-  }
-
-  get byteLength(): number {
-    return this.#at;
   }
 
   /** The data written so far (a view, valid until more is written). */

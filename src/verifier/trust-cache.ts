@@ -111,7 +111,7 @@ export function createTrustCache(
      * mostly never seen again, and kept it would outlive the young generation and be promoted,
      * so that the garbage collector pays for every new leaf twice.
      */
-    parse(input: string, keepLeaf = true): ParsedCertificate {
+    parse(input: string, keepLeaf: boolean): ParsedCertificate {
       const hit = parsed.get(input) ?? parsedLeaves.get(input);
       if (hit) return hit;
       const cert = parseCertificate(input);

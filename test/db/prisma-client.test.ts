@@ -85,6 +85,7 @@ test('a connection that breaks in the middle of a transaction fails that transac
   const client = createPrismaClient(db.url, 2);
   t.after(() => client.$disconnect());
   const admin = new pg.Client({ connectionString: db.url });
+  admin.on('error', () => {});
   await admin.connect();
 
   const failed = pgTransaction(client, async (tx) => {
