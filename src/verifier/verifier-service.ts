@@ -10,7 +10,7 @@ import { credentialsObserved, type ChangePublisher } from '../db/change-feed.js'
 import type { Metrics } from '../plugins/metrics.js';
 import { isValidDeviceName } from '../modules/devices/devices-schemas.js';
 import { SeenBefore } from './seen-before.js';
-import { GenerationalCache } from './generational-cache.js';
+import { GenerationalCache } from '../lib/generational-cache.js';
 import { revokedCredentialKey, type TrustCache, type TrustedEntry } from './trust-cache.js';
 import {
   authEventEncoder,

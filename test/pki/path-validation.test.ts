@@ -531,6 +531,17 @@ describe('validatePath (RFC 5280 6.1)', () => {
     assert.equal(cache.size, size + 1);
   });
 
+  it('keeps at most its capacity of checked signatures and still answers the ones it keeps', () => {
+    const cache = new SignatureCache(8);
+    const leaves = Array.from({ length: 30 }, (_, i) => makeLeaf(ica, { subject: `CN=device-${i}` }).parsed);
+    for (const l of leaves) {
+      assert.equal(cache.verify(ica.parsed, l), true);
+      assert.ok(cache.size <= 8, `size ${cache.size}`);
+    }
+    assert.ok(cache.has(ica.parsed, leaves.at(-1)!));
+    assert.ok(!cache.has(ica.parsed, leaves[0]!));
+  });
+
   it('never throws for corrupted certificates that still parse', () => {
     let parsedCount = 0;
     for (let i = 0; i < 1500; i++) {
