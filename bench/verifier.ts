@@ -49,8 +49,8 @@ const SMALL_DEVICES = 10;
 const LARGE_DEVICES = 100_000;
 const LARGE_CAS = 1_000;
 /** Enough distinct leaves that no cold run sees one twice (checked and reported). */
-const COLD_LEAVES = Number(env.BENCH_COLD_LEAVES ?? 80_000);
-const SCALE_LEAVES = Number(env.BENCH_SCALE_LEAVES ?? 60_000);
+const COLD_LEAVES = Number(env.BENCH_COLD_LEAVES ?? 120_000);
+const SCALE_LEAVES = Number(env.BENCH_SCALE_LEAVES ?? 100_000);
 
 const deviceName = (i: number) => `d${String(i).padStart(6, '0')}`;
 const log = (m: string) => process.stderr.write(`# ${m}\n`);

@@ -307,15 +307,19 @@ export function createVerifierRepository(prisma: VerifierPrisma) {
                    serial text, nb timestamptz, na timestamptz, seen timestamptz) ON COMMIT DELETE ROWS`,
         });
         await tx.copy('COPY certgate_sightings FROM STDIN', data.bytes());
+        // The devices that still exist are looked up by their ids: a join against the staged rows
+        // (which have no statistics) was planned as a hash join over a scan of every device of
+        // every tenant, 40 ms per batch with 200,000 devices.
         await tx.query({
-          text: `INSERT INTO "DeviceCredential" ("credentialsId", "tenantId", "deviceId", "certDer", "subject", "issuer", "serialNumber",
+          text: `WITH live AS (SELECT id FROM "Device" WHERE id = ANY($1::uuid[]))
+                 INSERT INTO "DeviceCredential" ("credentialsId", "tenantId", "deviceId", "certDer", "subject", "issuer", "serialNumber",
                                                  "notBefore", "notAfter", "source", "firstSeenAt", "lastSeenAt")
                  SELECT v.id, v.tenant, v.device, v.der, v.subject, v.issuer, v.serial, v.nb, v.na, 'OBSERVED'::"CredentialSource", v.seen, v.seen
-                   FROM certgate_sightings v
-                  WHERE EXISTS (SELECT 1 FROM "Device" d WHERE d.id = v.device)
+                   FROM certgate_sightings v JOIN live ON live.id = v.device
                   ORDER BY v.id
                  ON CONFLICT ("credentialsId") DO UPDATE
                     SET "lastSeenAt" = GREATEST(COALESCE("DeviceCredential"."lastSeenAt", EXCLUDED."lastSeenAt"), EXCLUDED."lastSeenAt")`,
+          values: [[...new Set(sorted.map((l) => l.deviceId))]],
         });
       });
     },

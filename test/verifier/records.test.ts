@@ -292,3 +292,33 @@ test('listener processes writing lastConnectedAt and sightings for the same devi
     assert.equal(c.lastSeenAt?.getTime(), last.getTime());
   }
 });
+
+test('a sighting whose device was deleted meanwhile is skipped; the rest of its batch is recorded', async (t) => {
+  const s = await build(t);
+  await tenant(s, 'acme');
+  const profile = await s.prisma.deviceProfile.findFirstOrThrow({ where: { tenantId: 'acme', isDefault: true } });
+  const [kept, gone] = await Promise.all(
+    ['meter-kept', 'meter-gone'].map((name) => s.prisma.device.create({ data: { tenantId: 'acme', name, deviceProfileId: profile.id } })),
+  );
+  const ca = await createCa();
+  const sighting = async (d: { id: string; name: string }) => {
+    const c = await createDevice({ issuer: ca, cn: d.name });
+    return {
+      credentialsId: c.fingerprintSha256,
+      tenantId: 'acme',
+      deviceId: d.id,
+      certDer: c.certDer,
+      subject: `CN=${d.name}`,
+      issuer: 'CN=test CA',
+      serialNumber: '01',
+      notBefore: new Date(Date.now() - 86_400_000),
+      notAfter: new Date(Date.now() + 86_400_000),
+      seenAt: new Date(),
+    };
+  };
+  const batch = [await sighting(kept!), await sighting(gone!)];
+  await s.prisma.device.delete({ where: { id: gone!.id } });
+  await createVerifierRepository(s.prisma).recordObserved(batch);
+  const rows = await s.prisma.deviceCredential.findMany({ where: { tenantId: 'acme' }, select: { deviceId: true, source: true } });
+  assert.deepEqual(rows, [{ deviceId: kept!.id, source: 'OBSERVED' }]);
+});
