@@ -19,7 +19,9 @@
  * BENCH_WARMUP (s, 2), BENCH_CONNECTIONS (32), BENCH_LOG_LEVEL (certgate's LOG_LEVEL, default
  * warn; at info and below its log goes to a file), BENCH_PROFILE=<dir> (certgate writes a V8 CPU
  * profile of each measured slice there), BENCH_ONLY=certgate (skip the peers), BENCH_SCALE=0
- * (skip the scale pair), DATABASE_URL (certgate uses it instead of its own embedded PostgreSQL).
+ * (skip the scale pair), BENCH_COLD_LEAVES and BENCH_SCALE_LEAVES (leaves minted per list,
+ * default 8,000 per second of warm-up and measurement), DATABASE_URL (certgate uses it instead of
+ * its own embedded PostgreSQL).
  */
 import { fork, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs/promises';
