@@ -9,7 +9,7 @@ import pino from 'pino';
 import { build } from '../helpers/app.js';
 import { createCa, createDevice } from '../../src/certs/certs-service.js';
 import { createPrismaClient } from '../../src/db/prisma.js';
-import { createVerifierRepository, encodeAuthEvent } from '../../src/verifier/verifier-repository.js';
+import { createVerifierRepository, encodeAuthEvent, type ObservedLeaf } from '../../src/verifier/verifier-repository.js';
 import { createTrustCache } from '../../src/verifier/trust-cache.js';
 import { createVerifier } from '../../src/verifier/verifier-service.js';
 import { api, credential, device, expectAllow, expectDeny, sleep, tenant, trust, updateDefaultProfile } from './fixtures.js';
@@ -239,6 +239,22 @@ test('a tenant deleted takes its auth events with it, also while a batch for it 
   assert.equal(await s.prisma.authEvent.count({ where: { tenantId: 'gone-0' } }), 0);
 });
 
+/** A sighting of tenant acme's device `deviceId` presenting the certificate `c`, as the verifier batches them. */
+function sightingOf(c: { fingerprintSha256: string; certDer: Uint8Array }, deviceId: string, seenAt: Date): ObservedLeaf {
+  return {
+    credentialsId: c.fingerprintSha256,
+    tenantId: 'acme',
+    deviceId,
+    certDer: c.certDer,
+    subject: `CN=${deviceId}`,
+    issuer: 'CN=test CA',
+    serialNumber: '01',
+    notBefore: new Date(Date.now() - 86_400_000),
+    notAfter: new Date(Date.now() + 86_400_000),
+    seenAt,
+  };
+}
+
 test('listener processes writing lastConnectedAt and sightings for the same devices at once never deadlock', async (t) => {
   const s = await build(t);
   await tenant(s, 'acme');
@@ -255,19 +271,7 @@ test('listener processes writing lastConnectedAt and sightings for the same devi
   const [a, b] = [createVerifierRepository(s.prisma), createVerifierRepository(other)];
   const ca = await createCa();
   const leaves = await Promise.all(devices.slice(0, 40).map((d, i) => createDevice({ issuer: ca, cn: `meter-${i}` }).then((c) => ({ c, d }))));
-  const observed = (at: Date) =>
-    leaves.map(({ c, d }) => ({
-      credentialsId: c.fingerprintSha256,
-      tenantId: 'acme',
-      deviceId: d.id,
-      certDer: c.certDer,
-      subject: `CN=${d.id}`,
-      issuer: 'CN=test CA',
-      serialNumber: '01',
-      notBefore: new Date(Date.now() - 86_400_000),
-      notAfter: new Date(Date.now() + 86_400_000),
-      seenAt: at,
-    }));
+  const observed = (at: Date) => leaves.map(({ c, d }) => sightingOf(c, d.id, at));
   let last = new Date(0);
   for (let round = 0; round < 20; round++) {
     last = new Date(Date.now() + round * 1000);
@@ -301,21 +305,7 @@ test('a sighting whose device was deleted meanwhile is skipped; the rest of its 
     ['meter-kept', 'meter-gone'].map((name) => s.prisma.device.create({ data: { tenantId: 'acme', name, deviceProfileId: profile.id } })),
   );
   const ca = await createCa();
-  const sighting = async (d: { id: string; name: string }) => {
-    const c = await createDevice({ issuer: ca, cn: d.name });
-    return {
-      credentialsId: c.fingerprintSha256,
-      tenantId: 'acme',
-      deviceId: d.id,
-      certDer: c.certDer,
-      subject: `CN=${d.name}`,
-      issuer: 'CN=test CA',
-      serialNumber: '01',
-      notBefore: new Date(Date.now() - 86_400_000),
-      notAfter: new Date(Date.now() + 86_400_000),
-      seenAt: new Date(),
-    };
-  };
+  const sighting = async (d: { id: string; name: string }) => sightingOf(await createDevice({ issuer: ca, cn: d.name }), d.id, new Date());
   const batch = [await sighting(kept!), await sighting(gone!)];
   await s.prisma.device.delete({ where: { id: gone!.id } });
   await createVerifierRepository(s.prisma).recordObserved(batch);
