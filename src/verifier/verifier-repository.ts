@@ -307,11 +307,14 @@ export function createVerifierRepository(prisma: VerifierPrisma) {
                    serial text, nb timestamptz, na timestamptz, seen timestamptz) ON COMMIT DELETE ROWS`,
         });
         await tx.copy('COPY certgate_sightings FROM STDIN', data.bytes());
-        // The devices that still exist are looked up by their ids: a join against the staged rows
-        // (which have no statistics) was planned as a hash join over a scan of every device of
-        // every tenant, 40 ms per batch with 200,000 devices.
+        // The devices that still exist are looked up by their ids (a join against the staged rows,
+        // which have no statistics, was planned as a hash join over a scan of every device of
+        // every tenant: 40 ms per batch with 200,000 devices) and locked as the foreign key would
+        // lock them, all at once and in id order: each row's key check then finds its device
+        // locked already (~5 µs less per row with a device per row), and a device deleted
+        // meanwhile drops out here instead of failing the batch at its key check.
         await tx.query({
-          text: `WITH live AS (SELECT id FROM "Device" WHERE id = ANY($1::uuid[]))
+          text: `WITH live AS (SELECT id FROM "Device" WHERE id = ANY($1::uuid[]) ORDER BY id FOR KEY SHARE)
                  INSERT INTO "DeviceCredential" ("credentialsId", "tenantId", "deviceId", "certDer", "subject", "issuer", "serialNumber",
                                                  "notBefore", "notAfter", "source", "firstSeenAt", "lastSeenAt")
                  SELECT v.id, v.tenant, v.device, v.der, v.subject, v.issuer, v.serial, v.nb, v.na, 'OBSERVED'::"CredentialSource", v.seen, v.seen

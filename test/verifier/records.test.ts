@@ -5,6 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
+import pg from 'pg';
 import pino from 'pino';
 import { build } from '../helpers/app.js';
 import { createCa, createDevice } from '../../src/certs/certs-service.js';
@@ -311,4 +312,38 @@ test('a sighting whose device was deleted meanwhile is skipped; the rest of its 
   await createVerifierRepository(s.prisma).recordObserved(batch);
   const rows = await s.prisma.deviceCredential.findMany({ where: { tenantId: 'acme' }, select: { deviceId: true, source: true } });
   assert.deepEqual(rows, [{ deviceId: kept!.id, source: 'OBSERVED' }]);
+});
+
+test('a device deleted while its sightings wait for it drops out of the batch; the rest is recorded', async (t) => {
+  const s = await build(t);
+  await tenant(s, 'acme');
+  const profile = await s.prisma.deviceProfile.findFirstOrThrow({ where: { tenantId: 'acme', isDefault: true } });
+  const [kept, gone] = await Promise.all(
+    ['meter-kept', 'meter-gone'].map((name) => s.prisma.device.create({ data: { tenantId: 'acme', name, deviceProfileId: profile.id } })),
+  );
+  const ca = await createCa();
+  const batch = await Promise.all([kept!, gone!].map(async (d) => sightingOf(await createDevice({ issuer: ca, cn: d.name }), d.id, new Date())));
+  // Another process deletes one of the devices and has not committed yet.
+  const deleter = new pg.Client({ connectionString: s.databaseUrl });
+  // The test database is dropped with its connections at the end.
+  deleter.on('error', () => {});
+  await deleter.connect();
+  t.after(() => deleter.end().catch(() => {}));
+  await deleter.query('BEGIN');
+  await deleter.query('DELETE FROM "Device" WHERE id = $1', [gone!.id]);
+  const recording = createVerifierRepository(s.prisma).recordObserved(batch);
+  // The batch waits for the deleted device's lock...
+  for (let i = 0; ; i++) {
+    const { rows } = await deleter.query<{ n: number }>(
+      `SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'`,
+    );
+    if (rows[0]!.n > 0) break;
+    assert.ok(i < 200, 'the sighting batch never waited for the device being deleted');
+    await sleep(25);
+  }
+  // ...and once the delete commits, goes on without that sighting instead of failing.
+  await deleter.query('COMMIT');
+  await recording;
+  const rows = await s.prisma.deviceCredential.findMany({ where: { tenantId: 'acme' }, select: { deviceId: true } });
+  assert.deepEqual(rows, [{ deviceId: kept!.id }]);
 });
