@@ -298,23 +298,8 @@ test('listener processes writing lastConnectedAt and sightings for the same devi
   }
 });
 
-test('a sighting whose device was deleted meanwhile is skipped; the rest of its batch is recorded', async (t) => {
-  const s = await build(t);
-  await tenant(s, 'acme');
-  const profile = await s.prisma.deviceProfile.findFirstOrThrow({ where: { tenantId: 'acme', isDefault: true } });
-  const [kept, gone] = await Promise.all(
-    ['meter-kept', 'meter-gone'].map((name) => s.prisma.device.create({ data: { tenantId: 'acme', name, deviceProfileId: profile.id } })),
-  );
-  const ca = await createCa();
-  const sighting = async (d: { id: string; name: string }) => sightingOf(await createDevice({ issuer: ca, cn: d.name }), d.id, new Date());
-  const batch = [await sighting(kept!), await sighting(gone!)];
-  await s.prisma.device.delete({ where: { id: gone!.id } });
-  await createVerifierRepository(s.prisma).recordObserved(batch);
-  const rows = await s.prisma.deviceCredential.findMany({ where: { tenantId: 'acme' }, select: { deviceId: true, source: true } });
-  assert.deepEqual(rows, [{ deviceId: kept!.id, source: 'OBSERVED' }]);
-});
-
-test('a device deleted while its sightings wait for it drops out of the batch; the rest is recorded', async (t) => {
+/** Tenant acme with devices meter-kept and meter-gone, and a batch of one sighting of each. */
+async function twoDeviceSightings(t: Parameters<typeof build>[0]) {
   const s = await build(t);
   await tenant(s, 'acme');
   const profile = await s.prisma.deviceProfile.findFirstOrThrow({ where: { tenantId: 'acme', isDefault: true } });
@@ -323,6 +308,19 @@ test('a device deleted while its sightings wait for it drops out of the batch; t
   );
   const ca = await createCa();
   const batch = await Promise.all([kept!, gone!].map(async (d) => sightingOf(await createDevice({ issuer: ca, cn: d.name }), d.id, new Date())));
+  return { s, kept: kept!, gone: gone!, batch };
+}
+
+test('a sighting whose device was deleted meanwhile is skipped; the rest of its batch is recorded', async (t) => {
+  const { s, kept, gone, batch } = await twoDeviceSightings(t);
+  await s.prisma.device.delete({ where: { id: gone.id } });
+  await createVerifierRepository(s.prisma).recordObserved(batch);
+  const rows = await s.prisma.deviceCredential.findMany({ where: { tenantId: 'acme' }, select: { deviceId: true, source: true } });
+  assert.deepEqual(rows, [{ deviceId: kept.id, source: 'OBSERVED' }]);
+});
+
+test('a device deleted while its sightings wait for it drops out of the batch; the rest is recorded', async (t) => {
+  const { s, kept, gone, batch } = await twoDeviceSightings(t);
   // Another process deletes one of the devices and has not committed yet.
   const deleter = new pg.Client({ connectionString: s.databaseUrl });
   // The test database is dropped with its connections at the end.
@@ -330,7 +328,7 @@ test('a device deleted while its sightings wait for it drops out of the batch; t
   await deleter.connect();
   t.after(() => deleter.end().catch(() => {}));
   await deleter.query('BEGIN');
-  await deleter.query('DELETE FROM "Device" WHERE id = $1', [gone!.id]);
+  await deleter.query('DELETE FROM "Device" WHERE id = $1', [gone.id]);
   const recording = createVerifierRepository(s.prisma).recordObserved(batch);
   // The batch waits for the deleted device's lock...
   for (let i = 0; ; i++) {
@@ -345,5 +343,5 @@ test('a device deleted while its sightings wait for it drops out of the batch; t
   await deleter.query('COMMIT');
   await recording;
   const rows = await s.prisma.deviceCredential.findMany({ where: { tenantId: 'acme' }, select: { deviceId: true } });
-  assert.deepEqual(rows, [{ deviceId: kept!.id }]);
+  assert.deepEqual(rows, [{ deviceId: kept.id }]);
 });
