@@ -122,7 +122,7 @@ export class SignatureCache {
   /** Checks out on the worker: concurrent requests presenting the same new leaf share one. */
   readonly #pending = new Map<string, Promise<void>>();
 
-  constructor(readonly maxEntries = 20_000) {
+  constructor(maxEntries = 20_000) {
     this.#results = new GenerationalCache(maxEntries);
   }
 
@@ -134,7 +134,9 @@ export class SignatureCache {
     const k = issuer.sha256 + subject.sha256;
     const hit = this.#results.get(k);
     if (hit !== undefined) return hit;
-    return this.#keep(k, signedBy(issuer, subject));
+    const ok = signedBy(issuer, subject);
+    this.#results.set(k, ok);
+    return ok;
   }
 
   /** Checks the signature on the signature worker and keeps the outcome, so `verify` then answers from memory. */
@@ -145,16 +147,11 @@ export class SignatureCache {
     if (!pending) {
       pending = worker.verify(issuer, subject).then((ok) => {
         this.#pending.delete(k);
-        this.#keep(k, ok);
+        this.#results.set(k, ok);
       });
       this.#pending.set(k, pending);
     }
     return pending;
-  }
-
-  #keep(k: string, ok: boolean): boolean {
-    this.#results.set(k, ok);
-    return ok;
   }
 
   get size(): number {
