@@ -128,7 +128,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
 
   const { prisma } = deps;
   const repository = createVerifierRepository(prisma);
-  const cache = createTrustCache(repository, { onError: (err) => app.log.warn({ err }, 'credential index not loaded') });
+  const cache = createTrustCache(repository, { onError: (err) => app.log.warn({ err }, 'verifier cache not loaded') });
   // Every service publishes through this one, so this process applies its own changes at once
   // (even without a feed); the feed brings everyone's, this process's again, harmlessly.
   const publisher: ChangePublisher = {

@@ -14,6 +14,11 @@ export type ChangeEvent =
       what: 'tenant' | 'trusted-certificates' | 'device-profiles' | 'devices' | 'credentials' | 'revocations';
       /** With `what: 'credentials'`: the credentials added or changed, when the publisher knows them. */
       credentialsIds?: string[];
+      /**
+       * With `what: 'devices'`: the devices created, changed or deleted, under every name they had
+       * (a rename names both). Without it, every device of the tenant counts as changed.
+       */
+      devices?: Array<{ id: string; name: string }>;
     }
   /**
    * Leaves the verifier recorded as OBSERVED credentials. They change no decision (the same

@@ -62,7 +62,7 @@ export async function listenerDependencies(
 
   // The same wiring as the API's verifier (app.ts): caches filled on demand, dropped by the feed,
   // and this process's own changes applied at once.
-  const cache = createTrustCache(repository);
+  const cache = createTrustCache(repository, { onError: (err) => log.warn({ err }, 'verifier cache not loaded') });
   const notify = createChangePublisher((sql, ...params) => prisma.$executeRawUnsafe(sql, ...params));
   const publisher = {
     async publish(events: ChangeEvent[]) {

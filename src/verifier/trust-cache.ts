@@ -32,10 +32,29 @@ const NO_CREDENTIAL: Promise<CredentialRef | null> = Promise.resolve(null);
  * `generation` increases on every change that can alter a decision; cached decisions from an
  * older generation are void.
  */
-export function createTrustCache(
-  repo: VerifierRepository,
-  opts: { maxParsed?: number; maxParsedLeaves?: number; onError?: (err: unknown) => void } = {},
-) {
+export interface TrustCacheOptions {
+  maxParsed?: number;
+  maxParsedLeaves?: number;
+  /** Devices kept, by name and by id (each). */
+  maxDevices?: number;
+  /** Devices of one tenant found in the database one by one before the rest are read at once. */
+  preloadAfter?: number;
+  /** Devices per page of such a read. */
+  preloadPage?: number;
+  /** A background load failed (the credential index, a tenant's devices); requests carry on without it. */
+  onError?: (err: unknown) => void;
+}
+
+/** Where reading a tenant's devices at once stands (see `noteFound`). */
+interface TenantDevices {
+  /** Devices found in the database one by one since the tenant's devices were last dropped. */
+  found: number;
+  state: 'counting' | 'loading' | 'loaded' | 'too-large';
+  /** While loading: keys of devices changed meanwhile, which a page read before may show as they were. */
+  changed?: Set<string>;
+}
+
+export function createTrustCache(repo: VerifierRepository, opts: TrustCacheOptions = {}) {
   let generation = 0;
   // False while the change feed is down: changes may go unseen, so nothing read is kept.
   let live = true;
@@ -49,8 +68,13 @@ export function createTrustCache(
   const tenantStatus = new Map<string, Promise<'ACTIVE' | 'SUSPENDED' | null>>();
   const profiles = new Map<string, Promise<ProfileRef[]>>();
   const revocations = new Map<string, Promise<TenantRevocations>>();
-  const devicesByName = new LRUCache<string, Promise<DeviceRef | null>>({ max: 200_000 });
-  const devicesById = new LRUCache<string, Promise<DeviceRef | null>>({ max: 200_000 });
+  const maxDevices = opts.maxDevices ?? 200_000;
+  const preloadAfter = opts.preloadAfter ?? 1_000;
+  const preloadPage = opts.preloadPage ?? 5_000;
+  const devicesByName = new LRUCache<string, Promise<DeviceRef | null>>({ max: maxDevices });
+  const devicesById = new LRUCache<string, Promise<DeviceRef | null>>({ max: maxDevices });
+  const nameKey = (d: Pick<DeviceRef, 'tenantId' | 'name'>) => `${d.tenantId}\u0000${d.name}`;
+  const idKey = (d: Pick<DeviceRef, 'tenantId' | 'id'>) => `${d.tenantId}\u0000${d.id}`;
   // First connections of many devices at once share their lookups.
   const loadDevice = createBatchLoader(async (keys: string[]) => {
     const pairs = keys.map((k) => {
@@ -58,8 +82,80 @@ export function createTrustCache(
       return { tenantId: k.slice(0, i), name: k.slice(i + 1) };
     });
     const rows = await repo.devicesByNames(pairs);
-    return new Map(rows.map((d) => [`${d.tenantId}\u0000${d.name}`, d]));
+    for (const d of rows) noteFound(d.tenantId);
+    return new Map(rows.map((d) => [nameKey(d), d]));
   });
+  const tenantDevices = new Map<string, TenantDevices>();
+
+  /**
+   * Counts a device found in the database by itself. When many devices of one tenant connect for
+   * the first time (a broker restarted, a fleet rotated its certificates), the rest are likely to
+   * follow: after `preloadAfter` of them the tenant's devices are read at once, in pages over the
+   * unique index, ~2 µs each in PostgreSQL against ~10 µs each, and a query per few devices, when
+   * looked up in batches (see bench/RESULTS.md). Only a tenant whose devices all fit in the cache
+   * is read, and once, until its devices are dropped as a whole. A device that is not cached is
+   * still looked up, so a page cannot hide a device created meanwhile.
+   */
+  function noteFound(tenantId: string): void {
+    if (!live) return;
+    let t = tenantDevices.get(tenantId);
+    if (!t) tenantDevices.set(tenantId, (t = { found: 0, state: 'counting' }));
+    if (t.state !== 'counting' || ++t.found < preloadAfter) return;
+    t.state = 'loading';
+    t.changed = new Set();
+    void preloadDevices(tenantId, t);
+  }
+
+  async function preloadDevices(tenantId: string, t: TenantDevices): Promise<void> {
+    // Dropped meanwhile (the tenant's devices changed as a whole, or the feed was lost): stop.
+    const current = () => live && tenantDevices.get(tenantId) === t;
+    try {
+      if ((await repo.deviceCount(tenantId)) > maxDevices) {
+        t.state = 'too-large';
+        return;
+      }
+      for (let after = ''; current(); ) {
+        const page = await repo.devicesOfTenant(tenantId, after, preloadPage);
+        if (!current()) return;
+        for (const d of page) {
+          // A device changed while the page was on its way may be shown as it was: skipped, it is
+          // looked up by itself when asked for.
+          if (t.changed!.has(nameKey(d)) || t.changed!.has(idKey(d))) continue;
+          const found = Promise.resolve(d);
+          // What the cache holds is as fresh as the page, or fresher (looked up since).
+          if (!devicesByName.has(nameKey(d))) devicesByName.set(nameKey(d), found);
+          if (!devicesById.has(idKey(d))) devicesById.set(idKey(d), found);
+        }
+        if (page.length < preloadPage) break;
+        after = page[page.length - 1]!.name;
+      }
+      if (current()) t.state = 'loaded';
+    } catch (err) {
+      opts.onError?.(err);
+      // The next storm tries again.
+      if (current()) t.state = 'counting';
+      t.found = 0;
+    } finally {
+      t.changed = undefined;
+    }
+  }
+
+  function devicesChanged(tenantId: string, devices: Array<{ id: string; name: string }> | undefined): void {
+    if (!devices) {
+      dropTenantEntries(devicesByName, tenantId);
+      dropTenantEntries(devicesById, tenantId);
+      tenantDevices.delete(tenantId);
+      return;
+    }
+    const changed = tenantDevices.get(tenantId)?.changed;
+    for (const d of devices) {
+      const byName = nameKey({ tenantId, name: d.name });
+      const byId = idKey({ tenantId, id: d.id });
+      devicesByName.delete(byName);
+      devicesById.delete(byId);
+      changed?.add(byName).add(byId);
+    }
+  }
   // Most leaves are not device credentials; the index says so without a query.
   const credentialIndex = createCredentialIndex((after, limit, tenantId) => repo.credentialIds(after, limit, tenantId), {
     onError: opts.onError,
@@ -150,7 +246,7 @@ export function createTrustCache(
     },
 
     deviceByName(tenantId: string, name: string) {
-      const key = `${tenantId}\u0000${name}`;
+      const key = nameKey({ tenantId, name });
       return memo(devicesByName, key, () => loadDevice(key));
     },
 
@@ -165,7 +261,11 @@ export function createTrustCache(
     },
 
     deviceById(tenantId: string, id: string) {
-      return memo(devicesById, `${tenantId}\u0000${id}`, () => repo.deviceById(id));
+      return memo(devicesById, idKey({ tenantId, id }), async () => {
+        const device = await repo.deviceById(id);
+        if (device) noteFound(device.tenantId);
+        return device;
+      });
     },
 
     pinnedCredentialIds(deviceId: string) {
@@ -175,7 +275,7 @@ export function createTrustCache(
     /** What this process itself just wrote, so it need not wait for its own notification. */
     rememberDevice(device: DeviceRef): void {
       if (!live) return;
-      devicesByName.set(`${device.tenantId}\u0000${device.name}`, Promise.resolve(device));
+      devicesByName.set(nameKey(device), Promise.resolve(device));
     },
     rememberCredential(c: CredentialRef): void {
       if (!live) return;
@@ -196,8 +296,7 @@ export function createTrustCache(
           tenantStatus.delete(tenantId);
           profiles.delete(tenantId);
           revocations.delete(tenantId);
-          dropTenantEntries(devicesByName, tenantId);
-          dropTenantEntries(devicesById, tenantId);
+          devicesChanged(tenantId, undefined);
           // A deleted tenant takes its credentials and trusted certificates with it.
           credentials.clear();
           pinned.clear();
@@ -210,8 +309,7 @@ export function createTrustCache(
           profiles.delete(tenantId);
           break;
         case 'devices':
-          dropTenantEntries(devicesByName, tenantId);
-          dropTenantEntries(devicesById, tenantId);
+          devicesChanged(tenantId, event.devices);
           pinned.clear();
           credentials.clear();
           break;
@@ -252,6 +350,7 @@ export function createTrustCache(
       revocations.clear();
       devicesByName.clear();
       devicesById.clear();
+      tenantDevices.clear();
       credentials.clear();
       pinned.clear();
       credentialIndex.reset();

@@ -83,6 +83,10 @@ const deviceSelect = {
   createdBy: true,
 } as const;
 
+/** A `DeviceRef` from `"Device" d`, for the statements that bypass Prisma. */
+const DEVICE_COLUMNS = `SELECT d.id::text AS id, d."tenantId", d.name, d.status::text AS status, d."pinCredentials",
+       d."deviceProfileId"::text AS "deviceProfileId", d."createdBy"::text AS "createdBy"`;
+
 export type VerifierPrisma = Pick<
   PrismaClient,
   '$transaction' | '$executeRawUnsafe' | '$queryRawUnsafe' | 'tenant' | 'trustedCertificate' | 'device' | 'deviceCredential' | 'deviceProfile' | 'revokedSerial' | 'authEvent'
@@ -179,12 +183,34 @@ export function createVerifierRepository(prisma: VerifierPrisma) {
         prisma,
         {
           name: 'certgate_devices_by_names',
-          text: `SELECT d.id::text AS id, d."tenantId", d.name, d.status::text AS status, d."pinCredentials",
-                d."deviceProfileId"::text AS "deviceProfileId", d."createdBy"::text AS "createdBy"
+          text: `${DEVICE_COLUMNS}
            FROM unnest($1::text[], $2::text[]) AS k(t, n)
            JOIN "Device" d ON d."tenantId" = k.t AND d.name = k.n`,
         },
         [keys.map((k) => k.tenantId), keys.map((k) => k.name)],
+      );
+    },
+
+    /** How many devices the tenant has (an index-only count over its unique names). */
+    async deviceCount(tenantId: string): Promise<number> {
+      const [row] = await queryBulk<{ n: number }>(
+        prisma,
+        { name: 'certgate_device_count', text: `SELECT count(*)::int AS n FROM "Device" WHERE "tenantId" = $1` },
+        [tenantId],
+      );
+      return row?.n ?? 0;
+    },
+
+    /** One page of a tenant's devices in name order after `after` (keyset paging over the unique index). */
+    devicesOfTenant(tenantId: string, after: string, limit: number): Promise<DeviceRef[]> {
+      return queryBulk<DeviceRef>(
+        prisma,
+        {
+          name: 'certgate_devices_of_tenant',
+          text: `${DEVICE_COLUMNS}
+           FROM "Device" d WHERE d."tenantId" = $1 AND d.name > $2 ORDER BY d.name LIMIT $3`,
+        },
+        [tenantId, after, limit],
       );
     },
 

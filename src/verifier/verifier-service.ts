@@ -347,7 +347,7 @@ export function createVerifier(deps: VerifierDeps) {
     cache.rememberDevice(device);
     if (created) {
       step(opts.trace, 'device', true, `device ${name} registered automatically`);
-      await publisher.publish([{ type: 'invalidate', tenantId, what: 'devices' }]);
+      await publisher.publish([{ type: 'invalidate', tenantId, what: 'devices', devices: [{ id: device.id, name: device.name }] }]);
     }
     return { device, wouldRegister: false };
   }

@@ -189,3 +189,22 @@ test('changes that allow reach process B too: a CA uploaded, a device created, a
   assert.equal((await api(w.a, 'DELETE', '/tenant/tenants/acme', w.a.management)).status, 204);
   await deniedOnB(w, newcomerReq, 'NO_TRUSTED_ANCHOR', 'deny/tenant-deleted-on-other-process');
 });
+
+test('a device renamed through process A answers to its new name on B, and its old name is free for a new device', async (t) => {
+  const w = await world(t);
+  const first = await createDevice({ issuer: w.ca, cn: 'meter-7' });
+  const firstReq = { clientId: 'any', certificateChain: [first.certPem] };
+  await warm(w, firstReq);
+  const id = (await expectAllow(w.b, firstReq)).device.id;
+  // The leaf is recorded as an OBSERVED credential of the device: from then on it names the device by id.
+  await w.b.app.verifier.flush();
+  const renamed = await api(w.a, 'PUT', `/tenant/tenants/acme/devices/${id}`, w.acme.auth, { name: 'meter-7b' });
+  assert.equal(renamed.status, 200, renamed.text);
+  // The listed leaf names the device by its id: B answers with the new name.
+  await eventually(async () => (await authenticate(w.b, firstReq)).body.device?.name === 'meter-7b', WITHIN_MS, 'B names the device meter-7b');
+  // A new leaf for the old name registers a new device there, not the renamed one.
+  const second = await createDevice({ issuer: w.ca, cn: 'meter-7' });
+  const again = await expectAllow(w.b, { clientId: 'any', certificateChain: [second.certPem] }, 'a new leaf for meter-7');
+  assert.equal(again.device.name, 'meter-7');
+  assert.notEqual(again.device.id, id);
+});

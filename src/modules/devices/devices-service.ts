@@ -62,9 +62,16 @@ export function createDevicesService({ prisma, publisher }: DevicesServiceDeps) 
     return p.id;
   }
 
-  const dropSessions = (tenantId: string, deviceId: string): ChangeEvent[] => [
-    { type: 'invalidate', tenantId, what: 'devices' },
-    { type: 'session-drop', change: { kind: 'device', tenantId, deviceId } },
+  /** The devices changed, under every name they had: caches drop those alone. */
+  const changed = (tenantId: string, ...devices: Array<{ id: string; name: string }>): ChangeEvent => ({
+    type: 'invalidate',
+    tenantId,
+    what: 'devices',
+    devices: devices.map(({ id, name }) => ({ id, name })),
+  });
+  const dropSessions = (tenantId: string, ...devices: Array<{ id: string; name: string }>): ChangeEvent[] => [
+    changed(tenantId, ...devices),
+    { type: 'session-drop', change: { kind: 'device', tenantId, deviceId: devices[0]!.id } },
   ];
 
   return {
@@ -83,7 +90,7 @@ export function createDevicesService({ prisma, publisher }: DevicesServiceDeps) 
             createdBy: 'API',
           },
         });
-        await publisher.publish([{ type: 'invalidate', tenantId, what: 'devices' }]);
+        await publisher.publish([changed(tenantId, d)]);
         return toDeviceView(d);
       } catch (err) {
         if (isUniqueViolation(err)) throw new ConflictError(`Device ${input.name} already exists`, 'device/Duplicate');
@@ -130,7 +137,7 @@ export function createDevicesService({ prisma, publisher }: DevicesServiceDeps) 
           (!before.pinCredentials && d.pinCredentials) ||
           before.name !== d.name ||
           before.deviceProfileId !== d.deviceProfileId;
-        await publisher.publish(narrowed ? dropSessions(tenantId, d.id) : [{ type: 'invalidate', tenantId, what: 'devices' }]);
+        await publisher.publish(narrowed ? dropSessions(tenantId, before, d) : [changed(tenantId, before, d)]);
         return toDeviceView(d);
       } catch (err) {
         if (isUniqueViolation(err)) throw new ConflictError(`Device ${input.name} already exists`, 'device/Duplicate');
@@ -141,7 +148,7 @@ export function createDevicesService({ prisma, publisher }: DevicesServiceDeps) 
     async remove(tenantId: string, id: string): Promise<void> {
       const d = await find(tenantId, id);
       await prisma.device.delete({ where: { id: d.id } });
-      await publisher.publish(dropSessions(tenantId, d.id));
+      await publisher.publish(dropSessions(tenantId, d));
     },
 
     async listCredentials(tenantId: string, deviceId: string, skip: number, take: number, withTotal: boolean) {
@@ -211,7 +218,7 @@ export function createDevicesService({ prisma, publisher }: DevicesServiceDeps) 
       if (count === 0) throw new NotFoundError(`Credentials ${credentialsId} not found`, 'credentials/NotFound');
       await publisher.publish(
         status === 'REVOKED'
-          ? [{ type: 'invalidate', tenantId, what: 'credentials', credentialsIds: [credentialsId.toLowerCase()] }, ...dropSessions(tenantId, d.id)]
+          ? [{ type: 'invalidate', tenantId, what: 'credentials', credentialsIds: [credentialsId.toLowerCase()] }, ...dropSessions(tenantId, d)]
           : [{ type: 'invalidate', tenantId, what: 'credentials', credentialsIds: [credentialsId.toLowerCase()] }],
       );
       return this.getCredential(tenantId, deviceId, credentialsId);
@@ -226,7 +233,7 @@ export function createDevicesService({ prisma, publisher }: DevicesServiceDeps) 
       // A pinned device loses a certificate it may be connected with right now.
       await publisher.publish(
         d.pinCredentials
-          ? [{ type: 'invalidate', tenantId, what: 'credentials', credentialsIds: [credentialsId.toLowerCase()] }, ...dropSessions(tenantId, d.id)]
+          ? [{ type: 'invalidate', tenantId, what: 'credentials', credentialsIds: [credentialsId.toLowerCase()] }, ...dropSessions(tenantId, d)]
           : [{ type: 'invalidate', tenantId, what: 'credentials', credentialsIds: [credentialsId.toLowerCase()] }],
       );
     },

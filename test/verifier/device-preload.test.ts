@@ -1,0 +1,183 @@
+/**
+ * The trust cache reads a tenant's devices at once when many of them connect for the first time,
+ * and drops single devices when a change names them. Checked against a real database through a
+ * repository that counts what is asked of it.
+ */
+import assert from 'node:assert/strict';
+import { test, type TestContext } from 'node:test';
+import { build, type TestApp } from '../helpers/app.js';
+import { createTrustCache, type TrustCacheOptions } from '../../src/verifier/trust-cache.js';
+import { createVerifierRepository, type VerifierRepository } from '../../src/verifier/verifier-repository.js';
+import { eventually, tenant } from './fixtures.js';
+
+const DEVICES = 60;
+const name = (i: number) => `dev-${String(i).padStart(2, '0')}`;
+
+interface World {
+  s: TestApp;
+  /** Device ids by name. */
+  ids: Map<string, string>;
+  calls: { lookups: number; pages: number; counts: number; byId: number };
+  /** Holds the next page of devices until released (for changes made while a page is on its way). */
+  holdPages(): { release(): void; reached: Promise<void> };
+  cache(opts?: TrustCacheOptions): ReturnType<typeof createTrustCache>;
+}
+
+async function world(t: TestContext): Promise<World> {
+  const s = await build(t);
+  await tenant(s, 'acme');
+  const profile = await s.prisma.deviceProfile.findFirstOrThrow({ where: { tenantId: 'acme', isDefault: true } });
+  await s.prisma.device.createMany({
+    data: Array.from({ length: DEVICES }, (_, i) => ({ tenantId: 'acme', name: name(i), deviceProfileId: profile.id })),
+  });
+  const ids = new Map((await s.prisma.device.findMany({ select: { id: true, name: true } })).map((d) => [d.name, d.id]));
+  const real = createVerifierRepository(s.prisma);
+  const calls = { lookups: 0, pages: 0, counts: 0, byId: 0 };
+  let hold: { gate: Promise<void>; reached: () => void } | undefined;
+  const repository: VerifierRepository = {
+    ...real,
+    devicesByNames: async (keys) => {
+      calls.lookups++;
+      return real.devicesByNames(keys);
+    },
+    deviceById: async (id) => {
+      calls.byId++;
+      return real.deviceById(id);
+    },
+    deviceCount: async (tenantId) => {
+      calls.counts++;
+      return real.deviceCount(tenantId);
+    },
+    devicesOfTenant: async (tenantId, after, limit) => {
+      calls.pages++;
+      const page = await real.devicesOfTenant(tenantId, after, limit);
+      const h = hold;
+      hold = undefined;
+      if (h) {
+        h.reached();
+        await h.gate;
+      }
+      return page;
+    },
+  };
+  return {
+    s,
+    ids,
+    calls,
+    holdPages() {
+      let release!: () => void;
+      let reached!: () => void;
+      const reachedP = new Promise<void>((r) => (reached = r));
+      hold = { gate: new Promise<void>((r) => (release = r)), reached };
+      return { release, reached: reachedP };
+    },
+    cache: (opts = {}) => createTrustCache(repository, { preloadAfter: 5, preloadPage: 25, ...opts }),
+  };
+}
+
+/** Looks devices up one at a time, as separate first connections, and checks each answer. */
+async function lookUp(w: World, cache: ReturnType<typeof createTrustCache>, from: number, to: number): Promise<void> {
+  for (let i = from; i < to; i++) {
+    const d = await cache.deviceByName('acme', name(i));
+    assert.equal(d?.id, w.ids.get(name(i)), name(i));
+  }
+}
+
+async function preloaded(w: World, pages: number): Promise<void> {
+  await eventually(async () => w.calls.pages === pages, 2000, `${pages} page(s) of devices read`);
+  // The last page is applied in the turn after it arrives.
+  await new Promise((r) => setImmediate(r));
+}
+
+test('preload/after-storm: after five devices found one by one, the rest of the tenant is read in pages and asked for no more', async (t) => {
+  const w = await world(t);
+  const cache = w.cache();
+  await lookUp(w, cache, 0, 5);
+  assert.equal(w.calls.lookups, 5);
+  await preloaded(w, 3); // 60 devices in pages of 25
+  assert.equal(w.calls.counts, 1);
+
+  await lookUp(w, cache, 5, DEVICES);
+  for (let i = 0; i < DEVICES; i++) assert.equal((await cache.deviceById('acme', w.ids.get(name(i))!))?.name, name(i));
+  assert.deepEqual([w.calls.lookups, w.calls.byId], [5, 0], 'every device came from the pages');
+
+  // A device created after the read is not hidden by it: it is looked up.
+  const profile = await w.s.prisma.deviceProfile.findFirstOrThrow({ where: { tenantId: 'acme', isDefault: true } });
+  const late = await w.s.prisma.device.create({ data: { tenantId: 'acme', name: 'late-1', deviceProfileId: profile.id } });
+  assert.equal((await cache.deviceByName('acme', 'late-1'))?.id, late.id);
+  assert.equal(w.calls.lookups, 6);
+  assert.equal(w.calls.pages, 3, 'read once');
+});
+
+test('preload/too-large: a tenant with more devices than the cache holds is not read at once', async (t) => {
+  const w = await world(t);
+  const cache = w.cache({ maxDevices: DEVICES - 1 });
+  await lookUp(w, cache, 0, 5);
+  await eventually(async () => w.calls.counts === 1, 2000, 'devices counted');
+  await lookUp(w, cache, 5, 20);
+  assert.equal(w.calls.pages, 0);
+  assert.equal(w.calls.lookups, 20);
+});
+
+test('preload/changed-while-loading: a device changed while its page was on its way is looked up afresh', async (t) => {
+  const w = await world(t);
+  const cache = w.cache({ preloadPage: 100 });
+  const held = w.holdPages();
+  await lookUp(w, cache, 0, 5);
+  await held.reached;
+  // The page was read; now the device is disabled and the change arrives before the page does.
+  const changed = w.ids.get(name(10))!;
+  await w.s.prisma.device.update({ where: { id: changed }, data: { status: 'DISABLED' } });
+  cache.apply({ type: 'invalidate', tenantId: 'acme', what: 'devices', devices: [{ id: changed, name: name(10) }] });
+  held.release();
+  await preloaded(w, 1);
+
+  assert.equal((await cache.deviceByName('acme', name(10)))?.status, 'DISABLED');
+  assert.equal(w.calls.lookups, 6, 'the changed device was looked up');
+  assert.equal((await cache.deviceById('acme', changed))?.status, 'DISABLED');
+  assert.equal(w.calls.byId, 1);
+  await lookUp(w, cache, 11, 20);
+  assert.equal(w.calls.lookups, 6, 'the others came from the page');
+});
+
+test('preload/dropped-while-loading: when the tenant\'s devices change as a whole, a page on its way is thrown away', async (t) => {
+  const w = await world(t);
+  const cache = w.cache({ preloadPage: 100 });
+  const held = w.holdPages();
+  await lookUp(w, cache, 0, 5);
+  await held.reached;
+  cache.apply({ type: 'invalidate', tenantId: 'acme', what: 'devices' });
+  held.release();
+  await preloaded(w, 1);
+  await lookUp(w, cache, 5, 9);
+  assert.equal(w.calls.lookups, 9, 'nothing of the page was kept');
+  // Counting starts again: five more found one by one read the tenant again.
+  await lookUp(w, cache, 9, 10);
+  await preloaded(w, 2);
+  await lookUp(w, cache, 10, DEVICES);
+  assert.equal(w.calls.lookups, 10);
+});
+
+test('invalidate/one-device: a change that names its devices drops those alone, under every name they had', async (t) => {
+  const w = await world(t);
+  const cache = w.cache();
+  await lookUp(w, cache, 0, 5);
+  await preloaded(w, 3);
+  const renamed = w.ids.get(name(30))!;
+  await w.s.prisma.device.update({ where: { id: renamed }, data: { name: 'dev-30-renamed' } });
+  cache.apply({
+    type: 'invalidate',
+    tenantId: 'acme',
+    what: 'devices',
+    devices: [
+      { id: renamed, name: name(30) },
+      { id: renamed, name: 'dev-30-renamed' },
+    ],
+  });
+  assert.equal(await cache.deviceByName('acme', name(30)), null, 'the old name is free');
+  assert.equal((await cache.deviceByName('acme', 'dev-30-renamed'))?.id, renamed);
+  assert.equal((await cache.deviceById('acme', renamed))?.name, 'dev-30-renamed');
+  assert.deepEqual([w.calls.lookups, w.calls.byId], [7, 1]);
+  await lookUp(w, cache, 31, DEVICES);
+  assert.equal(w.calls.lookups, 7, 'the other devices stayed');
+});
