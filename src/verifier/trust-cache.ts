@@ -70,7 +70,7 @@ export function createTrustCache(repo: VerifierRepository, opts: TrustCacheOptio
   const revocations = new Map<string, Promise<TenantRevocations>>();
   const maxDevices = opts.maxDevices ?? 200_000;
   const preloadAfter = opts.preloadAfter ?? 1_000;
-  const preloadPage = opts.preloadPage ?? 5_000;
+  const preloadPage = opts.preloadPage ?? 1_000;
   const devicesByName = new LRUCache<string, Promise<DeviceRef | null>>({ max: maxDevices });
   const devicesById = new LRUCache<string, Promise<DeviceRef | null>>({ max: maxDevices });
   const nameKey = (d: Pick<DeviceRef, 'tenantId' | 'name'>) => `${d.tenantId}\u0000${d.name}`;
@@ -117,14 +117,17 @@ export function createTrustCache(repo: VerifierRepository, opts: TrustCacheOptio
       for (let after = ''; current(); ) {
         const page = await repo.devicesOfTenant(tenantId, after, preloadPage);
         if (!current()) return;
+        const changed = t.changed!;
         for (const d of page) {
+          const byName = nameKey(d);
+          const byId = idKey(d);
           // A device changed while the page was on its way may be shown as it was: skipped, it is
           // looked up by itself when asked for.
-          if (t.changed!.has(nameKey(d)) || t.changed!.has(idKey(d))) continue;
+          if (changed.size && (changed.has(byName) || changed.has(byId))) continue;
           const found = Promise.resolve(d);
           // What the cache holds is as fresh as the page, or fresher (looked up since).
-          if (!devicesByName.has(nameKey(d))) devicesByName.set(nameKey(d), found);
-          if (!devicesById.has(idKey(d))) devicesById.set(idKey(d), found);
+          if (!devicesByName.has(byName)) devicesByName.set(byName, found);
+          if (!devicesById.has(byId)) devicesById.set(byId, found);
         }
         if (page.length < preloadPage) break;
         after = page[page.length - 1]!.name;
