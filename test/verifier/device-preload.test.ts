@@ -83,6 +83,15 @@ async function lookUp(w: World, cache: ReturnType<typeof createTrustCache>, from
   }
 }
 
+/** A cache whose read of the tenant (one page) has left the database and is held before it arrives. */
+async function pageOnItsWay(w: World): Promise<{ cache: ReturnType<typeof createTrustCache>; release(): void }> {
+  const cache = w.cache({ preloadPage: 100 });
+  const held = w.holdPages();
+  await lookUp(w, cache, 0, 5);
+  await held.reached;
+  return { cache, release: held.release };
+}
+
 async function preloaded(w: World, pages: number): Promise<void> {
   await eventually(async () => w.calls.pages === pages, 2000, `${pages} page(s) of devices read`);
   // The last page is applied in the turn after it arrives.
@@ -121,15 +130,12 @@ test('preload/too-large: a tenant with more devices than the cache holds is not 
 
 test('preload/changed-while-loading: a device changed while its page was on its way is looked up afresh', async (t) => {
   const w = await world(t);
-  const cache = w.cache({ preloadPage: 100 });
-  const held = w.holdPages();
-  await lookUp(w, cache, 0, 5);
-  await held.reached;
+  const { cache, release } = await pageOnItsWay(w);
   // The page was read; now the device is disabled and the change arrives before the page does.
   const changed = w.ids.get(name(10))!;
   await w.s.prisma.device.update({ where: { id: changed }, data: { status: 'DISABLED' } });
   cache.apply({ type: 'invalidate', tenantId: 'acme', what: 'devices', devices: [{ id: changed, name: name(10) }] });
-  held.release();
+  release();
   await preloaded(w, 1);
 
   assert.equal((await cache.deviceByName('acme', name(10)))?.status, 'DISABLED');
@@ -142,12 +148,9 @@ test('preload/changed-while-loading: a device changed while its page was on its 
 
 test('preload/dropped-while-loading: when the tenant\'s devices change as a whole, a page on its way is thrown away', async (t) => {
   const w = await world(t);
-  const cache = w.cache({ preloadPage: 100 });
-  const held = w.holdPages();
-  await lookUp(w, cache, 0, 5);
-  await held.reached;
+  const { cache, release } = await pageOnItsWay(w);
   cache.apply({ type: 'invalidate', tenantId: 'acme', what: 'devices' });
-  held.release();
+  release();
   await preloaded(w, 1);
   await lookUp(w, cache, 5, 9);
   assert.equal(w.calls.lookups, 9, 'nothing of the page was kept');
