@@ -10,7 +10,9 @@
  *                 a tenant trusting a CA with auto-registration on and pre-registered devices:
  *                 warm (the same known chain every request) and cold (a never-seen leaf of an
  *                 existing device every request); then the scale pair: cold on a tenant with 10
- *                 devices and cold on a tenant with 100,000 devices and 1,000 trusted CAs.
+ *                 devices and cold on a tenant with 100,000 devices and 1,000 trusted CAs (whose
+ *                 devices the verifier reads at once, in its warm-up, after 1,000 first connections;
+ *                 BENCH_WARMUP=0 measures the first seconds of that storm).
  * Each target gets a warm-up, then the measured time is split into rounds that visit the targets
  * in turn, so a change in background load falls on all of them alike. Prints warm_ratio,
  * cold_ratio and scale_ratio with each side's req/s and p50/p99 latency, and who used the CPU.
