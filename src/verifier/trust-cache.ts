@@ -41,15 +41,25 @@ export interface TrustCacheOptions {
   preloadAfter?: number;
   /** Devices per page of such a read. */
   preloadPage?: number;
+  /** Milliseconds since the epoch (tests pass their own). */
+  now?: () => number;
   /** A background load failed (the credential index, a tenant's devices); requests carry on without it. */
   onError?: (err: unknown) => void;
 }
 
+/** A storm: this many devices of a tenant found one by one within `STORM_WINDOW_MS`. */
+const STORM_WINDOW_MS = 60_000;
+/** After a tenant too large for the cache, or a failed read, the next storm reads no sooner. */
+const PRELOAD_RETRY_MS = 5 * 60_000;
+
 /** Where reading a tenant's devices at once stands (see `noteFound`). */
 interface TenantDevices {
-  /** Devices found in the database one by one since the tenant's devices were last dropped. */
+  state: 'counting' | 'loading' | 'loaded';
+  /** Devices found in the database one by one since `since`. */
   found: number;
-  state: 'counting' | 'loading' | 'loaded' | 'too-large';
+  since: number;
+  /** No read before this time. */
+  notBefore: number;
   /** While loading: keys of devices changed meanwhile, which a page read before may show as they were. */
   changed?: Set<string>;
 }
@@ -71,6 +81,7 @@ export function createTrustCache(repo: VerifierRepository, opts: TrustCacheOptio
   const maxDevices = opts.maxDevices ?? 200_000;
   const preloadAfter = opts.preloadAfter ?? 1_000;
   const preloadPage = opts.preloadPage ?? 1_000;
+  const now = opts.now ?? Date.now;
   const devicesByName = new LRUCache<string, Promise<DeviceRef | null>>({ max: maxDevices });
   const devicesById = new LRUCache<string, Promise<DeviceRef | null>>({ max: maxDevices });
   const nameKey = (d: Pick<DeviceRef, 'tenantId' | 'name'>) => `${d.tenantId}\u0000${d.name}`;
@@ -89,18 +100,24 @@ export function createTrustCache(repo: VerifierRepository, opts: TrustCacheOptio
 
   /**
    * Counts a device found in the database by itself. When many devices of one tenant connect for
-   * the first time (a broker restarted, a fleet rotated its certificates), the rest are likely to
-   * follow: after `preloadAfter` of them the tenant's devices are read at once, in pages over the
-   * unique index, ~2 µs each in PostgreSQL against ~10 µs each, and a query per few devices, when
-   * looked up in batches (see bench/RESULTS.md). Only a tenant whose devices all fit in the cache
-   * is read, and once, until its devices are dropped as a whole. A device that is not cached is
-   * still looked up, so a page cannot hide a device created meanwhile.
+   * the first time within a minute (a broker restarted, a fleet rotated its certificates), the
+   * rest are likely to follow: after `preloadAfter` of them the tenant's devices are read at once,
+   * in pages over the unique index, ~2 µs each in PostgreSQL against ~10 µs each, and a query per
+   * few devices, when looked up in batches (see bench/RESULTS.md). Only a tenant whose devices all
+   * fit in the cache is read, and once, until its devices are dropped as a whole. A device that is
+   * not cached is still looked up, so a page cannot hide a device created meanwhile.
    */
   function noteFound(tenantId: string): void {
     if (!live) return;
+    const at = now();
     let t = tenantDevices.get(tenantId);
-    if (!t) tenantDevices.set(tenantId, (t = { found: 0, state: 'counting' }));
-    if (t.state !== 'counting' || ++t.found < preloadAfter) return;
+    if (!t) tenantDevices.set(tenantId, (t = { state: 'counting', found: 0, since: at, notBefore: 0 }));
+    if (t.state !== 'counting' || at < t.notBefore) return;
+    if (at - t.since > STORM_WINDOW_MS) {
+      t.found = 0;
+      t.since = at;
+    }
+    if (++t.found < preloadAfter) return;
     t.state = 'loading';
     t.changed = new Set();
     void preloadDevices(tenantId, t);
@@ -109,9 +126,14 @@ export function createTrustCache(repo: VerifierRepository, opts: TrustCacheOptio
   async function preloadDevices(tenantId: string, t: TenantDevices): Promise<void> {
     // Dropped meanwhile (the tenant's devices changed as a whole, or the feed was lost): stop.
     const current = () => live && tenantDevices.get(tenantId) === t;
+    const later = () => {
+      t.state = 'counting';
+      t.found = 0;
+      t.notBefore = now() + PRELOAD_RETRY_MS;
+    };
     try {
       if ((await repo.deviceCount(tenantId)) > maxDevices) {
-        t.state = 'too-large';
+        later();
         return;
       }
       for (let after = ''; current(); ) {
@@ -132,12 +154,10 @@ export function createTrustCache(repo: VerifierRepository, opts: TrustCacheOptio
         if (page.length < preloadPage) break;
         after = page[page.length - 1]!.name;
       }
-      if (current()) t.state = 'loaded';
+      t.state = 'loaded';
     } catch (err) {
+      later();
       opts.onError?.(err);
-      // The next storm tries again.
-      if (current()) t.state = 'counting';
-      t.found = 0;
     } finally {
       t.changed = undefined;
     }
@@ -273,16 +293,6 @@ export function createTrustCache(repo: VerifierRepository, opts: TrustCacheOptio
 
     pinnedCredentialIds(deviceId: string) {
       return memo(pinned, deviceId, () => repo.pinnedCredentialIds(deviceId));
-    },
-
-    /** What this process itself just wrote, so it need not wait for its own notification. */
-    rememberDevice(device: DeviceRef): void {
-      if (!live) return;
-      devicesByName.set(nameKey(device), Promise.resolve(device));
-    },
-    rememberCredential(c: CredentialRef): void {
-      if (!live) return;
-      credentials.set(c.credentialsId, Promise.resolve(c));
     },
 
     apply(event: ChangeEvent): void {

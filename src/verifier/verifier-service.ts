@@ -343,8 +343,9 @@ export function createVerifier(deps: VerifierDeps) {
       step(opts.trace, 'device', false, `profile quota of ${profile.maxNewDevicesPerHour} new devices per hour reached`);
       deny('REGISTRATION_QUOTA_EXCEEDED', 'the hourly auto-registration quota is used up', tenantId);
     }
+    // Not put in the cache: a change to the device committed since it was read could reach this
+    // process before it is put there, and be undone. The device's next connection looks it up.
     const { device, created } = result as { device: DeviceRef; created: boolean };
-    cache.rememberDevice(device);
     if (created) {
       step(opts.trace, 'device', true, `device ${name} registered automatically`);
       await publisher.publish([{ type: 'invalidate', tenantId, what: 'devices', devices: [{ id: device.id, name: device.name }] }]);

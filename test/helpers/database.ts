@@ -61,3 +61,28 @@ export async function createTestDatabase(): Promise<TestDatabase> {
     },
   };
 }
+
+/**
+ * Another connection to the test database, for a transaction that holds locks while the code
+ * under test runs (ended when the test ends; the database is dropped with its connections).
+ */
+export async function otherConnection(t: { after(fn: () => Promise<void>): void }, url: string) {
+  const client = new pg.Client({ connectionString: url });
+  client.on('error', () => {});
+  await client.connect();
+  t.after(() => client.end().catch(() => {}));
+  return {
+    query: (text: string, values?: unknown[]) => client.query(text, values),
+    /** Resolves once `n` connections of this database wait for a lock. */
+    async waiters(n: number, what: string): Promise<void> {
+      for (let i = 0; ; i++) {
+        const { rows } = await client.query<{ n: number }>(
+          `SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'`,
+        );
+        if (rows[0]!.n >= n) return;
+        if (i >= 200) throw new Error(`${what}: fewer than ${n} connection(s) waited for a lock within 5 s`);
+        await new Promise((r) => setTimeout(r, 25));
+      }
+    },
+  };
+}

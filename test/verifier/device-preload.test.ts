@@ -6,9 +6,11 @@
 import assert from 'node:assert/strict';
 import { test, type TestContext } from 'node:test';
 import { build, type TestApp } from '../helpers/app.js';
+import { otherConnection } from '../helpers/database.js';
 import { createTrustCache, type TrustCacheOptions } from '../../src/verifier/trust-cache.js';
 import { createVerifierRepository, type VerifierRepository } from '../../src/verifier/verifier-repository.js';
-import { eventually, tenant } from './fixtures.js';
+import { createCa, createDevice } from '../../src/certs/certs-service.js';
+import { api, device, eventually, expectAllow, tenant, trust, updateDefaultProfile } from './fixtures.js';
 
 const DEVICES = 60;
 const name = (i: number) => `dev-${String(i).padStart(2, '0')}`;
@@ -18,6 +20,10 @@ interface World {
   /** Device ids by name. */
   ids: Map<string, string>;
   calls: { lookups: number; pages: number; counts: number; byId: number };
+  /** The cache's clock (ms); tests move it. */
+  clock: { now: number };
+  /** Makes the next device count fail. */
+  failNextCount(): void;
   /** Holds the next page of devices until released (for changes made while a page is on its way). */
   holdPages(): { release(): void; reached: Promise<void> };
   cache(opts?: TrustCacheOptions): ReturnType<typeof createTrustCache>;
@@ -34,6 +40,8 @@ async function world(t: TestContext): Promise<World> {
   const real = createVerifierRepository(s.prisma);
   const calls = { lookups: 0, pages: 0, counts: 0, byId: 0 };
   let hold: { gate: Promise<void>; reached: () => void } | undefined;
+  let failCount = false;
+  const clock = { now: 1_000_000 };
   const repository: VerifierRepository = {
     ...real,
     devicesByNames: async (keys) => {
@@ -46,6 +54,10 @@ async function world(t: TestContext): Promise<World> {
     },
     deviceCount: async (tenantId) => {
       calls.counts++;
+      if (failCount) {
+        failCount = false;
+        throw new Error('connection lost');
+      }
       return real.deviceCount(tenantId);
     },
     devicesOfTenant: async (tenantId, after, limit) => {
@@ -64,6 +76,8 @@ async function world(t: TestContext): Promise<World> {
     s,
     ids,
     calls,
+    clock,
+    failNextCount: () => (failCount = true),
     holdPages() {
       let release!: () => void;
       let reached!: () => void;
@@ -71,7 +85,7 @@ async function world(t: TestContext): Promise<World> {
       hold = { gate: new Promise<void>((r) => (release = r)), reached };
       return { release, reached: reachedP };
     },
-    cache: (opts = {}) => createTrustCache(repository, { preloadAfter: 5, preloadPage: 25, ...opts }),
+    cache: (opts = {}) => createTrustCache(repository, { preloadAfter: 5, preloadPage: 25, now: () => clock.now, ...opts }),
   };
 }
 
@@ -96,6 +110,14 @@ async function preloaded(w: World, pages: number): Promise<void> {
   await eventually(async () => w.calls.pages === pages, 2000, `${pages} page(s) of devices read`);
   // The last page is applied in the turn after it arrives.
   await new Promise((r) => setImmediate(r));
+}
+
+/** Once `pages` pages were read, the devices from `from` on come from the cache, none asked for. */
+async function restFromRead(w: World, cache: ReturnType<typeof createTrustCache>, pages: number, from: number): Promise<void> {
+  await preloaded(w, pages);
+  const lookups = w.calls.lookups;
+  await lookUp(w, cache, from, DEVICES);
+  assert.equal(w.calls.lookups, lookups, 'the rest came from the read');
 }
 
 test('preload/after-storm: after five devices found one by one, the rest of the tenant is read in pages and asked for no more', async (t) => {
@@ -128,6 +150,32 @@ test('preload/too-large: a tenant with more devices than the cache holds is not 
   assert.equal(w.calls.lookups, 20);
 });
 
+test('preload/storm-window: devices found one by one count towards a read only within a minute of each other', async (t) => {
+  const w = await world(t);
+  const cache = w.cache();
+  await lookUp(w, cache, 0, 4);
+  w.clock.now += 61_000;
+  await lookUp(w, cache, 4, 8);
+  assert.equal(w.calls.counts, 0, 'four, then four more a minute later: no storm');
+  await lookUp(w, cache, 8, 9);
+  await restFromRead(w, cache, 3, 9);
+});
+
+test('preload/retry-later: a failed read is reported, lookups carry on, and the next storm five minutes later reads again', async (t) => {
+  const w = await world(t);
+  const errors: unknown[] = [];
+  const cache = w.cache({ onError: (err) => errors.push(err) });
+  w.failNextCount();
+  await lookUp(w, cache, 0, 5);
+  await eventually(async () => errors.length === 1, 2000, 'the failure reported');
+  assert.match(String(errors[0]), /connection lost/);
+  await lookUp(w, cache, 5, 15);
+  assert.deepEqual([w.calls.counts, w.calls.pages, w.calls.lookups], [1, 0, 15], 'no second try within five minutes');
+  w.clock.now += 5 * 60_000 + 1;
+  await lookUp(w, cache, 15, 20);
+  await restFromRead(w, cache, 3, 20);
+});
+
 test('preload/changed-while-loading: a device changed while its page was on its way is looked up afresh', async (t) => {
   const w = await world(t);
   const { cache, release } = await pageOnItsWay(w);
@@ -156,9 +204,7 @@ test('preload/dropped-while-loading: when the tenant\'s devices change as a whol
   assert.equal(w.calls.lookups, 9, 'nothing of the page was kept');
   // Counting starts again: five more found one by one read the tenant again.
   await lookUp(w, cache, 9, 10);
-  await preloaded(w, 2);
-  await lookUp(w, cache, 10, DEVICES);
-  assert.equal(w.calls.lookups, 10);
+  await restFromRead(w, cache, 2, 10);
 });
 
 test('invalidate/one-device: a change that names its devices drops those alone, under every name they had', async (t) => {
@@ -183,4 +229,38 @@ test('invalidate/one-device: a change that names its devices drops those alone, 
   assert.deepEqual([w.calls.lookups, w.calls.byId], [7, 1]);
   await lookUp(w, cache, 31, DEVICES);
   assert.equal(w.calls.lookups, 7, 'the other devices stayed');
+});
+
+test('events/device-changes: each change names the device under the name it had right before it and the one it has after', async (t) => {
+  const s = await build(t);
+  const acme = await tenant(s, 'acme');
+  await updateDefaultProfile(s, acme, { clientIdPolicy: 'ANY' });
+  const named = () =>
+    s.published.flatMap((e) => (e.type === 'invalidate' && e.what === 'devices' ? [e.devices?.map((d) => d.name) ?? ['(all)']] : []));
+  const id = await device(s, acme, { name: 'a' });
+  const url = `/tenant/tenants/acme/devices/${id}`;
+  assert.equal((await api(s, 'PUT', url, acme.auth, { name: 'b' })).status, 200);
+
+  // Another process renames the device while a change through this one has read it and waits
+  // for it: the change names the name the other process gave, not the one it read.
+  const other = await otherConnection(t, s.databaseUrl);
+  const behindRename = async (name: string, change: () => Promise<{ status: number }>, status: number) => {
+    await other.query('BEGIN');
+    await other.query('UPDATE "Device" SET name = $2 WHERE id = $1', [id, name]);
+    const changing = change();
+    await other.waiters(1, 'the change waiting for the device');
+    await other.query('COMMIT');
+    assert.equal((await changing).status, status);
+  };
+  await behindRename('x', () => api(s, 'PUT', url, acme.auth, { name: 'c' }), 200);
+  await behindRename('y', () => api(s, 'DELETE', url, acme.auth), 204);
+  assert.deepEqual(named(), [['a'], ['a', 'b'], ['x', 'c'], ['y']]);
+
+  // Auto-registration names the device it created.
+  const ca = await createCa();
+  await trust(s, acme, ca.certPem);
+  const leaf = await createDevice({ issuer: ca, cn: 'auto-1' });
+  const allowed = await expectAllow(s, { clientId: 'any', certificateChain: [leaf.certPem] });
+  const last = s.published.at(-1)!;
+  assert.deepEqual(last, { type: 'invalidate', tenantId: 'acme', what: 'devices', devices: [{ id: allowed.device.id, name: 'auto-1' }] });
 });

@@ -5,9 +5,9 @@
  */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import pg from 'pg';
 import pino from 'pino';
 import { build } from '../helpers/app.js';
+import { otherConnection } from '../helpers/database.js';
 import { createCa, createDevice } from '../../src/certs/certs-service.js';
 import { createPrismaClient } from '../../src/db/prisma.js';
 import { createVerifierRepository, encodeAuthEvent, type ObservedLeaf } from '../../src/verifier/verifier-repository.js';
@@ -322,23 +322,12 @@ test('a sighting whose device was deleted meanwhile is skipped; the rest of its 
 test('a device deleted while its sightings wait for it drops out of the batch; the rest is recorded', async (t) => {
   const { s, kept, gone, batch } = await twoDeviceSightings(t);
   // Another process deletes one of the devices and has not committed yet.
-  const deleter = new pg.Client({ connectionString: s.databaseUrl });
-  // The test database is dropped with its connections at the end.
-  deleter.on('error', () => {});
-  await deleter.connect();
-  t.after(() => deleter.end().catch(() => {}));
+  const deleter = await otherConnection(t, s.databaseUrl);
   await deleter.query('BEGIN');
   await deleter.query('DELETE FROM "Device" WHERE id = $1', [gone.id]);
   const recording = createVerifierRepository(s.prisma).recordObserved(batch);
   // The batch waits for the deleted device's lock...
-  for (let i = 0; ; i++) {
-    const { rows } = await deleter.query<{ n: number }>(
-      `SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'`,
-    );
-    if (rows[0]!.n > 0) break;
-    assert.ok(i < 200, 'the sighting batch never waited for the device being deleted');
-    await sleep(25);
-  }
+  await deleter.waiters(1, 'the sighting batch waiting for the device being deleted');
   // ...and once the delete commits, goes on without that sighting instead of failing.
   await deleter.query('COMMIT');
   await recording;

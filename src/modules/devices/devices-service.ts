@@ -1,6 +1,6 @@
 import type { Device, DeviceCredential } from '../../generated/prisma/client.js';
 import type { PrismaClient } from '../../db/prisma.js';
-import { isUniqueViolation } from '../../db/prisma-errors.js';
+import { isRecordMissing, isUniqueViolation } from '../../db/prisma-errors.js';
 import type { ChangeEvent, ChangePublisher } from '../../db/change-feed.js';
 import { ConflictError, NotFoundError, UnprocessableError } from '../../errors.js';
 import { isUuid } from '../../lib/ids.js';
@@ -124,12 +124,20 @@ export function createDevicesService({ prisma, publisher }: DevicesServiceDeps) 
     },
 
     async update(tenantId: string, id: string, input: UpdateDeviceInput): Promise<DeviceView> {
-      const before = await find(tenantId, id);
+      const found = await find(tenantId, id);
       const deviceProfileId = input.deviceProfileId === undefined ? undefined : await profileIdFor(tenantId, input.deviceProfileId);
       try {
-        const d = await prisma.device.update({
-          where: { id: before.id },
-          data: { name: input.name, deviceProfileId, status: input.status, pinCredentials: input.pinCredentials },
+        const { before, d } = await prisma.$transaction(async (tx) => {
+          // The device as it is right before this write, read under its row lock: a rename that
+          // came in between must be named by this change too, or a cache could keep that name.
+          await tx.$executeRaw`SELECT 1 FROM "Device" WHERE id = ${found.id}::uuid FOR UPDATE`;
+          const before = await tx.device.findUnique({ where: { id: found.id } });
+          if (!before) throw deviceNotFound(id);
+          const d = await tx.device.update({
+            where: { id: found.id },
+            data: { name: input.name, deviceProfileId, status: input.status, pinCredentials: input.pinCredentials },
+          });
+          return { before, d };
         });
         // Anything that can narrow what the device may do closes its live sessions.
         const narrowed =
@@ -147,8 +155,15 @@ export function createDevicesService({ prisma, publisher }: DevicesServiceDeps) 
 
     async remove(tenantId: string, id: string): Promise<void> {
       const d = await find(tenantId, id);
-      await prisma.device.delete({ where: { id: d.id } });
-      await publisher.publish(dropSessions(tenantId, d));
+      let gone: Device;
+      try {
+        // The row as it was deleted: its name then is the one caches may hold (see `update`).
+        gone = await prisma.device.delete({ where: { id: d.id } });
+      } catch (err) {
+        if (isRecordMissing(err)) throw deviceNotFound(id);
+        throw err;
+      }
+      await publisher.publish(dropSessions(tenantId, gone));
     },
 
     async listCredentials(tenantId: string, deviceId: string, skip: number, take: number, withTotal: boolean) {
