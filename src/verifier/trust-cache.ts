@@ -163,11 +163,17 @@ export function createTrustCache(repo: VerifierRepository, opts: TrustCacheOptio
     }
   }
 
+  /**
+   * Drops what the devices' change may have made stale. A device's credentials go with the device
+   * (a delete publishes a credentials change as well); its pinned set is its own.
+   */
   function devicesChanged(tenantId: string, devices: Array<{ id: string; name: string }> | undefined): void {
     if (!devices) {
       dropTenantEntries(devicesByName, tenantId);
       dropTenantEntries(devicesById, tenantId);
       tenantDevices.delete(tenantId);
+      pinned.clear();
+      credentials.clear();
       return;
     }
     const changed = tenantDevices.get(tenantId)?.changed;
@@ -176,6 +182,7 @@ export function createTrustCache(repo: VerifierRepository, opts: TrustCacheOptio
       const byId = idKey({ tenantId, id: d.id });
       devicesByName.delete(byName);
       devicesById.delete(byId);
+      pinned.delete(d.id);
       changed?.add(byName).add(byId);
     }
   }
@@ -323,8 +330,6 @@ export function createTrustCache(repo: VerifierRepository, opts: TrustCacheOptio
           break;
         case 'devices':
           devicesChanged(tenantId, event.devices);
-          pinned.clear();
-          credentials.clear();
           break;
         case 'credentials':
           credentials.clear();

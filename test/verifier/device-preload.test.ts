@@ -10,7 +10,7 @@ import { otherConnection } from '../helpers/database.js';
 import { createTrustCache, type TrustCacheOptions } from '../../src/verifier/trust-cache.js';
 import { createVerifierRepository, type VerifierRepository } from '../../src/verifier/verifier-repository.js';
 import { createCa, createDevice } from '../../src/certs/certs-service.js';
-import { api, device, eventually, expectAllow, tenant, trust, updateDefaultProfile } from './fixtures.js';
+import { api, credential, device, eventually, expectAllow, tenant, trust, updateDefaultProfile, trustingTenant } from './fixtures.js';
 
 const DEVICES = 60;
 const name = (i: number) => `dev-${String(i).padStart(2, '0')}`;
@@ -19,7 +19,7 @@ interface World {
   s: TestApp;
   /** Device ids by name. */
   ids: Map<string, string>;
-  calls: { lookups: number; pages: number; counts: number; byId: number };
+  calls: { lookups: number; pages: number; counts: number; byId: number; pinned: number };
   /** The cache's clock (ms); tests move it. */
   clock: { now: number };
   /** Makes the next device count fail. */
@@ -38,7 +38,7 @@ async function world(t: TestContext): Promise<World> {
   });
   const ids = new Map((await s.prisma.device.findMany({ select: { id: true, name: true } })).map((d) => [d.name, d.id]));
   const real = createVerifierRepository(s.prisma);
-  const calls = { lookups: 0, pages: 0, counts: 0, byId: 0 };
+  const calls = { lookups: 0, pages: 0, counts: 0, byId: 0, pinned: 0 };
   let hold: { gate: Promise<void>; reached: () => void } | undefined;
   let failCount = false;
   const clock = { now: 1_000_000 };
@@ -47,6 +47,10 @@ async function world(t: TestContext): Promise<World> {
     devicesByNames: async (keys) => {
       calls.lookups++;
       return real.devicesByNames(keys);
+    },
+    pinnedCredentialIds: async (deviceId) => {
+      calls.pinned++;
+      return real.pinnedCredentialIds(deviceId);
     },
     deviceById: async (id) => {
       calls.byId++;
@@ -213,6 +217,9 @@ test('invalidate/one-device: a change that names its devices drops those alone, 
   await lookUp(w, cache, 0, 5);
   await preloaded(w, 3);
   const renamed = w.ids.get(name(30))!;
+  const other = w.ids.get(name(31))!;
+  await cache.pinnedCredentialIds(renamed);
+  await cache.pinnedCredentialIds(other);
   await w.s.prisma.device.update({ where: { id: renamed }, data: { name: 'dev-30-renamed' } });
   cache.apply({
     type: 'invalidate',
@@ -227,6 +234,9 @@ test('invalidate/one-device: a change that names its devices drops those alone, 
   assert.equal((await cache.deviceByName('acme', 'dev-30-renamed'))?.id, renamed);
   assert.equal((await cache.deviceById('acme', renamed))?.name, 'dev-30-renamed');
   assert.deepEqual([w.calls.lookups, w.calls.byId], [7, 1]);
+  await cache.pinnedCredentialIds(renamed);
+  await cache.pinnedCredentialIds(other);
+  assert.equal(w.calls.pinned, 3, 'the pinned set of the changed device alone was read again');
   await lookUp(w, cache, 31, DEVICES);
   assert.equal(w.calls.lookups, 7, 'the other devices stayed');
 });
@@ -263,4 +273,18 @@ test('events/device-changes: each change names the device under the name it had 
   const allowed = await expectAllow(s, { clientId: 'any', certificateChain: [leaf.certPem] });
   const last = s.published.at(-1)!;
   assert.deepEqual(last, { type: 'invalidate', tenantId: 'acme', what: 'devices', devices: [{ id: allowed.device.id, name: 'auto-1' }] });
+});
+
+test('invalidate/device-deleted: a certificate listed for a deleted device no longer names it; the CA registers a new one', async (t) => {
+  const s = await build(t);
+  const { acme, ca } = await trustingTenant(s);
+  const leaf = await createDevice({ issuer: ca, cn: 'meter-9' });
+  const id = await device(s, acme, { name: 'plc-9' });
+  await credential(s, acme, id, leaf.certPem);
+  const req = { clientId: 'any', certificateChain: [leaf.certPem] };
+  for (let i = 0; i < 3; i++) assert.equal((await expectAllow(s, req)).device.id, id);
+  assert.equal((await api(s, 'DELETE', `/tenant/tenants/acme/devices/${id}`, acme.auth)).status, 204);
+  const after = await expectAllow(s, req, 'after the delete');
+  assert.equal(after.device.name, 'meter-9');
+  assert.notEqual(after.device.id, id);
 });

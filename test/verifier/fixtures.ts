@@ -11,7 +11,7 @@ import type { TestContext } from 'node:test';
 import { promisify } from 'node:util';
 import type { InjectOptions } from 'fastify';
 import { createTenant, VERIFIER_TOKEN, type TestApp } from '../helpers/app.js';
-import type { Credentials } from '../../src/certs/certs-service.js';
+import { createCa, type Credentials } from '../../src/certs/certs-service.js';
 
 export interface Reply {
   status: number;
@@ -74,6 +74,18 @@ export interface Tenant {
 
 export async function tenant(s: TestApp, id: string): Promise<Tenant> {
   return { id, auth: await createTenant(s, id) };
+}
+
+/**
+ * Tenant `acme` that accepts any client id and trusts a new CA (auto-registration on): the
+ * starting point of most resolution tests.
+ */
+export async function trustingTenant(s: TestApp): Promise<{ acme: Tenant; ca: Credentials }> {
+  const acme = await tenant(s, 'acme');
+  await updateDefaultProfile(s, acme, { clientIdPolicy: 'ANY' });
+  const ca = await createCa();
+  await trust(s, acme, ca.certPem);
+  return { acme, ca };
 }
 
 export interface TrustOptions {

@@ -163,7 +163,8 @@ export function createDevicesService({ prisma, publisher }: DevicesServiceDeps) 
         if (isRecordMissing(err)) throw deviceNotFound(id);
         throw err;
       }
-      await publisher.publish(dropSessions(tenantId, gone));
+      // Its credentials went with it: cached ones would still name it. (No ids to add to the indexes.)
+      await publisher.publish([{ type: 'invalidate', tenantId, what: 'credentials', credentialsIds: [] }, ...dropSessions(tenantId, gone)]);
     },
 
     async listCredentials(tenantId: string, deviceId: string, skip: number, take: number, withTotal: boolean) {
