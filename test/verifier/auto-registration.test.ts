@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { build } from '../helpers/app.js';
 import { createCa, createDevice } from '../../src/certs/certs-service.js';
-import { authenticate, devicesNamed, profile, tenant, trust, updateDefaultProfile, type Reply } from './fixtures.js';
+import { authenticate, devicesNamed, profile, tenant, trust, updateDefaultProfile, type Reply, trustingTenant } from './fixtures.js';
 
 function allowedDeviceIds(replies: Reply[]): Set<string> {
   for (const r of replies) {
@@ -19,10 +19,7 @@ function allowedDeviceIds(replies: Reply[]): Set<string> {
 
 test('50 simultaneous first connections of one new device register exactly one device', async (t) => {
   const s = await build(t);
-  const acme = await tenant(s, 'acme');
-  await updateDefaultProfile(s, acme, { clientIdPolicy: 'ANY' });
-  const ca = await createCa();
-  await trust(s, acme, ca.certPem);
+  const { acme, ca } = await trustingTenant(s);
   const leaf = await createDevice({ issuer: ca, cn: 'storm-1' });
 
   const replies = await Promise.all(
@@ -85,10 +82,7 @@ test('the hourly registration quota holds when many new devices connect at once'
 
 test('a tenant deleted by another process before its notification arrives: registering denies, never a 503', async (t) => {
   const s = await build(t, { changeFeed: true });
-  const acme = await tenant(s, 'acme');
-  await updateDefaultProfile(s, acme, { clientIdPolicy: 'ANY' });
-  const ca = await createCa();
-  await trust(s, acme, ca.certPem);
+  const { ca } = await trustingTenant(s);
   // The caches know the tenant, its trusted certificate and its profile.
   const first = await authenticate(s, { clientId: 'early', certificateChain: [(await createDevice({ issuer: ca, cn: 'early' })).certPem] });
   assert.equal(first.body.result, 'allow', first.text);

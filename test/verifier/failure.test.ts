@@ -14,7 +14,7 @@ import { createMetrics } from '../../src/plugins/metrics.js';
 import { createCa, createDevice, createIntermediate } from '../../src/certs/certs-service.js';
 import { build, MANAGEMENT_PASSWORD, VERIFIER_TOKEN } from '../helpers/app.js';
 import { createTestDatabase } from '../helpers/database.js';
-import { api, authenticate, eventually, expectAllow, expectDeny, opensslCrl, sleep, tenant, trust, updateDefaultProfile } from './fixtures.js';
+import { api, authenticate, eventually, expectAllow, expectDeny, opensslCrl, sleep, tenant, trust, updateDefaultProfile, trustingTenant } from './fixtures.js';
 
 function expectUnavailable(res: { status: number; body: any; text: string }, what: string): void {
   assert.equal(res.status, 503, `${what}: ${res.text}`);
@@ -125,10 +125,7 @@ test('the store goes away under a warm verifier: 503 for known and new leaves al
   t.after(() => db.drop());
   const link = await proxy(t, new URL(db.url));
   const s = await appOn(t, { store: link.url, feed: link.url });
-  const acme = await tenant(s, 'acme');
-  await updateDefaultProfile(s, acme, { clientIdPolicy: 'ANY' });
-  const ca = await createCa();
-  await trust(s, acme, ca.certPem);
+  const { acme, ca } = await trustingTenant(s);
   const known = await createDevice({ issuer: ca, cn: 'known' });
   const knownReq = { clientId: 'known', certificateChain: [known.certPem] };
   await expectAllow(s, knownReq);
@@ -151,10 +148,7 @@ test('the store goes away under a warm verifier: 503 for known and new leaves al
 
 test('malformed requests: 400 for the request shape, a deny reason for the certificates, never 500', async (t) => {
   const s = await build(t);
-  const acme = await tenant(s, 'acme');
-  await updateDefaultProfile(s, acme, { clientIdPolicy: 'ANY' });
-  const root = await createCa();
-  await trust(s, acme, root.certPem);
+  const { acme, ca: root } = await trustingTenant(s);
   const leaf = await createDevice({ issuer: root, cn: 'dev-1' });
   const der = Buffer.from(leaf.certDer);
   const b64 = (buf: Buffer) => buf.toString('base64');

@@ -13,14 +13,11 @@ import { createPrismaClient } from '../../src/db/prisma.js';
 import { createVerifierRepository, encodeAuthEvent, type ObservedLeaf } from '../../src/verifier/verifier-repository.js';
 import { createTrustCache } from '../../src/verifier/trust-cache.js';
 import { createVerifier } from '../../src/verifier/verifier-service.js';
-import { api, credential, device, expectAllow, expectDeny, sleep, tenant, trust, updateDefaultProfile } from './fixtures.js';
+import { api, credential, device, expectAllow, expectDeny, sleep, tenant, trust, trustingTenant } from './fixtures.js';
 
 test('leaves that authenticate are recorded: OBSERVED credentials for CA-issued leaves, sightings for listed ones', async (t) => {
   const s = await build(t);
-  const acme = await tenant(s, 'acme');
-  await updateDefaultProfile(s, acme, { clientIdPolicy: 'ANY' });
-  const ca = await createCa();
-  await trust(s, acme, ca.certPem);
+  const { acme, ca } = await trustingTenant(s);
   const v1 = await createDevice({ issuer: ca, cn: 'meter-1' });
   const v2 = await createDevice({ issuer: ca, cn: 'meter-1' });
   const req = (leaf: typeof v1) => ({ clientId: 'meter-1', certificateChain: [leaf.certPem, ca.certPem] });
@@ -177,10 +174,7 @@ test('a batch of auth events keeps the events of live tenants when one tenant wa
 
 test('every decision is logged at info with tenant, device, client id and result; nothing is gathered at warn', async (t) => {
   const s = await build(t);
-  const acme = await tenant(s, 'acme');
-  await updateDefaultProfile(s, acme, { clientIdPolicy: 'ANY' });
-  const ca = await createCa();
-  await trust(s, acme, ca.certPem);
+  const { ca } = await trustingTenant(s);
   const leaf = await createDevice({ issuer: ca, cn: 'logged-1' });
   const decisions = async (level: string) => {
     const lines: string[] = [];
