@@ -34,7 +34,7 @@ const NAME_FAMILIES = ['webpki::cn::', 'webpki::san::', 'rfc5280::san::'];
  * conflicting cases (limbo's `conflicts_with`) costs one, whichever side is chosen.
  */
 export const DELIBERATE: Readonly<Record<string, string>> = {
-  'webpki::v1-cert': 'X.509 v1 leaves (no extensions) are accepted: `openssl x509 -req` makes them and the seed guides use it (CONTRACT §8)',
+  'webpki::v1-cert': 'X.509 v1 leaves (no extensions) are accepted: `openssl x509 -req` makes them and the ThingsBoard and eACM guides use it',
   'webpki::eku::ee-without-eku': 'RFC 5280 4.2.1.12 makes extendedKeyUsage optional; most device certificates have none (conflicts with rfc5280::eku::ee-without-eku)',
   'webpki::eku::ee-anyeku': 'anyExtendedKeyUsage in a leaf satisfies the required usage (RFC 5280 4.2.1.12); CA/B server rules do not bind device certificates',
   'webpki::eku::root-has-eku': 'an anchor with extendedKeyUsage is accepted when the list allows the required usage; device CAs commonly restrict themselves to clientAuth',

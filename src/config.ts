@@ -7,7 +7,7 @@ const optionalString = z
   .optional()
   .transform((v) => (v === undefined || v.trim() === '' ? undefined : v));
 
-/** The whole environment certgate reads, in one place (STYLE.md habit 8). */
+/** The whole environment certgate reads, in one place. */
 const configSchema = z
   .object({
     HTTP_HOST: z.string().min(1).default('0.0.0.0'),

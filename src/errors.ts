@@ -1,6 +1,6 @@
 /**
  * Typed errors thrown by services. The error-handler plugin is the one place that turns them
- * into HTTP: `{error: "<area>/<Reason>", message, info, details?}` (CONTRACT.md §3).
+ * into HTTP: `{error: "<area>/<Reason>", message, info, details?}`.
  */
 export class AppError extends Error {
   constructor(

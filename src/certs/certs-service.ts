@@ -91,9 +91,9 @@ export interface Credentials extends Issuer {
   readonly issuer: string;
   /** Uppercase hex, as `openssl x509 -serial` prints it. */
   readonly serialNumberHex: string;
-  /** Lowercase hex SHA-1 of the DER: a trusted certificate's `fingerprint` (CONTRACT.md §5). */
+  /** Lowercase hex SHA-1 of the DER: a trusted certificate's `fingerprint`. */
   readonly fingerprintSha1: string;
-  /** Lowercase hex SHA-256 of the DER: a device credential's `credentialsId` (CONTRACT.md §7). */
+  /** Lowercase hex SHA-256 of the DER: a device credential's `credentialsId`. */
   readonly fingerprintSha256: string;
   readonly notBefore: Date;
   readonly notAfter: Date;
@@ -392,7 +392,7 @@ export function keyMatchesCertificate(privateKey: KeyObject, certDer: Uint8Array
 // Proof of possession
 
 /**
- * Signs a proof-of-possession verification code (CONTRACT.md §5): SHA-256 over the code's UTF-8
+ * Signs a proof-of-possession verification code: SHA-256 over the code's UTF-8
  * bytes, PKCS#1 v1.5 for RSA and DER-encoded ECDSA for EC, base64. The same bytes as
  * `printf %s CODE | openssl dgst -sha256 -sign ca.key | base64 -w0`.
  */

@@ -1,6 +1,6 @@
 import { z } from 'zod';
 
-/** Cumulocity's error shape, used by every 4xx/5xx response (CONTRACT.md §3). */
+/** Cumulocity's error shape, used by every 4xx/5xx response. */
 export const errorSchema = z
   .object({
     error: z.string().describe('`<area>/<Reason>`'),

@@ -1,5 +1,5 @@
 /**
- * The mTLS MQTT listener (CONTRACT.md §9): TLS that asks every client for a certificate but
+ * The mTLS MQTT listener: TLS that asks every client for a certificate but
  * accepts any (so a refusal can be a proper CONNACK instead of a TLS alert), the verifier's
  * decision on CONNECT, per-tenant message routing with the device's ACL, and the session kill
  * switch fed by SessionChange events.

@@ -10,7 +10,7 @@
  *   message minus the leaf, in the order sent, whatever the issuer names say, and nothing from
  *   any trust store. With `requestCert: true, rejectUnauthorized: false` and no `ca` configured,
  *   OpenSSL keeps all of it.
- * The second is what the verifier must see (it builds the path itself, CONTRACT.md §8 (2)).
+ * The second is what the verifier must see (it builds the path itself, through the presented intermediates).
  *
  * One caveat: a resumed TLS session keeps the leaf but not the intermediates, so the listener
  * turns session resumption off (SSL_OP_NO_TICKET without a session cache).
@@ -46,12 +46,12 @@ export function peerChain(socket: TLSSocket): PeerChain | undefined {
   return { ders, serials, leaf };
 }
 
-/** Lowercase hex SHA-1 of a DER certificate: the fingerprint of CONTRACT.md §5. */
+/** Lowercase hex SHA-1 of a DER certificate: a trusted certificate's `fingerprint`. */
 export function sha1Fingerprint(der: Buffer): string {
   return hash('sha1', der, 'hex');
 }
 
-/** A serial as CONTRACT.md §5 compares them: lowercase hex without leading zeros. */
+/** A serial as revocation compares them: lowercase hex without leading zeros. */
 export function normalizeSerial(hex: string): string {
   const s = hex.replace(/[:\s]/g, '').toLowerCase().replace(/^0+/, '');
   return s === '' ? '0' : s;

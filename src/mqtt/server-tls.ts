@@ -1,5 +1,5 @@
 /**
- * The listener's TLS certificate (CONTRACT.md §1): MQTT_TLS_CERT/MQTT_TLS_KEY when configured,
+ * The listener's TLS certificate: MQTT_TLS_CERT/MQTT_TLS_KEY when configured,
  * otherwise a CA and a server certificate made once under `<dataDir>/tls/` and reused on every
  * later start, so `npm start` works out of the box and clients can trust `ca.crt`.
  *

@@ -1,5 +1,5 @@
 /**
- * Live sessions by what can revoke them (CONTRACT.md §5: a disabled or deleted CA, a revoked
+ * Live sessions by what can revoke them (a disabled or deleted CA, a revoked
  * serial, a disabled or deleted device, a suspended tenant), so a SessionChange finds its
  * sessions without scanning every connection.
  */

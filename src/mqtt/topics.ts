@@ -1,6 +1,6 @@
 /**
  * MQTT topic names and filters (MQTT 3.1.1 section 4.7, MQTT 5 section 4.7): validation, matching,
- * and the ACL checks of CONTRACT.md §9.
+ * and the per-tenant ACL checks.
  */
 import type { AclRule } from '../verifier/verifier-types.js';
 

@@ -1,5 +1,5 @@
 /**
- * Rules for uploading a trusted certificate (CONTRACT §5) and the key/algorithm strength rules
+ * Rules for uploading a trusted certificate and the key/algorithm strength rules
  * shared with path validation.
  */
 import type { PublicKeyInfo, SignatureAlgorithm } from './algorithms.js';
@@ -18,7 +18,7 @@ export interface Problem {
   readonly message: string;
 }
 
-/** Smallest RSA modulus accepted (CONTRACT §5; NIST SP 800-131A). */
+/** Smallest RSA modulus accepted (NIST SP 800-131A). */
 export const MIN_RSA_BITS = 2048;
 /** Largest RSA modulus accepted: bigger keys only make verification slow (a cheap DoS lever). */
 export const MAX_RSA_BITS = 16384;
@@ -94,7 +94,7 @@ export function checkWeakness(cert: ParsedCertificate, options: { signature?: bo
 }
 
 /**
- * CONTRACT §5 upload rules for a trusted certificate, each a 422 with its message: version 3,
+ * The upload rules for a trusted certificate, each a 422 with its message: version 3,
  * basicConstraints cA, keyCertSign when keyUsage is present, not expired, nothing weak.
  */
 export function checkTrustedCaRules(cert: ParsedCertificate, now: Date = new Date()): Problem[] {

@@ -1,5 +1,5 @@
 /**
- * Device identity from a certificate (CONTRACT §6): a profile picks a source (subject CN, a SAN
+ * Device identity from a certificate: a profile picks a source (subject CN, a SAN
  * URI below a prefix, or a SAN DNS name) and a regular expression whose capture group 1 (or the
  * whole match) is the device name. Patterns are checked for catastrophic backtracking when a
  * profile is written, and inputs are capped in length, so matching is cheap on the hot path.

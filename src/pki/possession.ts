@@ -1,5 +1,5 @@
 /**
- * Proof of possession of a CA key (CONTRACT §5): the user signs the unsigned verification code
+ * Proof of possession of a CA key: the user signs the unsigned verification code
  * with the CA's private key, `openssl dgst -sha256 -sign ca.key`, and sends the base64 signature.
  */
 import { verify } from 'node:crypto';

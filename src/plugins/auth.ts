@@ -56,7 +56,7 @@ export function principalOf(req: FastifyRequest): Principal {
 }
 
 /**
- * Tenant-scoped authorization (CONTRACT.md §2). Another tenant's resources answer 404, the same
+ * Tenant-scoped authorization. Another tenant's resources answer 404, the same
  * as absent ones, so existence never leaks; the management tenant may read every tenant.
  */
 export function authorizeTenant(req: FastifyRequest, tenantId: string, area: Area, write: boolean): Principal {

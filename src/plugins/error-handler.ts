@@ -16,7 +16,7 @@ interface ErrorBody {
 }
 
 /**
- * The one place HTTP status codes are chosen for failures (STYLE.md habit 5). Nothing leaves
+ * The one place HTTP status codes are chosen for failures. Nothing leaves
  * as a 500 with a stack or an internal message.
  */
 export const errorHandlerPlugin = fp(async function errorHandler(app: FastifyInstance) {

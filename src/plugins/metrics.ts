@@ -11,7 +11,7 @@ export interface MqttCounts {
 }
 
 /**
- * Prometheus metrics of one certgate process (CONTRACT.md §11). A registry per process object,
+ * Prometheus metrics of one certgate process. A registry per process object,
  * not prom-client's global one, so several apps can live in one test process.
  */
 export function createMetrics() {

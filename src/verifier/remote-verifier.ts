@@ -1,6 +1,6 @@
 /**
  * The verifier over HTTP, for a listener running apart from the API (`certgate mqtt` with
- * VERIFIER_URL and VERIFIER_TOKEN): `POST {url}/verifier/v1/authenticate` (CONTRACT.md §8).
+ * VERIFIER_URL and VERIFIER_TOKEN): `POST {url}/verifier/v1/authenticate`.
  *
  * It fails closed: anything but a well-formed 200 (or a 400, which is about the chain the device
  * sent) throws VerifierUnavailableError, which the listener answers with "server unavailable".

@@ -50,7 +50,7 @@ export async function verifierRouter(app: FastifyInstance, opts: VerifierRouterO
       tags: ['Verifier'],
       operationId: 'authenticate',
       description:
-        'Resolves a presented certificate chain to one tenant and one device for an MQTT CONNECT (CONTRACT.md §8). ' +
+        'Resolves a presented certificate chain to one tenant and one device for an MQTT CONNECT. ' +
         'Answers 200 with `result: allow` (ACL, client attributes) or `result: deny` with a reason; 503 when the store ' +
         'is unavailable (callers fail closed). The shape is accepted as-is by EMQX\'s HTTP authenticator.',
       security: [{ verifierToken: [] }],

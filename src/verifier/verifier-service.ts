@@ -124,7 +124,7 @@ function fillTopic(template: string, device: { id: string; name: string }): stri
   return template.replaceAll('{deviceName}', device.name).replaceAll('{deviceId}', device.id);
 }
 
-/** ACL templates of the profile with the device filled in (CONTRACT.md §6). */
+/** ACL templates of the profile with the device filled in. */
 export function expandAcl(profile: Pick<ProfileRef, 'aclPublish' | 'aclSubscribe'>, device: { id: string; name: string }): AclRule[] {
   return [
     ...profile.aclPublish.map((t) => ({ permission: 'allow' as const, action: 'publish' as const, topic: fillTopic(t, device) })),
@@ -138,7 +138,7 @@ function clientIdMatches(clientId: string, deviceName: string): boolean {
 }
 
 /**
- * The tenant hint of CONTRACT.md §8 (3): `username` is a tenant id (or Cumulocity's MQTT login
+ * The tenant hint that decides between tenants trusting one anchor: `username` is a tenant id (or Cumulocity's MQTT login
  * `<tenantId>/<user>`), or SNI is `<tenantId>.<anything>`.
  */
 function hintedTenant(req: AuthenticateRequest, candidates: string[]): string | undefined {
@@ -150,7 +150,7 @@ function hintedTenant(req: AuthenticateRequest, candidates: string[]): string | 
 }
 
 /**
- * Resolves a presented chain to one tenant and one device (CONTRACT.md §8), in the contract's
+ * Resolves a presented chain to one tenant and one device, in the contract's
  * order: pinned/known credential, path to a trusted anchor, tenant, identity, device.
  */
 export function createVerifier(deps: VerifierDeps) {

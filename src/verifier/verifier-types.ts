@@ -1,5 +1,5 @@
 /**
- * The verifier's public shape (CONTRACT.md §8). The HTTP route, the in-process MQTT listener
+ * The verifier's public shape. The HTTP route, the in-process MQTT listener
  * and the remote (HTTP) client all speak these types.
  */
 export type DenyReason =
@@ -80,7 +80,7 @@ export class VerifierUnavailableError extends Error {
 }
 
 /**
- * A change that must close live sessions (CONTRACT.md §5): published on PostgreSQL
+ * A change that must close live sessions: published on PostgreSQL
  * NOTIFY so every listener process sees it.
  */
 export type SessionChange =

@@ -1,5 +1,5 @@
 /**
- * Bad input on every write route of the OpenAPI document (CONTRACT.md §3): unparsable JSON and
+ * Bad input on every write route of the OpenAPI document: unparsable JSON and
  * wrong types are 400, unknown fields 400, a 5 MB body 413, a broken or non-CA PEM 422, a
  * duplicate 409; the error body is always {error, message, info}; nothing answers 500; and after
  * each refusal the database is exactly as before.
@@ -51,7 +51,7 @@ const PEM_RULES: Record<string, { broken: Expectation; nonCa?: Expectation }> = 
   createTrustedCertificatesBulk: { broken: { status: 422 }, nonCa: { status: 422 } },
   // A device credential is a leaf; any well-formed certificate is acceptable there.
   createDeviceCredential: { broken: { status: 422 } },
-  // The verifier and its explanation answer a malformed chain with a decision, not an error (CONTRACT.md §8).
+  // The verifier and its explanation answer a malformed chain with a decision, not an error.
   authenticate: { broken: { status: 200, reason: 'MALFORMED_CERTIFICATE' } },
   verifyCertChain: { broken: { status: 200, reason: 'MALFORMED_CERTIFICATE' } },
 };

@@ -1,5 +1,5 @@
 /**
- * Tenant isolation (CONTRACT.md §2): a user of tenant B gets 404 for every resource of tenant A,
+ * Tenant isolation: a user of tenant B gets 404 for every resource of tenant A,
  * the same answer as for a tenant that does not exist, and never A's data. The walk covers every
  * route of the OpenAPI document; a route it cannot fill in fails the test.
  */

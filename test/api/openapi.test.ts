@@ -2,7 +2,7 @@
  * The OpenAPI document is generated from the route schemas; the committed `openapi/openapi.json`
  * must be exactly what the code generates (`npm run openapi` refreshes it), and every operation
  * must be documented completely: tags, operationId, description, parameters, and responses that
- * include the error shape of CONTRACT.md §3.
+ * include the error shape `{error, message, info}`.
  */
 import assert from 'node:assert/strict';
 import fs from 'node:fs/promises';

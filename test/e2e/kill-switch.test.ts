@@ -1,5 +1,5 @@
 /**
- * The kill switch across processes (CONTRACT.md §5): a change made through `certgate api` closes
+ * The kill switch across processes: a change made through `certgate api` closes
  * the live sessions it concerns on `certgate mqtt`, a separate process that learns of it through
  * PostgreSQL LISTEN/NOTIFY, within 5 seconds, and leaves every other session alone. The device
  * cannot come back afterwards.

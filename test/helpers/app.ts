@@ -65,7 +65,7 @@ export async function build(t: TestContext, opts: BuildOptions = {}): Promise<Te
     bodyLimit: opts.bodyLimit,
     authFailuresBeforeLockout: opts.authFailuresBeforeLockout,
   });
-  // Every test also checks the contract's error rules (CONTRACT.md §3) on every response it caused:
+  // Every test also checks the contract's error rules on every response it caused:
   // nothing answers 500, and every error body is {error, message, info}.
   const contractViolations: string[] = [];
   app.addHook('onSend', async (req, reply, payload) => {
@@ -90,7 +90,7 @@ export async function build(t: TestContext, opts: BuildOptions = {}): Promise<Te
   });
   t.after(() => {
     if (contractViolations.length > 0) {
-      throw new Error(`error responses broke CONTRACT.md §3:\n${contractViolations.join('\n')}`);
+      throw new Error(`error responses broke the error shape {error, message, info}:\n${contractViolations.join('\n')}`);
     }
   });
   let closing: Promise<void> | undefined;

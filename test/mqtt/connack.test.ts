@@ -1,5 +1,5 @@
 /**
- * CONNECT decisions (CONTRACT.md §9): allow, deny, no certificate and an unavailable verifier,
+ * CONNECT decisions: allow, deny, no certificate and an unavailable verifier,
  * each as MQTT 3.1.1 and MQTT 5 CONNACK codes, over real TLS with MQTT.js.
  */
 import assert from 'node:assert/strict';

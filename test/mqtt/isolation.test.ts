@@ -1,5 +1,5 @@
 /**
- * Tenant isolation and the ACL (CONTRACT.md §9): two tenants each with a device `dev1` on the same
+ * Tenant isolation and the ACL: two tenants each with a device `dev1` on the same
  * topics never see each other's messages, retained messages or wills; denied publications are
  * dropped and denied subscriptions get 0x80 / 0x87.
  */

@@ -1,5 +1,5 @@
 /**
- * The session kill switch (CONTRACT.md §5): a SessionChange closes the matching live sessions
+ * The session kill switch: a SessionChange closes the matching live sessions
  * within 5 seconds and leaves every other session alone.
  */
 import assert from 'node:assert/strict';

@@ -5,7 +5,7 @@ import { makeCert, makeIntermediate, makeRoot, sharedKey, type CertSpec } from '
 
 const DAY = 86_400_000;
 
-describe('checkTrustedCaRules (CONTRACT §5 upload rules)', () => {
+describe('checkTrustedCaRules (upload rules)', () => {
   const cases: { name: string; spec: CertSpec; want: ProblemCode[] }[] = [
     { name: 'pass/ec-root', spec: {}, want: [] },
     { name: 'pass/rsa-2048-root', spec: { key: sharedKey('rsa') }, want: [] },

@@ -12,7 +12,7 @@ const cert = makeLeaf(root, {
   },
 }).parsed;
 
-describe('extractIdentity (CONTRACT §6)', () => {
+describe('extractIdentity', () => {
   const cases: { name: string; rule: IdentityRule; want: string | null }[] = [
     { name: 'default profile: whole CN', rule: { source: 'COMMON_NAME', pattern: '^(.+)$' }, want: 'device-42' },
     { name: 'CN capture group 1', rule: { source: 'COMMON_NAME', pattern: '^device-([0-9]+)$' }, want: '42' },

@@ -1,5 +1,5 @@
 /**
- * CONTRACT.md §8 (5): auto-registration creates exactly one device when many first connections
+ * Auto-registration creates exactly one device when many first connections
  * of the same device arrive at once, in one process and across processes on one database; the
  * hourly quota holds under the same load.
  */

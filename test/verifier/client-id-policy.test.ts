@@ -1,5 +1,5 @@
 /**
- * Which profile's client id rule applies (CONTRACT.md §6, §8): a registered device answers to its
+ * Which profile's client id rule applies: a registered device answers to its
  * own profile, a device that auto-registration would create to the anchor's profile, and a wrong
  * client id never creates a device.
  */

@@ -1,5 +1,5 @@
 /**
- * verify-cert-chain (CONTRACT.md §5): the decision the verifier would make for the tenant in the
+ * verify-cert-chain: the decision the verifier would make for the tenant in the
  * path, explained step by step, with no side effects.
  */
 import assert from 'node:assert/strict';

@@ -1,6 +1,6 @@
 /**
  * The verifier fails closed: a store it cannot reach is a 503 (never an allow, never a 500), and
- * malformed input is a 400 or a deny reason (CONTRACT.md §3, §8).
+ * malformed input is a 400 or a deny reason.
  */
 import assert from 'node:assert/strict';
 import net from 'node:net';

@@ -1,5 +1,5 @@
 /**
- * Proof of possession (CONTRACT.md §5): a verification code usable for ten minutes, signed with the
+ * Proof of possession: a verification code usable for ten minutes, signed with the
  * CA key by `openssl dgst -sha256 -sign ca.key`, base64.
  */
 import assert from 'node:assert/strict';

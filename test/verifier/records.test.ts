@@ -1,7 +1,7 @@
 /**
  * What the verifier writes down: observed leaves as OBSERVED credentials with first and last
- * sighting (CONTRACT.md §7), every decision as a tenant auth event, filterable by device name,
- * result and time (§8), and decisions counted in /metrics by result and reason (§11).
+ * sighting, every decision as a tenant auth event, filterable by device name,
+ * result and time, and decisions counted in /metrics by result and reason.
  */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';

@@ -1,5 +1,5 @@
 /**
- * CONTRACT.md §8, resolution in order, through POST /verifier/v1/authenticate:
+ * The verifier's resolution, in order, through POST /verifier/v1/authenticate:
  * (1) a listed device credential, (2) a path to an enabled trusted certificate, (3) the tenant,
  * (4) the device name from the profile and the client id policy, (5) the device checks.
  */

@@ -1,5 +1,5 @@
 /**
- * CONTRACT.md §5 revocation as the verifier sees it: serial holds through PUT settings/crl (with and
+ * Revocation as the verifier sees it: serial holds through PUT settings/crl (with and
  * without issuerFingerprint; hex without case, leading zeros or separators), lifting a hold, and
  * CRLs made by `openssl ca -gencrl` imported as PEM or DER.
  */

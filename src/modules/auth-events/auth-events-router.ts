@@ -26,7 +26,7 @@ const query = pagingQuery.extend({
   since: z.iso.datetime({ offset: true }).optional().describe('Only events at or after this time'),
 });
 
-/** Every verifier decision about the tenant's devices, newest first (CONTRACT.md §8). */
+/** Every verifier decision about the tenant's devices, newest first. */
 export async function authEventsRouter(app: FastifyInstance, opts: { prisma: Pick<PrismaClient, 'authEvent'> }) {
   const r = app.withTypeProvider<ZodTypeProvider>();
   r.get('/tenant/tenants/:tenantId/auth-events', {

@@ -1,4 +1,4 @@
-/** What every tenant's default profile holds (CONTRACT.md §6). */
+/** What every tenant's default profile holds. */
 export function defaultProfileData() {
   return {
     name: 'default',

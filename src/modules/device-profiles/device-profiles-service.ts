@@ -29,7 +29,7 @@ export function toDeviceProfileView(p: DeviceProfile): DeviceProfileView {
   };
 }
 
-/** A regex is checked when written, so a hostile one never reaches the verifier (CONTRACT.md §6). */
+/** A regex is checked when written, so a hostile one never reaches the verifier. */
 function assertSafePattern(pattern: string): void {
   const check = checkRegexSafety(pattern);
   if (!check.ok) {

@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import { normalizeSerialHex as normalizeHex } from '../../pki/crl.js';
 
-/** Serials are compared as hex without case, leading zeros or `:` separators (CONTRACT.md §5). */
+/** Serials are compared as hex without case, leading zeros or `:` separators. */
 export function normalizeSerialHex(hex: string): string {
   return normalizeHex(hex.replace(/[:\s]/g, ''));
 }

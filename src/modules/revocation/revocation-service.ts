@@ -20,7 +20,7 @@ export interface RevocationServiceDeps {
   publisher: ChangePublisher;
 }
 
-/** Serial holds and imported CRLs (CONTRACT.md §5, revocation). */
+/** Serial holds and imported CRLs (a revoked serial closes its sessions at once). */
 export function createRevocationService({ prisma, publisher }: RevocationServiceDeps) {
   const events = (tenantId: string, serials: Array<{ serialHex: string; issuerFingerprint: string }>): ChangeEvent[] => [
     { type: 'invalidate', tenantId, what: 'revocations' },

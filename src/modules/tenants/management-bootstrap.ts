@@ -18,7 +18,7 @@ export interface BootstrapResult {
 
 /**
  * Makes sure the management tenant and its admin exist. A configured password replaces the
- * stored one at every start (CONTRACT.md §1); otherwise one is generated on first start only.
+ * stored one at every start; otherwise one is generated on first start only.
  */
 export async function bootstrapManagement(
   prisma: Pick<PrismaClient, '$transaction' | 'tenant' | 'user' | 'deviceProfile' | 'setting'>,

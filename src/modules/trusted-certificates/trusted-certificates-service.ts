@@ -41,7 +41,7 @@ export function toTrustedCertificateView(c: TrustedCertificate, now = new Date()
   };
 }
 
-/** Parses an uploaded CA and applies the upload rules of CONTRACT.md §5; every problem is a 422. */
+/** Parses an uploaded CA and applies the upload rules for trusted certificates; every problem is a 422. */
 export function parseTrustedCa(pem: string, now: Date, label = 'certInPemFormat'): ParsedCertificate {
   let cert: ParsedCertificate;
   try {
