@@ -32,7 +32,8 @@ export async function deviceProfilesRouter(app: FastifyInstance, opts: { service
       operationId: 'createDeviceProfile',
       description:
         'Creates a device profile: how a device name is taken from a certificate (identity source and regex), ' +
-        'the client id policy, the auto-registration quota and the topic ACL. The regex is checked for safety here.',
+        'the client id policy, the auto-registration quota and the topic ACL. The regex must be RE2 syntax (no backreferences, no lookaround) ' +
+        'and is compiled here: one it cannot compile, or too large, is a 422.',
       params: profilesParams,
       body: createDeviceProfileBody,
       response: { 201: deviceProfileSchema, ...errorResponses(400, 401, 403, 404, 409, 413, 422, 429, 503) },

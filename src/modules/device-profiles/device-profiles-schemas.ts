@@ -8,7 +8,17 @@ const topicTemplate = z
   .refine((t) => !t.includes('\u0000'), 'must not contain NUL');
 
 const identitySource = z.enum(['COMMON_NAME', 'SAN_URI', 'SAN_DNS']);
-const identityPattern = z.string().min(1).max(256).describe('Regex; group 1 (or the whole match) is the device name');
+const identityPattern = z
+  .string()
+  .min(1)
+  .max(256)
+  .describe(
+    'RE2 regular expression applied to the source value; capture group 1 (or the whole match when it has no group) ' +
+      'is the device name. RE2 syntax (https://github.com/google/re2/wiki/Syntax): no backreferences (`\\1`, `\\k<n>`) ' +
+      'and no lookaround (`(?=`, `(?!`, `(?<=`, `(?<!`), which a 422 names; matching takes time linear in the value. ' +
+      'At most 500 elements once counted repetitions are unrolled (`.{0,1000}` is refused); source values longer than ' +
+      '1,024 characters match nothing. See docs/identity-patterns.md.',
+  );
 const identityUriPrefix = z.string().min(1).max(256).optional().describe('For SAN_URI: the first URI SAN with this prefix is used');
 
 export const identitySchema = z.strictObject({

@@ -29,7 +29,7 @@ export function toDeviceProfileView(p: DeviceProfile): DeviceProfileView {
   };
 }
 
-/** A regex is checked when written, so a hostile one never reaches the verifier. */
+/** A pattern is compiled as RE2 when written, so one the verifier cannot run never gets stored. */
 function assertSafePattern(pattern: string): void {
   const check = checkRegexSafety(pattern);
   if (!check.ok) {
