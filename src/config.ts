@@ -1,6 +1,9 @@
 import { z } from 'zod';
 import path from 'node:path';
 
+/** How long a database call may take unless configured (`DATABASE_STATEMENT_TIMEOUT_MS`, `DATABASE_ACQUIRE_TIMEOUT_MS`). */
+export const DATABASE_TIMEOUT_DEFAULTS = { statementTimeoutMs: 3_000, acquireTimeoutMs: 2_000 } as const;
+
 const port = z.coerce.number().int().min(0).max(65535);
 const optionalString = z
   .string()
@@ -31,6 +34,13 @@ const configSchema = z
         .regex(/^postgres(ql)?:\/\//, 'must be a postgres:// or postgresql:// URL')
         .optional(),
     ),
+    /**
+     * Longest a database statement may run: a frozen or cut-off database answers 503 within
+     * about this (plus the wait for a connection), never hangs a request.
+     */
+    DATABASE_STATEMENT_TIMEOUT_MS: z.coerce.number().int().min(100).max(600_000).default(DATABASE_TIMEOUT_DEFAULTS.statementTimeoutMs),
+    /** Longest a request waits for a pooled database connection, or for a new one to open. */
+    DATABASE_ACQUIRE_TIMEOUT_MS: z.coerce.number().int().min(100).max(600_000).default(DATABASE_TIMEOUT_DEFAULTS.acquireTimeoutMs),
     DATA_DIR: z.string().min(1).default('.data'),
     MANAGEMENT_ADMIN_PASSWORD: optionalString.pipe(
       z.string().min(8, 'must be at least 8 characters').optional(),

@@ -6,7 +6,7 @@ import { ConfigError, loadConfig, type Config } from './config.js';
 import { createChangeFeed, createChangePublisher, type ChangeFeed } from './db/change-feed.js';
 import { embeddedDatabaseUrl, releaseShutdownSignals, startEmbeddedPostgres, type EmbeddedDatabase } from './db/embedded-postgres.js';
 import { applyMigrations, pendingMigrations } from './db/migrate.js';
-import { createPrismaClient, type PrismaClient } from './db/prisma.js';
+import { createPrismaClient, type DatabaseTimeouts, type PrismaClient } from './db/prisma.js';
 import { bootstrapManagement } from './modules/tenants/management-bootstrap.js';
 import { createMetrics, type Metrics } from './plugins/metrics.js';
 import { createConnectionRecorder } from './mqtt/connection-recorder.js';
@@ -57,7 +57,7 @@ export async function startServer(config: Config, mode: ServeMode = 'all', logge
     const applied = await applyMigrations(databaseUrl, (m) => log.info(m));
     log.info({ applied: applied.length }, 'database schema up to date');
 
-    const prisma: PrismaClient = createPrismaClient(databaseUrl);
+    const prisma: PrismaClient = createPrismaClient(databaseUrl, databaseTimeouts(config));
     closers.push(() => prisma.$disconnect());
 
     const boot = await bootstrapManagement(prisma, {
@@ -98,7 +98,7 @@ export async function startServer(config: Config, mode: ServeMode = 'all', logge
     if (mode === 'all') {
       const workers = mqttWorkers(config);
       if (workers > 1) {
-        mqtt = await startListener(config, log, closers, metrics, { workers, source: { verifier: 'in-process', databaseUrl } });
+        mqtt = await startListener(config, log, closers, metrics, { workers, source: { verifier: 'in-process', databaseUrl, databaseTimeouts: databaseTimeouts(config) } });
       } else {
         const recorder = createConnectionRecorder({
           flush: (batch) => createVerifierRepository(prisma).touchDevices(batch),
@@ -118,6 +118,11 @@ export async function startServer(config: Config, mode: ServeMode = 'all', logge
     await close();
     throw err;
   }
+}
+
+/** How long each database call may take (statement, connection). */
+function databaseTimeouts(config: Config): DatabaseTimeouts {
+  return { statementTimeoutMs: config.DATABASE_STATEMENT_TIMEOUT_MS, acquireTimeoutMs: config.DATABASE_ACQUIRE_TIMEOUT_MS };
 }
 
 /** MQTT_WORKERS, or one per CPU this process may use. */
@@ -183,6 +188,7 @@ async function startStandaloneListener(
     url: config.VERIFIER_URL,
     token: config.VERIFIER_TOKEN,
     ...(databaseUrl ? { databaseUrl } : {}),
+    databaseTimeouts: databaseTimeouts(config),
   };
   const workers = mqttWorkers(config);
   const { listener, port } =

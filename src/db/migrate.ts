@@ -51,7 +51,9 @@ export async function applyMigrations(
   dir = MIGRATIONS_DIR,
 ): Promise<string[]> {
   const migrations = await listMigrations(dir);
-  const client = new pg.Client({ connectionString: databaseUrl });
+  // A database that does not answer fails the start instead of hanging it. No statement timeout:
+  // a migration may rightly run long, and the lock waits for another process's migrations.
+  const client = new pg.Client({ connectionString: databaseUrl, connectionTimeoutMillis: 10_000 });
   await client.connect();
   const applied: string[] = [];
   try {

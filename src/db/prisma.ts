@@ -4,6 +4,7 @@ import { PrismaPg } from '@prisma/adapter-pg';
 import pg from 'pg';
 import { from as copyFrom } from 'pg-copy-streams';
 import { PrismaClient } from '../generated/prisma/client.js';
+import { DATABASE_TIMEOUT_DEFAULTS } from '../config.js';
 
 export type { PrismaClient } from '../generated/prisma/client.js';
 export type { Prisma } from '../generated/prisma/client.js';
@@ -16,8 +17,43 @@ function searchPathOption(schema: string): string {
   return `"${schema.replaceAll('"', '""')}"`.replace(/[\\ ]/g, (c) => `\\${c}`);
 }
 
+/** How long a database call may take; see `DATABASE_STATEMENT_TIMEOUT_MS` and `DATABASE_ACQUIRE_TIMEOUT_MS`. */
+export interface DatabaseTimeouts {
+  /** Longest a statement may run, in ms: PostgreSQL cancels it, and the client gives up shortly after. */
+  statementTimeoutMs: number;
+  /** Longest a caller waits for a pooled connection (or for a new one to be opened), in ms. */
+  acquireTimeoutMs: number;
+}
+
+export interface PrismaClientOptions extends Partial<DatabaseTimeouts> {
+  /** Connections of the pool (default 10). */
+  poolSize?: number;
+}
+
+/**
+ * The client gives up this long after PostgreSQL should have cancelled the statement: a server
+ * that answers cancels it itself (and the connection stays usable); one that is frozen or cut off
+ * does not, and the client must not wait for it.
+ */
+const CLIENT_GRACE_MS = 500;
+
+/**
+ * The options every `pg` connection of certgate but the LISTEN one opens with: a statement bound
+ * on both sides, and no wait for a connection beyond `acquireTimeoutMs`. (The LISTEN connection is
+ * idle by design and is watched by the change feed instead.)
+ */
+export function boundedConnection(timeouts: Partial<DatabaseTimeouts> = {}): pg.ClientConfig & { connectionTimeoutMillis: number } {
+  const statement = timeouts.statementTimeoutMs ?? DATABASE_TIMEOUT_DEFAULTS.statementTimeoutMs;
+  return {
+    statement_timeout: statement,
+    query_timeout: statement + CLIENT_GRACE_MS,
+    connectionTimeoutMillis: timeouts.acquireTimeoutMs ?? DATABASE_TIMEOUT_DEFAULTS.acquireTimeoutMs,
+  };
+}
+
 /** Prisma on the pure-JS `pg` driver: no query-engine binary is needed at run time. */
-export function createPrismaClient(databaseUrl: string, poolSize = 10): PrismaClient {
+export function createPrismaClient(databaseUrl: string, options: PrismaClientOptions | number = {}): PrismaClient {
+  const opts = typeof options === 'number' ? { poolSize: options } : options;
   const url = new URL(databaseUrl);
   const schema = url.searchParams.get('schema') ?? undefined;
   url.searchParams.delete('schema');
@@ -25,8 +61,8 @@ export function createPrismaClient(databaseUrl: string, poolSize = 10): PrismaCl
   // connections opened by executeBulk alone must not keep the process alive.
   const pool = new pg.Pool({
     connectionString: url.toString(),
-    max: poolSize,
-    connectionTimeoutMillis: 5_000,
+    max: opts.poolSize ?? 10,
+    ...boundedConnection(opts),
     allowExitOnIdle: true,
     // `?schema=` is Prisma's: raw SQL (and the batch statements) find unqualified tables through
     // the connection's search_path, as the Prisma CLI's connections do (scripts/prisma-schema-engine.mjs).
@@ -34,10 +70,27 @@ export function createPrismaClient(databaseUrl: string, poolSize = 10): PrismaCl
   });
   // An idle connection that breaks is dropped by the pool; the next statement reports the cause.
   pool.on('error', () => {});
+  // A connection given back while a statement of it still runs gave up on that statement (the
+  // client's own timeout: the server did not answer): its session may be inside a transaction
+  // that was never rolled back, so it is closed rather than handed to the next caller. Closing
+  // it also ends that session's transaction on the server.
+  pool.on('release', (err, client) => {
+    if (!err && hasStatementInFlight(client)) void client.end().catch(() => {});
+  });
   const adapter = new PrismaPg(pool, { ...(schema ? { schema } : {}), disposeExternalPool: true });
   const client = new PrismaClient({ adapter });
   pools.set(client, pool);
   return client;
+}
+
+/**
+ * Whether the connection is not at rest: a statement of it still runs (the server never answered
+ * it: `pg` has sent the next one or gave up on it, and is not yet ready for another), or its
+ * session is inside a transaction. `readyForQuery` is `pg`'s own flag (not in its types).
+ */
+function hasStatementInFlight(client: pg.PoolClient): boolean {
+  const ready = (client as unknown as { readyForQuery?: boolean }).readyForQuery;
+  return ready === false || client.getTransactionStatus() !== 'I';
 }
 
 /**

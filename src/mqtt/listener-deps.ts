@@ -5,7 +5,7 @@
 import type { Logger } from 'pino';
 import { createChangeFeed, createChangePublisher, type ChangeEvent, type ChangeFeed } from '../db/change-feed.js';
 import type { Metrics } from '../plugins/metrics.js';
-import { createPrismaClient } from '../db/prisma.js';
+import { createPrismaClient, type DatabaseTimeouts } from '../db/prisma.js';
 import { createRemoteVerifier } from '../verifier/remote-verifier.js';
 import { createTrustCache } from '../verifier/trust-cache.js';
 import { createVerifierRepository } from '../verifier/verifier-repository.js';
@@ -16,12 +16,12 @@ import type { MqttListenerOptions, SessionChangeSource } from './mqtt-listener.j
 /** Where a listener process finds its verifier; plain data, so a primary can send it to workers. */
 export type ListenerSource =
   /** A verifier in this process, on the database the API writes to (`npm start`'s workers). */
-  | { verifier: 'in-process'; databaseUrl: string }
+  | { verifier: 'in-process'; databaseUrl: string; databaseTimeouts?: DatabaseTimeouts }
   /**
    * The API's verifier over HTTP; with a database, live sessions follow its changes and
    * `lastConnectedAt` is recorded.
    */
-  | { verifier: 'remote'; url: string; token: string; databaseUrl?: string };
+  | { verifier: 'remote'; url: string; token: string; databaseUrl?: string; databaseTimeouts?: DatabaseTimeouts };
 
 export type ListenerDependencies = Pick<MqttListenerOptions, 'verifier' | 'sessionChanges' | 'connectionRecorder'>;
 
@@ -49,7 +49,7 @@ export async function listenerDependencies(
   }
   const feed = await createChangeFeed(databaseUrl, log);
   closers.push(() => feed.close());
-  const prisma = createPrismaClient(databaseUrl, source.verifier === 'in-process' ? POOL_SIZE : 2);
+  const prisma = createPrismaClient(databaseUrl, { poolSize: source.verifier === 'in-process' ? POOL_SIZE : 2, ...source.databaseTimeouts });
   closers.push(() => prisma.$disconnect());
   const repository = createVerifierRepository(prisma);
   const recorder = createConnectionRecorder({

@@ -4,6 +4,7 @@ import {
   hasZodFastifySchemaValidationErrors,
   isResponseSerializationError,
 } from 'fastify-type-provider-zod';
+import { isDatabaseUnavailable } from '../db/prisma-errors.js';
 import { AppError, TooManyRequestsError } from '../errors.js';
 
 const INFO = '/docs';
@@ -87,21 +88,4 @@ function toHttp(err: FastifyError): { status: number; body: ErrorBody } {
 
 function internal(): { status: number; body: ErrorBody } {
   return { status: 500, body: { error: 'general/InternalError', message: 'Internal error', info: INFO } };
-}
-
-const UNAVAILABLE = /ECONNREFUSED|ECONNRESET|ETIMEDOUT|Connection terminated|connect ETIMEDOUT|too many clients|the database system is (starting|shutting) up|DatabaseNotReachable|timeout exceeded when trying to connect/i;
-
-export function isDatabaseUnavailable(err: unknown): boolean {
-  const seen = new Set<unknown>();
-  let e: unknown = err;
-  while (e && typeof e === 'object' && !seen.has(e)) {
-    seen.add(e);
-    const o = e as { name?: string; message?: string; code?: string; kind?: string; cause?: unknown };
-    if (o.name === 'PrismaClientInitializationError') return true;
-    if (o.code && ['P1001', 'P1002', 'P1017', 'P2024', 'ECONNREFUSED', '57P01', '57P03', '08006', '08001'].includes(o.code)) return true;
-    if (o.kind === 'DatabaseNotReachable' || o.kind === 'ConnectionClosed') return true;
-    if (o.message && UNAVAILABLE.test(o.message)) return true;
-    e = o.cause;
-  }
-  return false;
 }
