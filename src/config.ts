@@ -5,6 +5,7 @@ import path from 'node:path';
 export const DATABASE_TIMEOUT_DEFAULTS = { statementTimeoutMs: 3_000, acquireTimeoutMs: 2_000 } as const;
 
 const port = z.coerce.number().int().min(0).max(65535);
+const count = z.coerce.number().int().min(0);
 const optionalString = z
   .string()
   .optional()
@@ -28,6 +29,30 @@ const configSchema = z
         .pipe(z.number().int().min(1).max(256))
         .optional(),
     ),
+    /** Accepted MQTT connections per listener process; 0: unlimited. */
+    MQTT_MAX_CONNECTIONS: count.default(0),
+    /** Accepted MQTT connections per tenant per listener process; 0: unlimited. */
+    MQTT_MAX_CONNECTIONS_PER_TENANT: count.default(0),
+    /** Largest MQTT packet accepted, in bytes (announced as Maximum Packet Size). */
+    MQTT_MAX_PACKET_SIZE: z.coerce.number().int().min(128).max(268_435_455).default(1024 * 1024),
+    /** QoS 1 and 2 messages in flight to one client (mosquitto's max_inflight_messages). */
+    MQTT_MAX_INFLIGHT: z.coerce.number().int().min(1).max(65_535).default(20),
+    /** QoS 1 and 2 messages queued per session beyond those in flight (mosquitto's max_queued_messages). */
+    MQTT_MAX_QUEUED: z.coerce.number().int().min(0).default(1_000),
+    /** QoS 2 messages from one client awaiting PUBREL at once (announced as Receive Maximum). */
+    MQTT_RECEIVE_MAXIMUM: z.coerce.number().int().min(1).max(65_535).default(100),
+    /** Subscriptions per session; 0: unlimited. */
+    MQTT_MAX_SUBSCRIPTIONS: count.default(0),
+    /** PUBLISH packets per second per connection (bursts of as many); 0: unlimited. */
+    MQTT_PUBLISH_RATE: count.default(0),
+    /** Longest keep alive granted, in seconds (announced as Server Keep Alive); 0: as the client asks. */
+    MQTT_MAX_KEEPALIVE: z.coerce.number().int().min(0).max(65_535).default(0),
+    /** Topic aliases a client may set (Topic Alias Maximum); 0 refuses them. */
+    MQTT_TOPIC_ALIAS_MAXIMUM: z.coerce.number().int().min(0).max(65_535).default(10),
+    /** Retained messages kept per tenant. */
+    MQTT_MAX_RETAINED_PER_TENANT: z.coerce.number().int().min(0).default(100_000),
+    /** Longest a disconnected persistent session is kept, in seconds. */
+    MQTT_MAX_SESSION_EXPIRY: z.coerce.number().int().min(0).default(86_400),
     DATABASE_URL: optionalString.pipe(
       z
         .string()

@@ -8,11 +8,11 @@ import { embeddedDatabaseUrl, releaseShutdownSignals, startEmbeddedPostgres, typ
 import { applyMigrations, pendingMigrations } from './db/migrate.js';
 import { createPrismaClient, type DatabaseTimeouts, type PrismaClient } from './db/prisma.js';
 import { bootstrapManagement } from './modules/tenants/management-bootstrap.js';
-import { createMetrics, type Metrics } from './plugins/metrics.js';
+import { createMetrics, mqttMetricsSink, type Metrics } from './plugins/metrics.js';
 import { createConnectionRecorder } from './mqtt/connection-recorder.js';
-import { listenerDependencies, sessionChangesOf, type ListenerDependencies, type ListenerSource } from './mqtt/listener-deps.js';
+import { listenerDependencies, sessionChangesOf, tenantDeletionsOf, type ListenerDependencies, type ListenerSource } from './mqtt/listener-deps.js';
 import { createMqttCluster, defaultWorkers, type MqttCluster } from './mqtt/mqtt-cluster.js';
-import { createMqttListener, type MqttListener } from './mqtt/mqtt-listener.js';
+import { createMqttListener, listenerLimits, type MqttListener } from './mqtt/mqtt-listener.js';
 import { resolveServerTls } from './mqtt/server-tls.js';
 import { createVerifierRepository } from './verifier/verifier-repository.js';
 
@@ -106,7 +106,12 @@ export async function startServer(config: Config, mode: ServeMode = 'all', logge
         });
         closers.push(() => recorder.close());
         mqtt = await startListener(config, log, closers, metrics, {
-          deps: { verifier: app.verifier, sessionChanges: sessionChangesOf(feed), connectionRecorder: recorder },
+          deps: {
+            verifier: app.verifier,
+            sessionChanges: sessionChangesOf(feed),
+            tenantDeletions: tenantDeletionsOf(feed),
+            connectionRecorder: recorder,
+          },
         });
       }
     }
@@ -154,10 +159,12 @@ async function startListener(
     host: config.MQTT_TLS_HOST,
     port: config.MQTT_TLS_PORT,
     tls: { cert: tls.cert, key: tls.key, ...(tls.ca ? { ca: tls.ca } : {}) },
+    limits: listenerLimits(config),
   };
   let listener: MqttListener;
   if ('deps' in how) {
-    listener = createMqttListener({ ...how.deps, ...common, logger: log });
+    const { limits, ...rest } = common;
+    listener = createMqttListener({ ...how.deps, ...rest, ...limits, logger: log, ...(metrics ? { metrics: mqttMetricsSink(metrics) } : {}) });
   } else {
     const workers = createMqttCluster({ workers: how.workers, spec: { ...common, source: how.source, logLevel: config.LOG_LEVEL }, logger: log });
     // The workers' verifiers count their decisions; a scrape of this process adds them up.

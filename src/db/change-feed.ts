@@ -24,7 +24,13 @@ export type ChangeEvent =
    * Leaves the verifier recorded as OBSERVED credentials. They change no decision (the same
    * device is found either way), so caches of decisions stay; credential indexes learn the ids.
    */
-  | { type: 'credentials-observed'; tenantId: string; credentialsIds: string[] };
+  | { type: 'credentials-observed'; tenantId: string; credentialsIds: string[] }
+  /**
+   * A tenant was deleted (a suspension sends only the session drop): MQTT listeners forget the
+   * tenant's sessions, wills, queued and retained messages, so a tenant made again with the same
+   * id starts empty.
+   */
+  | { type: 'tenant-deleted'; tenantId: string };
 
 export const CHANNEL = 'certgate_changes';
 

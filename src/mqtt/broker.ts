@@ -4,10 +4,10 @@
  * in. Isolation is structural: there is no shared topic namespace to prefix and strip, and client
  * identifiers are unique per tenant only (two tenants may both have a client `dev1`).
  *
- * MQTT semantics follow MQTT 3.1.1 and MQTT 5 sections 3.3 and 4.3-4.8: QoS 0 and 1 delivery
- * (QoS 2 publications are accepted and delivered at QoS 1 at most), retained messages, no-local,
- * retain-as-published, retain handling, subscription identifiers, message expiry, and sessions that
- * outlive their connection when the client asks for it.
+ * MQTT semantics follow MQTT 3.1.1 and MQTT 5 sections 3.3 and 4.3-4.8: QoS 0, 1 and 2 delivery,
+ * retained messages, no-local, retain-as-published, retain handling, subscription identifiers,
+ * shared subscriptions, message expiry, and sessions that outlive their connection when the
+ * client asks for it.
  */
 import { RetainedTree, SubscriptionTree } from './topic-tree.js';
 
@@ -34,7 +34,7 @@ export interface Message {
 
 export interface SubscriptionOptions {
   /** Granted QoS: the maximum QoS of messages sent for this subscription. */
-  qos: 0 | 1;
+  qos: QoS;
   noLocal: boolean;
   retainAsPublished: boolean;
   retainHandling: 0 | 1 | 2;
@@ -43,15 +43,20 @@ export interface SubscriptionOptions {
 
 /** What a session needs from the live connection it is attached to. */
 export interface Outlet {
-  /** The client's Receive Maximum: QoS 1 messages in flight at once (MQTT 5 3.1.2.11.3). */
+  /**
+   * QoS 1 and 2 messages in flight at once: the client's Receive Maximum (MQTT 5 3.1.2.11.3),
+   * bounded by the listener's own in-flight limit.
+   */
   readonly receiveMaximum: number;
   /** Writes one PUBLISH; false when it was not sent (too large for the client, or a slow client's QoS 0). */
   sendPublish(p: OutgoingPublish): boolean;
+  /** Writes a PUBREL (the second half of an outbound QoS 2 exchange, MQTT 4.3.3). */
+  sendPubrel(messageId: number): void;
 }
 
 export interface OutgoingPublish {
   message: Message;
-  qos: 0 | 1;
+  qos: QoS;
   retain: boolean;
   messageId?: number;
   dup: boolean;
@@ -61,16 +66,26 @@ export interface OutgoingPublish {
 export interface BrokerLimits {
   /** Retained messages kept per tenant; further new retained topics are not stored. */
   maxRetainedPerTenant: number;
-  /** QoS 1 messages queued per session beyond those in flight (mosquitto's max_queued_messages). */
+  /** QoS 1 and 2 messages queued per session beyond those in flight (mosquitto's max_queued_messages). */
   maxQueuedPerSession: number;
 }
 
 export const DEFAULT_LIMITS: BrokerLimits = { maxRetainedPerTenant: 100_000, maxQueuedPerSession: 1_000 };
 
+/** Why a message did not reach a subscriber (or the retained store). */
+export type DropReason = 'queue_full' | 'retained_full' | 'expired' | 'not_sent' | 'offline_qos0';
+
 export interface BrokerStats {
   messagesRouted: number;
   messagesDropped: number;
+  /** Drops by reason; their sum is `messagesDropped`. */
+  dropped: Record<DropReason, number>;
 }
+
+export function newBrokerStats(): BrokerStats {
+  return { messagesRouted: 0, messagesDropped: 0, dropped: { queue_full: 0, retained_full: 0, expired: 0, not_sent: 0, offline_qos0: 0 } };
+}
+
 
 /**
  * What a broker tells its owner, so a broker spread over several processes (mqtt-cluster.ts)
@@ -81,6 +96,8 @@ export interface BrokerEvents {
   published?(tenantId: string, message: Message): void;
   /** A session ended for good and left the tenant's sessions. */
   sessionEnded?(session: Session): void;
+  /** A message was not delivered to a session (or not retained). */
+  dropped?(tenantId: string, reason: DropReason): void;
 }
 
 /**
@@ -92,18 +109,26 @@ export interface SessionState {
   deviceId: string;
   expiryMs: number;
   subscriptions: Array<[string, SubscriptionOptions]>;
-  /** QoS 1 messages sent and not acknowledged, by packet identifier: sent again with DUP on attach. */
-  inflight: Array<[number, OutgoingPublish]>;
+  /**
+   * QoS 1 and 2 messages sent and not acknowledged, by packet identifier: sent again with DUP on
+   * attach, or (QoS 2 with PUBREC received) their PUBREL sent again.
+   */
+  inflight: Array<[number, OutgoingPublish, boolean?]>;
   queued: OutgoingPublish[];
   nextId: number;
+  /** Packet identifiers of QoS 2 publications received and awaiting the client's PUBREL. */
+  inboundQos2?: number[];
 }
 
 interface InflightEntry {
   p: OutgoingPublish;
+  /** QoS 2: PUBREC received and PUBREL sent; waiting for PUBCOMP. */
+  released?: boolean;
 }
 
 /**
- * One MQTT session (MQTT 4.1): subscriptions, QoS 1 messages in flight and queued. It is attached
+ * One MQTT session (MQTT 4.1): subscriptions, QoS 1 and 2 messages in flight and queued, and the
+ * packet identifiers of QoS 2 messages received and not yet released. It is attached
  * to at most one connection; a persistent session waits detached until it expires or the client
  * comes back.
  */
@@ -115,6 +140,14 @@ export class Session {
   expiryTimer: NodeJS.Timeout | undefined;
   /** A will waiting out its Will Delay Interval; cancelled when the client comes back. */
   willTimer: NodeJS.Timeout | undefined;
+  /** The will that `willTimer` publishes. */
+  pendingWill: Message | undefined;
+  /**
+   * QoS 2 PUBLISH packet identifiers received from the client whose PUBREL has not come yet
+   * (MQTT 4.3.3, method B): a PUBLISH with one of them is a retransmission and is not routed
+   * again, across reconnects too ([MQTT-4.3.3-9]).
+   */
+  readonly inboundQos2 = new Set<number>();
   private readonly inflight = new Map<number, InflightEntry>();
   private readonly queue: OutgoingPublish[] = [];
   private nextId = 1;
@@ -135,26 +168,57 @@ export class Session {
   }
 
   /** Delivers one message to this session at `qos`, now or when the client is able to take it. */
-  deliver(message: Message, qos: 0 | 1, retain: boolean, subscriptionIds?: number[]): void {
+  deliver(message: Message, qos: QoS, retain: boolean, subscriptionIds?: number[]): void {
     const p: OutgoingPublish = { message, qos, retain, dup: false, ...(subscriptionIds ? { subscriptionIds } : {}) };
     if (qos === 0) {
-      if (!this.outlet || !this.outlet.sendPublish(p)) this.space.stats.messagesDropped++;
+      if (!this.outlet) this.space.dropped('offline_qos0');
+      else if (!this.outlet.sendPublish(p)) this.space.dropped('not_sent');
       return;
     }
     if (this.outlet && this.queue.length === 0 && this.inflight.size < this.outlet.receiveMaximum) {
-      this.sendQos1(p);
+      this.sendInflight(p);
       return;
     }
     if (this.queue.length >= this.space.limits.maxQueuedPerSession) {
-      this.space.stats.messagesDropped++;
+      this.space.dropped('queue_full');
       return;
     }
     this.queue.push(p);
   }
 
-  /** PUBACK from the client. */
+  /** PUBACK from the client: the QoS 1 exchange ends (MQTT 4.3.2). */
   acknowledge(messageId: number): void {
-    if (this.inflight.delete(messageId)) this.pump();
+    const entry = this.inflight.get(messageId);
+    if (entry?.p.qos !== 1) return;
+    this.inflight.delete(messageId);
+    this.pump();
+  }
+
+  /**
+   * PUBREC from the client (MQTT 4.3.3): the message is the client's now; PUBREL follows. A
+   * PUBREC with a failure reason code (0x80 or above) ends the exchange ([MQTT-4.3.3-4] does not
+   * apply then, MQTT 5 4.3.3). False when no QoS 2 message with that identifier is in flight.
+   */
+  received(messageId: number, reasonCode = 0): boolean {
+    const entry = this.inflight.get(messageId);
+    if (!entry || entry.p.qos !== 2) return false;
+    if (reasonCode >= 0x80) {
+      this.inflight.delete(messageId);
+      this.pump();
+      return true;
+    }
+    // [MQTT-4.3.3-5]: the message is not sent again once PUBREC came; only the PUBREL is.
+    entry.released = true;
+    this.outlet?.sendPubrel(messageId);
+    return true;
+  }
+
+  /** PUBCOMP from the client: the QoS 2 exchange ends and the packet identifier is free. */
+  completed(messageId: number): void {
+    const entry = this.inflight.get(messageId);
+    if (!entry || entry.p.qos !== 2) return;
+    this.inflight.delete(messageId);
+    this.pump();
   }
 
   /**
@@ -171,10 +235,18 @@ export class Session {
       // MQTT 5 3.1.3.2.2: a client back before the delay ran out has its will discarded.
       clearTimeout(this.willTimer);
       this.willTimer = undefined;
+      this.pendingWill = undefined;
     }
+    // [MQTT-4.4.0-1]: unacknowledged PUBLISH packets are sent again with DUP, and PUBREL packets
+    // sent again, in their original order.
     for (const [id, entry] of this.inflight) {
+      if (entry.released) {
+        outlet.sendPubrel(id);
+        continue;
+      }
       if (expired(entry.p.message)) {
         this.inflight.delete(id);
+        this.space.dropped('expired');
         continue;
       }
       outlet.sendPublish({ ...entry.p, messageId: id, dup: true });
@@ -193,18 +265,20 @@ export class Session {
       deviceId: this.deviceId,
       expiryMs: this.expiryMs,
       subscriptions: [...this.subscriptions],
-      inflight: [...this.inflight].map(([id, e]) => [id, e.p]),
+      inflight: [...this.inflight].map(([id, e]) => [id, e.p, !!e.released]),
       queued: [...this.queue],
       nextId: this.nextId,
+      inboundQos2: [...this.inboundQos2],
     };
   }
 
   /** Takes over the messages of a session state (its subscriptions are the tenant space's part). */
   restore(state: SessionState): void {
     this.expiryMs = state.expiryMs;
-    for (const [id, p] of state.inflight) this.inflight.set(id, { p });
+    for (const [id, p, released] of state.inflight) this.inflight.set(id, released ? { p, released } : { p });
     this.queue.push(...state.queued);
     this.nextId = state.nextId;
+    for (const id of state.inboundQos2 ?? []) this.inboundQos2.add(id);
   }
 
   private pump(): void {
@@ -213,18 +287,19 @@ export class Session {
     while (this.queue.length && this.inflight.size < outlet.receiveMaximum) {
       const p = this.queue.shift()!;
       if (expired(p.message)) {
-        this.space.stats.messagesDropped++;
+        this.space.dropped('expired');
         continue;
       }
-      this.sendQos1(p);
+      this.sendInflight(p);
     }
   }
 
-  private sendQos1(p: OutgoingPublish): void {
+  /** Sends a QoS 1 or 2 message under a fresh packet identifier and keeps it until acknowledged. */
+  private sendInflight(p: OutgoingPublish): void {
     const messageId = this.allocateId();
     const sent: OutgoingPublish = { ...p, messageId };
     if (this.outlet!.sendPublish(sent)) this.inflight.set(messageId, { p: sent });
-    else this.space.stats.messagesDropped++;
+    else this.space.dropped('not_sent');
   }
 
   /** Packet identifiers 1..65535 not in flight (MQTT 2.2.1). */
@@ -242,17 +317,60 @@ function expired(m: Message, now = Date.now()): boolean {
 }
 
 interface Match {
-  qos: 0 | 1;
+  qos: QoS;
   noLocal: boolean;
   retainAsPublished: boolean;
   ids?: number[];
 }
 
+/** `$share/{ShareName}/{filter}` split in its parts (MQTT 5 4.8.2), or undefined for a plain filter. */
+export function parseShared(filter: string): { group: string; filter: string } | undefined {
+  if (!filter.startsWith('$share/')) return undefined;
+  const rest = filter.slice('$share/'.length);
+  const slash = rest.indexOf('/');
+  if (slash <= 0) return undefined;
+  return { group: rest.slice(0, slash), filter: rest.slice(slash + 1) };
+}
+
+/**
+ * The sessions of one shared subscription `$share/{group}/{filter}` (MQTT 5 4.8.2): each message
+ * goes to one of them, round robin, a connected member before a detached one.
+ */
+export class SharedGroup {
+  readonly members = new Map<Session, SubscriptionOptions>();
+  private turn = 0;
+
+  constructor(
+    /** The whole `$share/...` filter, as the clients subscribed to it. */
+    readonly key: string,
+    readonly filter: string,
+  ) {}
+
+  pick(): [Session, SubscriptionOptions] | undefined {
+    const list = [...this.members];
+    if (list.length === 0) return undefined;
+    for (let i = 0; i < list.length; i++) {
+      const candidate = list[(this.turn + i) % list.length]!;
+      if (candidate[0].outlet) {
+        this.turn = (this.turn + i + 1) % list.length;
+        return candidate;
+      }
+    }
+    const any = list[this.turn % list.length]!;
+    this.turn = (this.turn + 1) % list.length;
+    return any;
+  }
+}
+
+type Subscriber = Session | SharedGroup;
+
 /** Everything one tenant's devices share: and nothing they share with any other tenant. */
 export class TenantSpace {
-  readonly subscriptions = new SubscriptionTree<Session, SubscriptionOptions>();
+  readonly subscriptions = new SubscriptionTree<Subscriber, SubscriptionOptions>();
   readonly retained = new RetainedTree<Message>();
   readonly sessions = new Map<string, Session>();
+  /** Shared subscriptions by their whole `$share/...` filter. */
+  readonly shared = new Map<string, SharedGroup>();
 
   constructor(
     readonly tenantId: string,
@@ -260,6 +378,12 @@ export class TenantSpace {
     readonly stats: BrokerStats,
     private readonly events: BrokerEvents = {},
   ) {}
+
+  dropped(reason: DropReason): void {
+    this.stats.messagesDropped++;
+    this.stats.dropped[reason]++;
+    this.events.dropped?.(this.tenantId, reason);
+  }
 
   /** A message published by a client of this broker: routed here and announced to the owner. */
   publish(message: Message, from?: Session): void {
@@ -270,15 +394,21 @@ export class TenantSpace {
   /**
    * Routes a message to every matching subscription of this tenant; `from` is the publishing
    * session (for no-local). Overlapping subscriptions of one session yield one copy at the highest
-   * granted QoS, carrying every matching subscription identifier (MQTT 5 3.3.4).
+   * granted QoS, carrying every matching subscription identifier (MQTT 5 3.3.4). A shared
+   * subscription adds one copy for one of its members.
    */
   route(message: Message, from?: Session): void {
     if (message.retain) this.retain(message);
     const matches = new Map<Session, Match>();
-    this.subscriptions.match(message.topic, (session, opts) => {
-      const m = matches.get(session);
+    let groups: SharedGroup[] | undefined;
+    this.subscriptions.match(message.topic, (subscriber, opts) => {
+      if (subscriber instanceof SharedGroup) {
+        (groups ??= []).push(subscriber);
+        return;
+      }
+      const m = matches.get(subscriber);
       if (!m) {
-        matches.set(session, {
+        matches.set(subscriber, {
           qos: opts.qos,
           noLocal: opts.noLocal,
           retainAsPublished: opts.retainAsPublished,
@@ -294,9 +424,16 @@ export class TenantSpace {
     this.stats.messagesRouted++;
     for (const [session, m] of matches) {
       if (m.noLocal && session === from) continue;
-      const qos = Math.min(message.qos, m.qos) as 0 | 1;
+      const qos = Math.min(message.qos, m.qos) as QoS;
       // Without retain-as-published the RETAIN flag is cleared on normal forwarding (MQTT 3.3.1.3).
       session.deliver(message, qos, m.retainAsPublished && message.retain, m.ids);
+    }
+    for (const group of groups ?? []) {
+      const picked = group.pick();
+      if (!picked) continue;
+      const [session, opts] = picked;
+      const ids = opts.subscriptionId !== undefined ? [opts.subscriptionId] : undefined;
+      session.deliver(message, Math.min(message.qos, opts.qos) as QoS, opts.retainAsPublished && message.retain, ids);
     }
   }
 
@@ -307,7 +444,7 @@ export class TenantSpace {
       return;
     }
     if (this.retained.size >= this.limits.maxRetainedPerTenant && this.retained.get(message.topic) === undefined) {
-      this.stats.messagesDropped++;
+      this.dropped('retained_full');
       return;
     }
     // Stored with QoS and properties as published; the stored copy is always flagged retained.
@@ -316,9 +453,22 @@ export class TenantSpace {
 
   /**
    * Adds or replaces a subscription and sends the matching retained messages as the Retain
-   * Handling option asks (MQTT 5 3.8.3.1; MQTT 3.1.1 always sends them).
+   * Handling option asks (MQTT 5 3.8.3.1; MQTT 3.1.1 always sends them). A shared subscription
+   * gets no retained messages (MQTT 5 4.8.2).
    */
   subscribe(session: Session, filter: string, opts: SubscriptionOptions): void {
+    const shared = parseShared(filter);
+    if (shared) {
+      let group = this.shared.get(filter);
+      if (!group) {
+        group = new SharedGroup(filter, shared.filter);
+        this.shared.set(filter, group);
+        this.subscriptions.add(shared.filter, group, opts);
+      }
+      group.members.set(session, opts);
+      session.subscriptions.set(filter, opts);
+      return;
+    }
     const isNew = this.subscriptions.add(filter, session, opts);
     session.subscriptions.set(filter, opts);
     if (opts.retainHandling === 2 || (opts.retainHandling === 1 && !isNew)) return;
@@ -329,16 +479,28 @@ export class TenantSpace {
         this.retained.delete(m.topic);
         return;
       }
-      session.deliver(m, Math.min(m.qos, opts.qos) as 0 | 1, true, ids);
+      session.deliver(m, Math.min(m.qos, opts.qos) as QoS, true, ids);
     });
   }
 
   unsubscribe(session: Session, filter: string): boolean {
     session.subscriptions.delete(filter);
+    const group = this.shared.get(filter);
+    if (group) {
+      if (!group.members.delete(session)) return false;
+      if (group.members.size === 0) {
+        this.shared.delete(filter);
+        this.subscriptions.remove(group.filter, group);
+      }
+      return true;
+    }
     return this.subscriptions.remove(filter, session);
   }
 
-  /** Existing session for a client id, or a fresh one; the old one is dropped when `clean`. */
+  /**
+   * Existing session for a client id, or a fresh one; the old one is dropped when `clean` (its
+   * will, if one is waiting, goes out now: its session ended, MQTT 5 3.1.3.2.2).
+   */
   openSession(clientId: string, deviceId: string, clean: boolean): { session: Session; present: boolean } {
     const existing = this.sessions.get(clientId);
     if (existing) {
@@ -349,22 +511,50 @@ export class TenantSpace {
         existing.expiryTimer = undefined;
         return { session: existing, present: true };
       }
-      this.endSession(existing);
+      this.endSession(existing, { publishWill: existing.deviceId === deviceId });
     }
     const session = new Session(this, clientId, deviceId);
     this.sessions.set(clientId, session);
     return { session, present: false };
   }
 
-  /** Ends a session for good: its subscriptions and queued messages are dropped. */
-  endSession(session: Session): void {
+  /**
+   * Ends a session for good: its subscriptions and queued messages are dropped, and so is a will
+   * waiting out its delay, unless `publishWill` (the session ended in the normal way, so the will
+   * is due now: MQTT 5 3.1.3.2.2, "or the Session ends, whichever happens first").
+   */
+  endSession(session: Session, opts: { publishWill?: boolean } = {}): void {
     if (session.expiryTimer) clearTimeout(session.expiryTimer);
     session.expiryTimer = undefined;
+    const will = session.pendingWill;
+    session.pendingWill = undefined;
+    if (session.willTimer) clearTimeout(session.willTimer);
+    session.willTimer = undefined;
     for (const filter of [...session.subscriptions.keys()]) this.unsubscribe(session, filter);
     if (this.sessions.get(session.clientId) === session) {
       this.sessions.delete(session.clientId);
       this.events.sessionEnded?.(session);
     }
+    if (opts.publishWill && will) this.publish(will, session);
+  }
+
+  /**
+   * Publishes a will after `delayMs` (MQTT 5 Will Delay Interval), unless the client is back on
+   * the session by then or the session ends without it.
+   */
+  scheduleWill(session: Session, will: Message, delayMs: number): void {
+    if (delayMs <= 0) {
+      this.publish(will, session);
+      return;
+    }
+    clearTimeout(session.willTimer);
+    session.pendingWill = will;
+    session.willTimer = setTimeout(() => {
+      session.willTimer = undefined;
+      session.pendingWill = undefined;
+      if (!session.outlet) this.publish(will, session);
+    }, delayMs);
+    session.willTimer.unref();
   }
 
   /**
@@ -372,8 +562,6 @@ export class TenantSpace {
    * has come back: its will is not published (MQTT 5 3.1.3.2.2, the client is back in time).
    */
   handOver(session: Session): SessionState {
-    clearTimeout(session.willTimer);
-    session.willTimer = undefined;
     const state = session.state();
     this.endSession(session);
     return state;
@@ -387,10 +575,8 @@ export class TenantSpace {
     if (this.sessions.has(state.clientId)) return undefined;
     const session = new Session(this, state.clientId, state.deviceId);
     session.restore(state);
-    for (const [filter, opts] of state.subscriptions) {
-      this.subscriptions.add(filter, session, opts);
-      session.subscriptions.set(filter, opts);
-    }
+    for (const [filter, opts] of state.subscriptions) this.subscribe(session, filter, { ...opts, retainHandling: 2 });
+    for (const [filter, opts] of state.subscriptions) session.subscriptions.set(filter, opts);
     this.sessions.set(state.clientId, session);
     this.releaseSession(session);
     return session;
@@ -400,12 +586,12 @@ export class TenantSpace {
   releaseSession(session: Session): void {
     if (session.outlet) return;
     if (session.expiryMs <= 0) {
-      this.endSession(session);
+      this.endSession(session, { publishWill: true });
       return;
     }
     if (session.expiryTimer) clearTimeout(session.expiryTimer);
     session.expiryTimer = setTimeout(() => {
-      if (!session.outlet) this.endSession(session);
+      if (!session.outlet) this.endSession(session, { publishWill: true });
     }, Math.min(session.expiryMs, 2 ** 31 - 1));
     session.expiryTimer.unref();
   }
@@ -417,7 +603,7 @@ export class TenantSpace {
 
 /** Tenant spaces by tenant id, made on first use. */
 export class Broker {
-  readonly stats: BrokerStats = { messagesRouted: 0, messagesDropped: 0 };
+  readonly stats: BrokerStats = newBrokerStats();
   private readonly spaces = new Map<string, TenantSpace>();
 
   constructor(
@@ -438,13 +624,26 @@ export class Broker {
     return this.spaces.get(tenantId);
   }
 
-  /** Ends every session of a device (or of the whole tenant) that is kept detached. */
+  /** Ends every session of a device (or of the whole tenant) that is kept detached; no will goes out. */
   endDetachedSessions(tenantId: string, deviceId?: string): void {
     const s = this.spaces.get(tenantId);
     if (!s) return;
     for (const session of [...s.sessions.values()]) {
       if (!session.outlet && (deviceId === undefined || session.deviceId === deviceId)) s.endSession(session);
     }
+  }
+
+  /**
+   * Forgets a tenant entirely (it was deleted): sessions, subscriptions, queued and in-flight
+   * messages, wills waiting out their delay and retained messages. Its connections must be closed
+   * first; a tenant made again with the same id starts from an empty space.
+   */
+  dropTenant(tenantId: string): boolean {
+    const s = this.spaces.get(tenantId);
+    if (!s) return false;
+    for (const session of [...s.sessions.values()]) s.endSession(session);
+    this.spaces.delete(tenantId);
+    return true;
   }
 
   /** Every retained message of every tenant, expired ones left out. */
@@ -463,10 +662,7 @@ export class Broker {
 
   close(): void {
     for (const s of this.spaces.values()) {
-      for (const session of [...s.sessions.values()]) {
-        clearTimeout(session.willTimer);
-        s.endSession(session);
-      }
+      for (const session of [...s.sessions.values()]) s.endSession(session);
     }
     this.spaces.clear();
   }

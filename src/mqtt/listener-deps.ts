@@ -11,7 +11,7 @@ import { createTrustCache } from '../verifier/trust-cache.js';
 import { createVerifierRepository } from '../verifier/verifier-repository.js';
 import { createVerifier } from '../verifier/verifier-service.js';
 import { createConnectionRecorder } from './connection-recorder.js';
-import type { MqttListenerOptions, SessionChangeSource } from './mqtt-listener.js';
+import type { MqttListenerOptions, SessionChangeSource, TenantDeletionSource } from './mqtt-listener.js';
 
 /** Where a listener process finds its verifier; plain data, so a primary can send it to workers. */
 export type ListenerSource =
@@ -23,7 +23,7 @@ export type ListenerSource =
    */
   | { verifier: 'remote'; url: string; token: string; databaseUrl?: string; databaseTimeouts?: DatabaseTimeouts };
 
-export type ListenerDependencies = Pick<MqttListenerOptions, 'verifier' | 'sessionChanges' | 'connectionRecorder'>;
+export type ListenerDependencies = Pick<MqttListenerOptions, 'verifier' | 'sessionChanges' | 'connectionRecorder' | 'tenantDeletions'>;
 
 /** Database connections of one listener process besides its LISTEN connection. */
 const POOL_SIZE = 4;
@@ -32,6 +32,13 @@ const POOL_SIZE = 4;
 export function sessionChangesOf(feed: Pick<ChangeFeed, 'subscribe'>): SessionChangeSource {
   return {
     subscribe: (fn) => feed.subscribe((e) => (e.type === 'session-drop' ? fn(e.change) : undefined)),
+  };
+}
+
+/** Tenant deletions carried by the change feed, for the listener to forget their broker state. */
+export function tenantDeletionsOf(feed: Pick<ChangeFeed, 'subscribe'>): TenantDeletionSource {
+  return {
+    subscribe: (fn) => feed.subscribe((e) => (e.type === 'tenant-deleted' ? fn(e.tenantId) : undefined)),
   };
 }
 
@@ -57,7 +64,7 @@ export async function listenerDependencies(
     onError: (err) => log.warn({ err }, 'lastConnectedAt not recorded'),
   });
   closers.push(() => recorder.close());
-  const deps = { sessionChanges: sessionChangesOf(feed), connectionRecorder: recorder };
+  const deps = { sessionChanges: sessionChangesOf(feed), tenantDeletions: tenantDeletionsOf(feed), connectionRecorder: recorder };
   if (source.verifier === 'remote') return { ...deps, verifier: remoteVerifierOf(source) };
 
   // The same wiring as the API's verifier (app.ts): caches filled on demand, dropped by the feed,

@@ -22,6 +22,10 @@
  *   it (clean start 0). Claims are numbered per worker, so a stale take-over never closes a newer
  *   connection: whichever claim reached the primary last holds the session.
  * - Kill switch: every worker follows the PostgreSQL change feed itself, as a lone listener does.
+ * - Tenant deletion: each worker forgets the tenant when the change feed says it was deleted, and
+ *   tells the primary, which drops its copy of the tenant's retained messages and tells every
+ *   worker again (in its order of retained writes, so a retained message relayed just before the
+ *   deletion cannot bring the tenant back on a worker, nor into the copy for new workers).
  */
 import cluster, { type Worker } from 'node:cluster';
 import { readFileSync } from 'node:fs';
@@ -31,7 +35,7 @@ import type { Logger } from 'pino';
 import type { MetricsSnapshot } from '../plugins/metrics.js';
 import { Broker, type Message, type SessionState } from './broker.js';
 import type { ListenerSource } from './listener-deps.js';
-import type { ListenerBus, ListenerBusHandlers, MqttListener, MqttListenerStats, SessionClaim } from './mqtt-listener.js';
+import type { ListenerBus, ListenerBusHandlers, ListenerLimits, MqttListener, MqttListenerStats, SessionClaim } from './mqtt-listener.js';
 
 /** Everything a worker needs to start; sent over IPC, so plain data. */
 export interface WorkerSpec {
@@ -39,6 +43,7 @@ export interface WorkerSpec {
   host: string;
   port: number;
   tls: { cert: string; key: string; ca?: string };
+  limits?: ListenerLimits;
   logLevel: string;
   /** How long a resuming CONNECT waits for its session from another worker. */
   handOverTimeoutMs: number;
@@ -52,6 +57,7 @@ export type ToWorker =
   | { mqtt: 'take-over'; claim: SessionClaim; requestId?: number }
   | { mqtt: 'handed-over'; requestId: number; state?: SessionState }
   | { mqtt: 'snapshot-done' }
+  | { mqtt: 'drop-tenant'; tenantId: string }
   | { mqtt: 'stats?'; requestId: number }
   | { mqtt: 'metrics?'; requestId: number }
   | { mqtt: 'stop' }
@@ -68,6 +74,7 @@ export type ToPrimary =
   | { mqtt: 'claim'; claim: SessionClaim; requestId?: number }
   | { mqtt: 'release'; tenantId: string; clientId: string; claimId: number }
   | { mqtt: 'handed-over'; requestId: number; state?: SessionState }
+  | { mqtt: 'drop-tenant'; tenantId: string }
   | { mqtt: 'stats'; stats: MqttListenerStats; requestId?: number }
   | { mqtt: 'metrics'; metrics: MetricsSnapshot; requestId: number }
   | { mqtt: 'batch'; messages: ToPrimary[] };
@@ -142,6 +149,8 @@ export function createMqttCluster(options: MqttClusterOptions): MqttCluster {
   const workers = new Map<number, Live>();
   /** A copy of every tenant's retained messages, for workers that start later. */
   const retained = new Broker();
+  /** Tenants whose deletion was just relayed: the other workers' reports of it are not relayed again. */
+  const droppedTenants = new Set<string>();
   const directory = new Map<string, { worker: number; claimId: number }>();
   /** Hand-overs asked of one worker for another, by the primary's request id. */
   const handOvers = new Map<number, { from: number; to: number; requestId: number }>();
@@ -223,6 +232,14 @@ export function createMqttCluster(options: MqttClusterOptions): MqttCluster {
         const key = `${m.tenantId}\u0000${m.clientId}`;
         const held = directory.get(key);
         if (held && held.worker === live.worker.id && held.claimId === m.claimId) directory.delete(key);
+        return;
+      }
+      case 'drop-tenant': {
+        // Every worker reports the same deletion; the first report does the work.
+        if (!retained.dropTenant(m.tenantId) && droppedTenants.has(m.tenantId)) return;
+        droppedTenants.add(m.tenantId);
+        setTimeout(() => droppedTenants.delete(m.tenantId), 10_000).unref();
+        for (const w of workers.values()) if (w.attached) send(w, { mqtt: 'drop-tenant', tenantId: m.tenantId });
         return;
       }
       case 'stats':
@@ -430,6 +447,9 @@ export function workerBus(handOverTimeoutMs: number): ListenerBus & { snapshotDo
       case 'snapshot-done':
         snapshotDone();
         return;
+      case 'drop-tenant':
+        handlers?.dropTenant(m.tenantId);
+        return;
       default:
         return;
     }
@@ -464,6 +484,9 @@ export function workerBus(handOverTimeoutMs: number): ListenerBus & { snapshotDo
     },
     release(tenantId, clientId, claimId) {
       send({ mqtt: 'release', tenantId, clientId, claimId }, false);
+    },
+    dropTenant(tenantId) {
+      send({ mqtt: 'drop-tenant', tenantId });
     },
     receive(h) {
       handlers = h;

@@ -16,13 +16,15 @@ import type {
 } from 'mqtt-packet';
 import type { Logger } from 'pino';
 import type { AclRule } from '../verifier/verifier-types.js';
-import type { Broker, ForwardedProperties, Message, Outlet, OutgoingPublish, Session, TenantSpace } from './broker.js';
+import { parseShared, type Broker, type ForwardedProperties, type Message, type Outlet, type OutgoingPublish, type QoS, type Session, type TenantSpace } from './broker.js';
 import { isSharedSubscription, isValidTopicFilter, isValidTopicName, mayPublish, maySubscribe } from './topics.js';
 
 /** MQTT 5 reason codes used here (MQTT 5 2.4). */
 export const RC5 = {
   success: 0x00,
   noSubscriptionExisted: 0x11,
+  grantedQos1: 0x01,
+  grantedQos2: 0x02,
   disconnectWithWill: 0x04,
   unspecified: 0x80,
   malformed: 0x81,
@@ -37,12 +39,25 @@ export const RC5 = {
   sessionTakenOver: 0x8e,
   topicFilterInvalid: 0x8f,
   topicNameInvalid: 0x90,
+  packetIdentifierNotFound: 0x92,
   receiveMaximumExceeded: 0x93,
   topicAliasInvalid: 0x94,
   packetTooLarge: 0x95,
+  messageRateTooHigh: 0x96,
+  quotaExceeded: 0x97,
   administrativeAction: 0x98,
   sharedSubscriptionsNotSupported: 0x9e,
 } as const;
+
+/** Limits of the listener that a client can run into; each is counted when hit. */
+export type LimitName =
+  | 'connections'
+  | 'tenant_connections'
+  | 'packet_size'
+  | 'receive_maximum'
+  | 'subscriptions'
+  | 'publish_rate'
+  | 'topic_alias';
 
 /** MQTT 3.1.1 CONNACK return codes (MQTT 3.1.1 3.2.2.3). */
 export const RC3 = {
@@ -64,6 +79,12 @@ export interface ConnectionHooks {
   established(conn: MqttConnection): void;
   /** The connection is gone (called once, whatever the state it reached). */
   closed(conn: MqttConnection): void;
+  /** A publication (or will) the ACL refused. */
+  publishDenied?(conn: MqttConnection, topic: string): void;
+  /** The client ran into one of the listener's limits. */
+  limitHit?(conn: MqttConnection, limit: LimitName): void;
+  /** May the tenant take one more connection? Asked once the verifier allowed the device. */
+  admitTenant?(conn: MqttConnection, tenantId: string): boolean;
 }
 
 export interface ConnectionOptions {
@@ -73,6 +94,16 @@ export interface ConnectionOptions {
   connectTimeoutMs: number;
   /** QoS 2 publications from the client awaiting PUBREL at once (our Receive Maximum). */
   receiveMaximum: number;
+  /** QoS 1 and 2 messages sent to a client and not yet acknowledged (mosquitto's max_inflight_messages). */
+  maxInflight: number;
+  /** Topic aliases a client may set (our Topic Alias Maximum, MQTT 5 3.2.2.3.8); 0 refuses them. */
+  topicAliasMaximum: number;
+  /** Longest keep alive granted; a client asking more (or none) gets this as Server Keep Alive. 0: any. */
+  maxKeepAliveSeconds: number;
+  /** Subscriptions one session may hold; further ones are refused with quota exceeded. 0: no limit. */
+  maxSubscriptionsPerClient: number;
+  /** PUBLISH packets per second one connection may send on average (bursts of as many). 0: no limit. */
+  publishRatePerSecond: number;
   /** Upper bound for session expiry; MQTT 3.1.1 persistent sessions get exactly this. */
   maxSessionExpirySeconds: number;
   /** QoS 0 messages are dropped for a client whose socket has this much unsent. */
@@ -160,8 +191,14 @@ export class MqttConnection implements Outlet {
   private will: Message | undefined;
   private willDelayMs = 0;
   private clientMaxPacketSize = Infinity;
-  private readonly inboundQos2 = new Set<number>();
   private space: TenantSpace | undefined;
+  /** The frame being handled: strings are checked against its bytes for ill-formed UTF-8. */
+  private frame: Buffer | undefined;
+  /** Topic aliases the client set (MQTT 5 3.3.2.3.4). */
+  private readonly aliases = new Map<number, string>();
+  /** Publish rate limiter: tokens left and when they were last counted. */
+  private tokens = 0;
+  private tokensAt = 0;
 
   constructor(
     readonly socket: Socket,
@@ -237,8 +274,25 @@ export class MqttConnection implements Outlet {
         return this.onParseError(err);
       }
       const packet = this.parsed as Packet | undefined;
-      if (packet) this.handle(packet);
+      this.frame = frame;
+      try {
+        if (packet) this.handle(packet);
+      } finally {
+        this.frame = undefined;
+      }
     }
+  }
+
+  /**
+   * Is `s`, decoded from the frame being handled, a well-formed UTF-8 string without U+0000
+   * ([MQTT-1.5.4-1], [MQTT-1.5.4-2]; MQTT 3.1.1 [MQTT-1.5.3-1], [MQTT-1.5.3-2])? The parser
+   * decodes ill-formed sequences (surrogates included) to U+FFFD, so a string holding U+FFFD is
+   * well formed only if its UTF-8 encoding is in the frame as such.
+   */
+  private wellFormed(s: string): boolean {
+    if (s.includes('\u0000')) return false;
+    if (!s.includes('\ufffd')) return true;
+    return this.frame !== undefined && this.frame.indexOf(Buffer.from(s, 'utf8')) !== -1;
   }
 
   /** The first `n` pending bytes (or fewer), without consuming them. */
@@ -309,14 +363,27 @@ export class MqttConnection implements Outlet {
       case 'puback':
         if (packet.messageId !== undefined) this.session?.acknowledge(packet.messageId);
         return;
-      case 'pubrel':
-        // MQTT 4.3.3: the QoS 2 exchange ends; the message was routed on PUBLISH already.
-        if (packet.messageId !== undefined) this.inboundQos2.delete(packet.messageId);
-        this.write({ cmd: 'pubcomp', messageId: packet.messageId! });
+      case 'pubrel': {
+        // MQTT 4.3.3 (method B): the message was routed on PUBLISH; PUBREL frees its identifier
+        // ([MQTT-4.3.3-10]: PUBCOMP with the same identifier).
+        const known = packet.messageId !== undefined && this.session!.inboundQos2.delete(packet.messageId);
+        this.write({
+          cmd: 'pubcomp',
+          messageId: packet.messageId!,
+          ...(this.version === 5 && !known ? { reasonCode: RC5.packetIdentifierNotFound } : {}),
+        });
         return;
-      case 'pubrec':
+      }
+      case 'pubrec': {
+        const id = packet.messageId!;
+        if (!this.session!.received(id, packet.reasonCode ?? 0) && (packet.reasonCode ?? 0) < 0x80) {
+          // A PUBREC for nothing in flight still gets its PUBREL (MQTT 5: with reason 0x92).
+          this.write({ cmd: 'pubrel', messageId: id, ...(this.version === 5 ? { reasonCode: RC5.packetIdentifierNotFound } : {}) });
+        }
+        return;
+      }
       case 'pubcomp':
-        // certgate never sends QoS 2, so there is nothing to continue.
+        if (packet.messageId !== undefined) this.session?.completed(packet.messageId);
         return;
       case 'subscribe':
         return this.onSubscribe(packet);
@@ -345,6 +412,19 @@ export class MqttConnection implements Outlet {
     this.username = packet.username;
     const props = packet.properties;
 
+    // Strings must be well-formed UTF-8 without U+0000 ([MQTT-1.5.4-1/2], 3.1.1 [MQTT-1.5.3-1/2]).
+    const badClientId = packet.clientId !== undefined && !this.wellFormed(packet.clientId);
+    const badStrings =
+      (packet.username !== undefined && !this.wellFormed(packet.username)) ||
+      (packet.will !== undefined && !this.wellFormed(packet.will.topic));
+    if (badClientId) return this.refuse(RC5.clientIdNotValid, RC3.identifierRejected);
+    // MQTT 3.1.1 has no CONNACK code for a malformed CONNECT: the connection is just closed.
+    if (badStrings) return this.version === 5 ? this.refuse(RC5.malformed, 0) : this.protocolError('ill-formed UTF-8 in CONNECT');
+    // The will's topic is checked before anything is done with the session, so a refused
+    // CONNECT never takes over a live session.
+    if (packet.will && !isValidTopicName(packet.will.topic)) {
+      return this.version === 5 ? this.refuse(RC5.topicNameInvalid, 0) : this.protocolError('invalid will topic');
+    }
     if (this.version === 5 && props?.authenticationMethod !== undefined) {
       // Enhanced authentication (MQTT 5 4.12) is not offered: identity comes from the certificate.
       return this.refuse(RC5.badAuthenticationMethod, RC3.notAuthorized);
@@ -367,6 +447,10 @@ export class MqttConnection implements Outlet {
         ? this.refuse(RC5.notAuthorized, RC3.notAuthorized)
         : this.refuse(RC5.serverUnavailable, RC3.serverUnavailable);
     }
+    if (this.hooks.admitTenant && !this.hooks.admitTenant(this, outcome.tenantId)) {
+      this.hooks.limitHit?.(this, 'tenant_connections');
+      return this.refuse(RC5.quotaExceeded, RC3.serverUnavailable);
+    }
 
     clientId = assigned ?? clientId;
     this.clientId = clientId;
@@ -375,10 +459,12 @@ export class MqttConnection implements Outlet {
     this.deviceName = outcome.deviceName;
     this.acl = outcome.acl;
     if (this.version === 5) {
-      this.receiveMaximum = Math.max(1, props?.receiveMaximum ?? 65535);
+      // MQTT 5 3.1.2.11.3: never more than the client's Receive Maximum in flight; the
+      // listener's own in-flight limit can only lower it.
+      this.receiveMaximum = Math.max(1, Math.min(props?.receiveMaximum ?? 65535, this.opts.maxInflight));
       if (props?.maximumPacketSize) this.clientMaxPacketSize = props.maximumPacketSize;
     } else {
-      this.receiveMaximum = 65535;
+      this.receiveMaximum = Math.max(1, this.opts.maxInflight);
     }
 
     const space = this.broker.space(outcome.tenantId);
@@ -405,6 +491,7 @@ export class MqttConnection implements Outlet {
     }
 
     if (packet.will) {
+      // Validated above, before the session was touched.
       const w = packet.will;
       this.will = {
         topic: w.topic,
@@ -417,20 +504,28 @@ export class MqttConnection implements Outlet {
         this.will.expiresAt = Date.now() + w.properties.messageExpiryInterval * 1000;
       }
       this.willDelayMs = (w.properties?.willDelayInterval ?? 0) * 1000;
-      if (!isValidTopicName(w.topic)) return this.protocolError('invalid will topic', RC5.topicNameInvalid);
     }
 
+    // Server Keep Alive (MQTT 5 3.2.2.3.14): a client asking for more than the listener grants
+    // (or for none) is told the value it must use. MQTT 3.1.1 has no way to say it, so its
+    // keep alive is bounded silently.
+    let keepalive = packet.keepalive ?? 0;
+    const maxKeepAlive = this.opts.maxKeepAliveSeconds;
+    const serverKeepAlive = maxKeepAlive > 0 && (keepalive === 0 || keepalive > maxKeepAlive) ? maxKeepAlive : undefined;
+    if (serverKeepAlive !== undefined && this.version === 5) keepalive = serverKeepAlive;
+
+    // No Maximum QoS property: QoS 2 is supported ([MQTT-3.2.2-9], absent means 2).
     const connack: Packet = { cmd: 'connack', sessionPresent: present, returnCode: 0, reasonCode: 0 };
     if (this.version === 5) {
       connack.properties = {
         receiveMaximum: this.opts.receiveMaximum,
-        maximumQoS: 1,
         retainAvailable: true,
         maximumPacketSize: this.opts.maxPacketSize,
-        topicAliasMaximum: 0,
+        topicAliasMaximum: this.opts.topicAliasMaximum,
         wildcardSubscriptionAvailable: true,
         subscriptionIdentifiersAvailable: true,
-        sharedSubscriptionAvailable: false,
+        sharedSubscriptionAvailable: true,
+        ...(serverKeepAlive !== undefined ? { serverKeepAlive } : {}),
         ...(assigned ? { assignedClientIdentifier: assigned } : {}),
         ...(props?.sessionExpiryInterval !== undefined && props.sessionExpiryInterval > maxExpiry
           ? { sessionExpiryInterval: maxExpiry }
@@ -439,12 +534,14 @@ export class MqttConnection implements Outlet {
     }
     this.write(connack);
     this.state = 'connected';
-    if (packet.keepalive && packet.keepalive > 0) {
+    this.tokens = this.opts.publishRatePerSecond;
+    this.tokensAt = Date.now();
+    if (keepalive > 0) {
       // MQTT 3.1.2.10: one and a half keep-alive periods without a packet end the connection.
       this.keepaliveTimer = setTimeout(() => {
         this.stats.keepaliveTimeouts++;
         this.terminate('keepalive-timeout', { will: true, reasonCode: RC5.keepAliveTimeout });
-      }, packet.keepalive * 1500);
+      }, keepalive * 1500);
       this.keepaliveTimer.unref();
     }
     session.attach(this);
@@ -462,32 +559,58 @@ export class MqttConnection implements Outlet {
 
   private onPublish(p: IPublishPacket): void {
     this.stats.publishReceived++;
-    if (p.properties?.topicAlias !== undefined) {
-      // Topic Alias Maximum is 0 in our CONNACK (MQTT 5 3.3.2.3.4).
-      return this.protocolError('topic alias not allowed', RC5.topicAliasInvalid);
-    }
-    if (!isValidTopicName(p.topic)) return this.protocolError('invalid topic name', RC5.topicNameInvalid);
-    if (p.qos === 2 && this.version === 5) {
-      // MQTT 5 3.2.2.3.4: we announced Maximum QoS 1.
-      return this.protocolError('QoS 2 not supported', 0x9b);
-    }
     const id = p.messageId;
-    if (p.qos === 2 && id !== undefined && this.inboundQos2.has(id)) {
-      // A retransmission of a QoS 2 PUBLISH already routed (MQTT 4.3.3): acknowledge again only.
+    const session = this.session!;
+    let topic = p.topic;
+    if (!this.wellFormed(topic)) return this.protocolError('topic name is not well-formed UTF-8', RC5.malformed);
+    const alias = this.version === 5 ? p.properties?.topicAlias : undefined;
+    if (alias !== undefined) {
+      // MQTT 5 3.3.2.3.4: 1..Topic Alias Maximum; an empty topic uses the alias, a topic sets it.
+      if (alias === 0 || alias > this.opts.topicAliasMaximum) {
+        this.hooks.limitHit?.(this, 'topic_alias');
+        return this.protocolError('topic alias out of range', RC5.topicAliasInvalid);
+      }
+      if (topic === '') {
+        const known = this.aliases.get(alias);
+        if (known === undefined) return this.protocolError('unknown topic alias', RC5.protocolError);
+        topic = known;
+      } else {
+        this.aliases.set(alias, topic);
+      }
+    }
+    if (!isValidTopicName(topic)) return this.protocolError('invalid topic name', RC5.topicNameInvalid);
+    if (p.qos === 2 && id !== undefined && session.inboundQos2.has(id)) {
+      // A retransmission of a QoS 2 PUBLISH already routed (MQTT 4.3.3, [MQTT-4.3.3-9]):
+      // acknowledged again, never routed again.
       this.write({ cmd: 'pubrec', messageId: id });
       return;
     }
-    if (!mayPublish(this.acl, p.topic)) {
+    if (p.qos === 2 && session.inboundQos2.size >= this.opts.receiveMaximum) {
+      // [MQTT-3.3.4-9]: more QoS 2 publications than our Receive Maximum without PUBREL. Refused
+      // before routing: the message is not delivered.
+      this.hooks.limitHit?.(this, 'receive_maximum');
+      return this.protocolError('too many QoS 2 messages awaiting PUBREL', RC5.receiveMaximumExceeded);
+    }
+    if (this.opts.publishRatePerSecond > 0 && !this.takeToken()) {
+      this.hooks.limitHit?.(this, 'publish_rate');
+      return this.protocolError('publish rate above the limit', RC5.messageRateTooHigh);
+    }
+    if (!mayPublish(this.acl, topic)) {
       // Denied publications are dropped. MQTT 3.1.1 cannot say so, so the client still gets its
-      // PUBACK as with mosquitto; MQTT 5 gets reason code 0x87.
+      // PUBACK/PUBREC as with mosquitto; MQTT 5 gets reason code 0x87 (3.4.2.1, 3.5.2.1), which
+      // also ends a QoS 2 exchange.
       this.stats.publishDenied++;
-      this.log.debug({ tenantId: this.tenantId, deviceId: this.deviceId, topic: p.topic }, 'publish denied by ACL');
-      if (p.qos === 1) this.write({ cmd: 'puback', messageId: id!, ...(this.version === 5 ? { reasonCode: RC5.notAuthorized } : {}) });
-      else if (p.qos === 2) this.write({ cmd: 'pubrec', messageId: id!, ...(this.version === 5 ? { reasonCode: RC5.notAuthorized } : {}) });
+      this.hooks.publishDenied?.(this, topic);
+      const rc = this.version === 5 ? { reasonCode: RC5.notAuthorized } : {};
+      if (p.qos === 1) this.write({ cmd: 'puback', messageId: id!, ...rc });
+      else if (p.qos === 2) {
+        if (this.version !== 5) session.inboundQos2.add(id!);
+        this.write({ cmd: 'pubrec', messageId: id!, ...rc });
+      }
       return;
     }
     const message: Message = {
-      topic: p.topic,
+      topic,
       payload: ownBuffer(p.payload),
       qos: p.qos,
       retain: p.retain,
@@ -497,37 +620,63 @@ export class MqttConnection implements Outlet {
     if (p.properties?.messageExpiryInterval !== undefined) {
       message.expiresAt = Date.now() + p.properties.messageExpiryInterval * 1000;
     }
-    this.space!.publish(message, this.session);
+    if (p.qos === 2) session.inboundQos2.add(id!);
+    this.space!.publish(message, session);
     if (p.qos === 1) this.write({ cmd: 'puback', messageId: id! });
-    else if (p.qos === 2) {
-      if (this.inboundQos2.size >= this.opts.receiveMaximum) {
-        return this.protocolError('too many QoS 2 messages awaiting PUBREL', RC5.receiveMaximumExceeded);
-      }
-      this.inboundQos2.add(id!);
-      this.write({ cmd: 'pubrec', messageId: id! });
-    }
+    else if (p.qos === 2) this.write({ cmd: 'pubrec', messageId: id! });
+  }
+
+  /** A token bucket of `publishRatePerSecond` tokens refilled continuously. */
+  private takeToken(): boolean {
+    const rate = this.opts.publishRatePerSecond;
+    const now = Date.now();
+    this.tokens = Math.min(rate, this.tokens + ((now - this.tokensAt) * rate) / 1000);
+    this.tokensAt = now;
+    if (this.tokens < 1) return false;
+    this.tokens -= 1;
+    return true;
   }
 
   private onSubscribe(p: ISubscribePacket): void {
     const v5 = this.version === 5;
+    // An ill-formed UTF-8 filter makes the packet malformed: the connection is closed, no SUBACK
+    // ([MQTT-1.5.4-1], 3.1.1 [MQTT-1.5.3-1]).
+    for (const s of p.subscriptions) {
+      if (!this.wellFormed(s.topic)) return this.protocolError('topic filter is not well-formed UTF-8', RC5.malformed);
+    }
     const subscriptionId = v5 ? (p.properties?.subscriptionIdentifier as number | undefined) : undefined;
-    const accepted: Array<[string, 0 | 1, { nl?: boolean; rap?: boolean; rh?: number }]> = [];
+    const session = this.session!;
+    const limit = this.opts.maxSubscriptionsPerClient;
+    let count = session.subscriptions.size;
+    const accepted: Array<[string, QoS, { nl?: boolean; rap?: boolean; rh?: number }]> = [];
     const granted = p.subscriptions.map((s) => {
       if (!isValidTopicFilter(s.topic)) return v5 ? RC5.topicFilterInvalid : 0x80;
-      if (isSharedSubscription(s.topic)) return v5 ? RC5.sharedSubscriptionsNotSupported : 0x80;
-      if (!maySubscribe(this.acl, s.topic)) {
+      const shared = isSharedSubscription(s.topic) ? parseShared(s.topic) : undefined;
+      if (isSharedSubscription(s.topic)) {
+        // MQTT 5 4.8.2: `$share/{ShareName}/{filter}`, ShareName without wildcards; no-local is
+        // a protocol error on a shared subscription ([MQTT-3.8.3-4]), answered here as a refusal.
+        if (!shared || !shared.filter || /[+#]/.test(shared.group)) return v5 ? RC5.topicFilterInvalid : 0x80;
+        if (s.nl) return v5 ? RC5.protocolError : 0x80;
+      }
+      const aclFilter = shared ? shared.filter : s.topic;
+      if (!maySubscribe(this.acl, aclFilter)) {
         this.stats.subscribeDenied++;
         this.log.debug({ tenantId: this.tenantId, deviceId: this.deviceId, filter: s.topic }, 'subscription denied by ACL');
         return v5 ? RC5.notAuthorized : 0x80;
       }
-      const qos = Math.min(s.qos, 1) as 0 | 1;
+      if (limit > 0 && !session.subscriptions.has(s.topic) && count >= limit) {
+        this.hooks.limitHit?.(this, 'subscriptions');
+        return v5 ? RC5.quotaExceeded : 0x80;
+      }
+      if (!session.subscriptions.has(s.topic)) count++;
+      const qos = Math.min(s.qos, 2) as QoS;
       accepted.push([s.topic, qos, s]);
       return qos;
     });
     // SUBACK first, then the retained messages (as mosquitto does).
     this.write({ cmd: 'suback', messageId: p.messageId!, granted });
     for (const [filter, qos, s] of accepted) {
-      this.space!.subscribe(this.session!, filter, {
+      this.space!.subscribe(session, filter, {
         qos,
         noLocal: !!s.nl,
         retainAsPublished: !!s.rap,
@@ -538,6 +687,9 @@ export class MqttConnection implements Outlet {
   }
 
   private onUnsubscribe(p: IUnsubscribePacket): void {
+    for (const filter of p.unsubscriptions) {
+      if (!this.wellFormed(filter)) return this.protocolError('topic filter is not well-formed UTF-8', RC5.malformed);
+    }
     const codes = p.unsubscriptions.map((filter) =>
       this.space!.unsubscribe(this.session!, filter) ? RC5.success : RC5.noSubscriptionExisted,
     );
@@ -573,7 +725,7 @@ export class MqttConnection implements Outlet {
       ...(out.messageId !== undefined ? { messageId: out.messageId } : {}),
     };
     if (this.version === 5) {
-      const props: NonNullable<IPublishPacket['properties']> = { ...m.properties };
+      const props: NonNullable<IPublishPacket['properties']> = { ...(m.properties as IPublishPacket['properties']) };
       if (m.expiresAt !== undefined) {
         // MQTT 5 3.3.2.3.3: forwarded with the time left.
         const left = Math.ceil((m.expiresAt - Date.now()) / 1000);
@@ -591,6 +743,11 @@ export class MqttConnection implements Outlet {
     this.socket.write(buf);
     this.stats.publishSent++;
     return true;
+  }
+
+  sendPubrel(messageId: number): void {
+    if (this.state !== 'connected') return;
+    this.write({ cmd: 'pubrel', messageId });
   }
 
   private write(packet: Packet): void {
@@ -651,19 +808,9 @@ export class MqttConnection implements Outlet {
    */
   private publishWill(space: TenantSpace, session: Session, will: Message): void {
     if (!mayPublish(this.acl, will.topic)) {
-      this.log.debug({ tenantId: this.tenantId, deviceId: this.deviceId, topic: will.topic }, 'will denied by ACL');
+      this.hooks.publishDenied?.(this, will.topic);
       return;
     }
-    const delay = Math.min(this.willDelayMs, session.expiryMs);
-    if (delay <= 0) {
-      space.publish(will, session);
-      return;
-    }
-    clearTimeout(session.willTimer);
-    session.willTimer = setTimeout(() => {
-      session.willTimer = undefined;
-      if (!session.outlet) space.publish(will, session);
-    }, delay);
-    session.willTimer.unref();
+    space.scheduleWill(session, will, Math.min(this.willDelayMs, session.expiryMs));
   }
 }

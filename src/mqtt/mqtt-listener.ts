@@ -14,6 +14,7 @@ import type { AddressInfo, Socket } from 'node:net';
 import tls, { type TLSSocket } from 'node:tls';
 import type { IConnectPacket } from 'mqtt-packet';
 import type { Logger } from 'pino';
+import type { Config } from '../config.js';
 import {
   VerifierUnavailableError,
   type AllowDecision,
@@ -22,13 +23,26 @@ import {
   type SessionChange,
   type Verifier,
 } from '../verifier/verifier-types.js';
-import { Broker, DEFAULT_LIMITS, type BrokerLimits, type Message, type SessionState } from './broker.js';
-import { MqttConnection, RC5, type AuthOutcome, type ConnectionStats } from './mqtt-connection.js';
+import { Broker, DEFAULT_LIMITS, type BrokerLimits, type DropReason, type Message, type SessionState } from './broker.js';
+import { MqttConnection, RC5, type AuthOutcome, type ConnectionStats, type LimitName } from './mqtt-connection.js';
 import { peerChain, sha1Fingerprint, type PeerChain } from './peer-chain.js';
 import { SessionIndex, type SessionKeys } from './session-index.js';
 
 export interface SessionChangeSource {
   subscribe(fn: (change: SessionChange) => void): () => void;
+}
+
+/** Tenants deleted (their broker state must go: a tenant made again with the same id starts empty). */
+export interface TenantDeletionSource {
+  subscribe(fn: (tenantId: string) => void): () => void;
+}
+
+/** Counters the listener feeds (Prometheus in certgate; see plugins/metrics.ts). */
+export interface MqttMetricsSink {
+  /** A publication or will refused; `reason` is `acl`. */
+  publishDenied(tenantId: string, reason: string): void;
+  limitHit(limit: LimitName): void;
+  messageDropped(tenantId: string, reason: DropReason): void;
 }
 
 export interface ConnectionRecorderSink {
@@ -61,6 +75,8 @@ export interface ListenerBus {
   claim(claim: SessionClaim): Promise<SessionState | undefined>;
   /** The session of a claim ended here. */
   release(tenantId: string, clientId: string, claimId: number): void;
+  /** A tenant was deleted: every process (and the copy of retained messages for new ones) forgets it. */
+  dropTenant(tenantId: string): void;
   /** Where the listener takes what the other processes send; returns the way to stop. */
   receive(handlers: ListenerBusHandlers): () => void;
 }
@@ -75,6 +91,8 @@ export interface ListenerBusHandlers {
    * the new holder's device and whether it asks for the state.
    */
   takeOver(claim: SessionClaim): SessionState | undefined;
+  /** A tenant was deleted. */
+  dropTenant(tenantId: string): void;
 }
 
 export interface MqttListenerOptions {
@@ -105,10 +123,28 @@ export interface MqttListenerOptions {
   authenticateTimeoutMs?: number;
   /** Largest MQTT packet accepted. Default 1 MiB (EMQX's default; mosquitto allows 256 MB). */
   maxPacketSize?: number;
-  /** Connections at once (further ones are refused at TCP). Default unlimited. */
+  /**
+   * Accepted connections at once in this process; a CONNECT beyond it is refused (MQTT 5: 0x97
+   * quota exceeded; 3.1.1: 3 server unavailable), and TCP connections beyond twice it are not
+   * accepted at all. Default unlimited.
+   */
   maxConnections?: number;
+  /** Accepted connections at once per tenant in this process, refused as above. Default unlimited. */
+  maxConnectionsPerTenant?: number;
   /** QoS 2 messages from one client awaiting PUBREL at once. Default 100. */
   receiveMaximum?: number;
+  /** QoS 1 and 2 messages in flight to one client (mosquitto's max_inflight_messages). Default 20. */
+  maxInflight?: number;
+  /** Topic aliases a client may set. Default 10 (mosquitto's max_topic_alias). */
+  topicAliasMaximum?: number;
+  /** Longest keep alive granted, announced as Server Keep Alive. Default 0: whatever the client asks. */
+  maxKeepAliveSeconds?: number;
+  /** Subscriptions per session. Default 0: unlimited. */
+  maxSubscriptionsPerClient?: number;
+  /** PUBLISH packets per second per connection. Default 0: unlimited. */
+  publishRatePerSecond?: number;
+  tenantDeletions?: TenantDeletionSource;
+  metrics?: MqttMetricsSink;
   /** Longest a detached persistent session is kept. Default one day. */
   maxSessionExpirySeconds?: number;
   /** QoS 0 messages to a client are dropped while this much is unsent. Default 8 MiB. */
@@ -116,6 +152,39 @@ export interface MqttListenerOptions {
   limits?: Partial<BrokerLimits>;
   /** The other processes of a multi-process listener. */
   bus?: ListenerBus;
+}
+
+/** The limits a listener takes from configuration; plain data, so a primary can send it to workers. */
+export type ListenerLimits = Pick<
+  MqttListenerOptions,
+  | 'maxConnections'
+  | 'maxConnectionsPerTenant'
+  | 'maxPacketSize'
+  | 'receiveMaximum'
+  | 'maxInflight'
+  | 'topicAliasMaximum'
+  | 'maxKeepAliveSeconds'
+  | 'maxSubscriptionsPerClient'
+  | 'publishRatePerSecond'
+  | 'maxSessionExpirySeconds'
+  | 'limits'
+>;
+
+/** The MQTT_* limit settings as listener options. */
+export function listenerLimits(config: Config): ListenerLimits {
+  return {
+    ...(config.MQTT_MAX_CONNECTIONS > 0 ? { maxConnections: config.MQTT_MAX_CONNECTIONS } : {}),
+    ...(config.MQTT_MAX_CONNECTIONS_PER_TENANT > 0 ? { maxConnectionsPerTenant: config.MQTT_MAX_CONNECTIONS_PER_TENANT } : {}),
+    maxPacketSize: config.MQTT_MAX_PACKET_SIZE,
+    receiveMaximum: config.MQTT_RECEIVE_MAXIMUM,
+    maxInflight: config.MQTT_MAX_INFLIGHT,
+    topicAliasMaximum: config.MQTT_TOPIC_ALIAS_MAXIMUM,
+    maxKeepAliveSeconds: config.MQTT_MAX_KEEPALIVE,
+    maxSubscriptionsPerClient: config.MQTT_MAX_SUBSCRIPTIONS,
+    publishRatePerSecond: config.MQTT_PUBLISH_RATE,
+    maxSessionExpirySeconds: config.MQTT_MAX_SESSION_EXPIRY,
+    limits: { maxQueuedPerSession: config.MQTT_MAX_QUEUED, maxRetainedPerTenant: config.MQTT_MAX_RETAINED_PER_TENANT },
+  };
 }
 
 export interface MqttListenerStats extends ConnectionStats {
@@ -130,6 +199,7 @@ export interface MqttListenerStats extends ConnectionStats {
   sessionsKilled: number;
   messagesRouted: number;
   messagesDropped: number;
+  tenantsDropped: number;
 }
 
 export interface MqttListener {
@@ -150,6 +220,9 @@ interface HeldClaim {
   claimId: number;
   connecting?: MqttConnection;
 }
+
+/** Denied publications of one device are logged at most this often. */
+const DENIED_LOG_MS = 10_000;
 
 /** Changes remembered to catch those that arrive while a CONNECT is being decided. */
 const RECENT_CHANGES = 1_024;
@@ -174,8 +247,9 @@ export function createMqttListener(options: MqttListenerOptions): MqttListener {
             claims.delete(key);
             bus.release(session.space.tenantId, session.clientId, held.claimId);
           },
+          dropped: (tenantId, reason) => options.metrics?.messageDropped(tenantId, reason),
         }
-      : {},
+      : { dropped: (tenantId, reason) => options.metrics?.messageDropped(tenantId, reason) },
   );
   const index = new SessionIndex<MqttConnection>();
   const connections = new Set<MqttConnection>();
@@ -195,6 +269,7 @@ export function createMqttListener(options: MqttListenerOptions): MqttListener {
     serverUnavailable: 0,
     tlsErrors: 0,
     sessionsKilled: 0,
+    tenantsDropped: 0,
   };
   const stats: MqttListenerStats = Object.defineProperties(counters as MqttListenerStats, {
     connections: { get: () => connections.size, enumerable: true },
@@ -209,6 +284,51 @@ export function createMqttListener(options: MqttListenerOptions): MqttListener {
     receiveMaximum: options.receiveMaximum ?? 100,
     maxSessionExpirySeconds: options.maxSessionExpirySeconds ?? 86_400,
     maxOutboundBufferBytes: options.maxOutboundBufferBytes ?? 8 * 1024 * 1024,
+    maxInflight: options.maxInflight ?? 20,
+    topicAliasMaximum: options.topicAliasMaximum ?? 10,
+    maxKeepAliveSeconds: options.maxKeepAliveSeconds ?? 0,
+    maxSubscriptionsPerClient: options.maxSubscriptionsPerClient ?? 0,
+    publishRatePerSecond: options.publishRatePerSecond ?? 0,
+  };
+
+  // ---------------------------------------------------------------------------------------
+  // Denied publications: counted always, logged at info at most once per DENIED_LOG_MS per
+  // device with the number left unlogged, so a device publishing in a loop cannot flood the log.
+
+  const deniedLog = new Map<string, { at: number; suppressed: number }>();
+  const publishDenied = (conn: MqttConnection, topic: string): void => {
+    const tenantId = conn.tenantId ?? '';
+    options.metrics?.publishDenied(tenantId, 'acl');
+    const key = `${tenantId}\u0000${conn.deviceId}`;
+    const now = Date.now();
+    const seen = deniedLog.get(key);
+    if (seen && now - seen.at < DENIED_LOG_MS) {
+      seen.suppressed++;
+      return;
+    }
+    if (deniedLog.size >= 10_000) deniedLog.clear();
+    deniedLog.set(key, { at: now, suppressed: 0 });
+    log.info(
+      { tenantId, deviceId: conn.deviceId, clientId: conn.clientId, topic, reason: 'ACL', ...(seen?.suppressed ? { alsoDenied: seen.suppressed } : {}) },
+      'MQTT publish denied by the ACL; message dropped',
+    );
+  };
+
+  const limitHit = (conn: MqttConnection, limit: LimitName): void => {
+    options.metrics?.limitHit(limit);
+    log.debug({ tenantId: conn.tenantId, deviceId: conn.deviceId, clientId: conn.clientId, limit }, 'MQTT limit reached');
+  };
+
+  /** Accepted connections (established or connecting past the verifier) per tenant. */
+  const perTenant = new Map<string, number>();
+  const admitted = new WeakSet<MqttConnection>();
+  const admitTenant = (conn: MqttConnection, tenantId: string): boolean => {
+    if (options.maxConnections !== undefined && index.size >= options.maxConnections) return false;
+    const n = perTenant.get(tenantId) ?? 0;
+    if (options.maxConnectionsPerTenant !== undefined && n >= options.maxConnectionsPerTenant) return false;
+    perTenant.set(tenantId, n + 1);
+    admitted.add(conn);
+    return true;
   };
 
   // ---------------------------------------------------------------------------------------
@@ -247,6 +367,20 @@ export function createMqttListener(options: MqttListenerOptions): MqttListener {
   };
 
   const unsubscribeChanges = options.sessionChanges?.subscribe(onSessionChange);
+
+  /** Closes the tenant's connections and forgets everything the broker kept for it, here. */
+  const dropTenantHere = (tenantId: string): void => {
+    onSessionChange({ kind: 'tenant', tenantId });
+    for (const [key, held] of claims) if (key.startsWith(`${tenantId}\u0000`) && !held.connecting) claims.delete(key);
+    if (broker.dropTenant(tenantId)) {
+      stats.tenantsDropped++;
+      log.info({ tenantId }, 'tenant deleted: its MQTT sessions, wills, queued and retained messages are gone');
+    }
+  };
+  const unsubscribeDeletions = options.tenantDeletions?.subscribe((tenantId) => {
+    dropTenantHere(tenantId);
+    bus?.dropTenant(tenantId);
+  });
 
   // ---------------------------------------------------------------------------------------
   // CONNECT
@@ -386,10 +520,14 @@ export function createMqttListener(options: MqttListenerOptions): MqttListener {
       broker.space(tenantId).retain(message);
     },
     takeOver,
+    dropTenant: dropTenantHere,
   });
 
   const hooks = {
     authenticate,
+    publishDenied,
+    limitHit,
+    admitTenant,
     established(conn: MqttConnection) {
       const a = conn.attachment as Attachment;
       stats.accepted++;
@@ -407,6 +545,12 @@ export function createMqttListener(options: MqttListenerOptions): MqttListener {
     closed(conn: MqttConnection) {
       connections.delete(conn);
       index.remove(conn);
+      if (admitted.has(conn) && conn.tenantId !== undefined) {
+        admitted.delete(conn);
+        const n = (perTenant.get(conn.tenantId) ?? 1) - 1;
+        if (n <= 0) perTenant.delete(conn.tenantId);
+        else perTenant.set(conn.tenantId, n);
+      }
       const claim = (conn.attachment as Attachment | undefined)?.claim;
       const held = claim && claims.get(claim.key);
       if (claim && held?.connecting === conn) {
@@ -438,7 +582,9 @@ export function createMqttListener(options: MqttListenerOptions): MqttListener {
     // intermediates (see peer-chain.ts), and every connection is decided on its full chain.
     secureOptions: cryptoConstants.SSL_OP_NO_TICKET,
   });
-  if (options.maxConnections !== undefined) server.maxConnections = options.maxConnections;
+  // Sockets still in their handshake or CONNECT count too; beyond twice the limit they are not
+  // accepted at all, so a flood of idle TCP connections cannot hold unbounded memory.
+  if (options.maxConnections !== undefined) server.maxConnections = options.maxConnections * 2;
 
   server.on('connection', (socket: Socket) => {
     sockets.add(socket);
@@ -476,6 +622,7 @@ export function createMqttListener(options: MqttListenerOptions): MqttListener {
       if (closed) return;
       closed = true;
       unsubscribeChanges?.();
+      unsubscribeDeletions?.();
       stopReceiving?.();
       const done = new Promise<void>((resolve) => server.close(() => resolve()));
       for (const conn of [...connections]) {

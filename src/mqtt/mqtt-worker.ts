@@ -6,7 +6,7 @@
  */
 import cluster from 'node:cluster';
 import pino from 'pino';
-import { createMetrics, type Metrics } from '../plugins/metrics.js';
+import { createMetrics, mqttMetricsSink, type Metrics } from '../plugins/metrics.js';
 import { listenerDependencies } from './listener-deps.js';
 import { workerBus, type ToPrimary, type ToWorker, type WorkerSpec } from './mqtt-cluster.js';
 import { createMqttListener, type MqttListener } from './mqtt-listener.js';
@@ -28,7 +28,16 @@ async function start(spec: WorkerSpec): Promise<void> {
   const log = pino({ level: spec.logLevel, base: { service: 'certgate', worker: cluster.worker!.id } });
   const deps = await listenerDependencies(spec.source, log, closers, metrics);
   const bus = workerBus(spec.handOverTimeoutMs);
-  const l = createMqttListener({ ...deps, host: spec.host, port: spec.port, tls: spec.tls, logger: log, bus });
+  const l = createMqttListener({
+    ...deps,
+    ...spec.limits,
+    host: spec.host,
+    port: spec.port,
+    tls: spec.tls,
+    logger: log,
+    bus,
+    metrics: mqttMetricsSink(metrics),
+  });
   listener = l;
   // Last, the releases of the sessions the close ended.
   closers.push(async () => bus.flush());

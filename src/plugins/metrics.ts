@@ -68,6 +68,24 @@ export function createMetrics() {
         this.labels('server_unavailable').inc(c.serverUnavailable);
       },
     }),
+    mqttPublishDenied: new client.Counter({
+      name: 'certgate_mqtt_publish_denied_total',
+      help: 'MQTT publications (wills included) refused and dropped, by tenant and reason',
+      labelNames: ['tenant', 'reason'] as const,
+      registers: [registry],
+    }),
+    mqttLimitHits: new client.Counter({
+      name: 'certgate_mqtt_limit_hits_total',
+      help: 'MQTT clients that ran into a listener limit, by limit',
+      labelNames: ['limit'] as const,
+      registers: [registry],
+    }),
+    mqttMessagesDropped: new client.Counter({
+      name: 'certgate_mqtt_messages_dropped_total',
+      help: 'MQTT messages not delivered to a subscriber (or not retained), by tenant and reason',
+      labelNames: ['tenant', 'reason'] as const,
+      registers: [registry],
+    }),
     /** Where the MQTT metrics read from at scrape time: the listener's own counters. */
     observeMqttListener(source: () => MqttCounts): void {
       listener = source;
@@ -88,3 +106,12 @@ export function createMetrics() {
   };
 }
 export type Metrics = ReturnType<typeof createMetrics>;
+
+/** The listener's counters, fed into this process's metrics. */
+export function mqttMetricsSink(m: Pick<Metrics, 'mqttPublishDenied' | 'mqttLimitHits' | 'mqttMessagesDropped'>) {
+  return {
+    publishDenied: (tenant: string, reason: string) => m.mqttPublishDenied.labels(tenant, reason).inc(),
+    limitHit: (limit: string) => m.mqttLimitHits.labels(limit).inc(),
+    messageDropped: (tenant: string, reason: string) => m.mqttMessagesDropped.labels(tenant, reason).inc(),
+  };
+}

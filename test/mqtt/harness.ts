@@ -9,7 +9,9 @@ import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import type { TestContext } from 'node:test';
+import tls from 'node:tls';
 import { promisify } from 'node:util';
+import * as mqttPacket from 'mqtt-packet';
 import mqtt, { type IClientOptions, type MqttClient } from 'mqtt';
 import pino from 'pino';
 import { createCa, createDevice, createIntermediate, createServer, type Credentials } from '../../src/certs/certs-service.js';
@@ -327,4 +329,105 @@ export function exited(child: ChildProcess, timeoutMs = 10_000): Promise<number 
 
 export function sha1(pem: string): string {
   return createHash('sha1').update(new X509Certificate(pem).raw).digest('hex');
+}
+
+// -------------------------------------------------------------------------------------------
+// A raw MQTT client (mqtt-packet over TLS) for exchanges MQTT.js will not make on purpose:
+// resending a packet identifier, never acknowledging, ill-formed UTF-8.
+
+export class RawClient {
+  /** Packets received and not yet taken, in arrival order. */
+  readonly inbox: mqttPacket.Packet[] = [];
+  closed = false;
+  private readonly waiters = new Set<() => void>();
+
+  private constructor(
+    readonly socket: tls.TLSSocket,
+    readonly version: 4 | 5,
+  ) {
+    const parser = mqttPacket.parser({ protocolVersion: version });
+    parser.on('packet', (p: mqttPacket.Packet) => {
+      this.inbox.push(p);
+      this.wake();
+    });
+    socket.on('data', (d: Buffer) => parser.parse(d));
+    socket.on('close', () => {
+      this.closed = true;
+      this.wake();
+    });
+    socket.on('error', () => {});
+  }
+
+  static open(t: TestContext, l: RunningListener, creds: Credentials, version: 4 | 5 = 4): Promise<RawClient> {
+    return new Promise((resolve, reject) => {
+      const socket = tls.connect({ host: '127.0.0.1', port: l.port, servername: 'localhost', ca: l.caPem, key: creds.keyPem, cert: withoutRoot(creds) });
+      t.after(() => socket.destroy());
+      socket.once('secureConnect', () => resolve(new RawClient(socket, version)));
+      socket.once('error', reject);
+    });
+  }
+
+  /** Opens and sends CONNECT; resolves with the CONNACK. */
+  static async connect(
+    t: TestContext,
+    l: RunningListener,
+    creds: Credentials,
+    connect: Partial<mqttPacket.IConnectPacket>,
+    version: 4 | 5 = 4,
+  ): Promise<{ client: RawClient; connack: mqttPacket.IConnackPacket }> {
+    const client = await RawClient.open(t, l, creds, version);
+    client.send({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: version, clean: true, keepalive: 0, clientId: '', ...connect } as mqttPacket.IConnectPacket);
+    const connack = (await client.take('connack')) as mqttPacket.IConnackPacket;
+    return { client, connack };
+  }
+
+  send(packet: mqttPacket.Packet): void {
+    this.socket.write(mqttPacket.generate(packet, { protocolVersion: this.version }));
+  }
+
+  /** Raw bytes, for packets mqtt-packet would not encode (ill-formed UTF-8). */
+  write(bytes: Buffer): void {
+    this.socket.write(bytes);
+  }
+
+  /** The next packet of that kind (others stay in the inbox); rejects on close or timeout. */
+  async take(cmd: mqttPacket.Packet['cmd'], timeoutMs = 10_000): Promise<mqttPacket.Packet> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const i = this.inbox.findIndex((p) => p.cmd === cmd);
+      if (i !== -1) return this.inbox.splice(i, 1)[0]!;
+      if (this.closed) throw new Error(`connection closed before ${cmd}`);
+      const left = deadline - Date.now();
+      if (left <= 0) throw new Error(`timed out waiting for ${cmd}`);
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(done, left);
+        function done() {
+          clearTimeout(timer);
+          resolve();
+        }
+        this.waiters.add(done);
+      });
+    }
+  }
+
+  /** Resolves once the server has closed the connection. */
+  async waitClosed(timeoutMs = 10_000): Promise<void> {
+    await waitFor(() => this.closed, timeoutMs, 'the server to close the connection');
+  }
+
+  /** PINGREQ and its PINGRESP: everything the server wrote before it has arrived. */
+  async sync(): Promise<void> {
+    this.send({ cmd: 'pingreq' });
+    await this.take('pingresp');
+  }
+
+  end(): void {
+    this.socket.end();
+  }
+
+  private wake(): void {
+    const ws = [...this.waiters];
+    this.waiters.clear();
+    for (const w of ws) w();
+  }
 }

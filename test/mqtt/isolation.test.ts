@@ -132,11 +132,12 @@ describe('MQTT listener: tenants and ACL', async () => {
       1, 0x80, 0x80,
     ]);
     const v5 = await connect(t, l, { creds: acmeDev1, chain: true, clientId: 'dev1-v5', protocolVersion: 5 });
-    // QoS 2 is granted as 1; a shared subscription is 0x9E.
-    assert.deepEqual(await suback(v5, { 'devices/dev1/#': { qos: 2 }, '#': { qos: 0 }, '$share/g/devices/dev1/x': { qos: 0 } }), [
-      1, 0x87, 0x9e,
-    ]);
-    assert.equal(l.listener.stats.subscribeDenied, 3);
+    // QoS 2 is granted; a shared subscription is judged on its filter without `$share/{group}/`.
+    assert.deepEqual(
+      await suback(v5, { 'devices/dev1/#': { qos: 2 }, '#': { qos: 0 }, '$share/g/devices/dev1/x': { qos: 0 }, '$share/g/devices/#': { qos: 0 } }),
+      [2, 0x87, 0, 0x87],
+    );
+    assert.equal(l.listener.stats.subscribeDenied, 4);
   });
 
   test('ok/persistent-session: subscriptions and QoS 1 messages wait for a clean=false client', async (t) => {

@@ -100,6 +100,7 @@ export function createTenantsService({ prisma, repository, publisher }: TenantsS
       await publisher.publish([
         { type: 'invalidate', tenantId: id, what: 'tenant' },
         { type: 'session-drop', change: { kind: 'tenant', tenantId: id } },
+        { type: 'tenant-deleted', tenantId: id },
       ]);
     },
   };
