@@ -9,7 +9,7 @@
  * The Node `KeyObject` (~29 µs for EC) is built lazily, only for certificates that sign others.
  */
 import { hash, type KeyObject } from 'node:crypto';
-import type { DenyReason } from '../verifier/verifier-types.js';
+import type { DenyReason } from './reasons.js';
 import {
   parsePublicKeyInfo,
   parseSignatureAlgorithm,

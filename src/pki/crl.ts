@@ -2,7 +2,7 @@
  * Certificate revocation lists (RFC 5280 5): parsing, and the checks of RFC 5280 6.3.3 that apply
  * to a complete CRL imported for one CA: issuer name, cRLSign, signature, CRL profile.
  */
-import type { DenyReason } from '../verifier/verifier-types.js';
+import type { DenyReason } from './reasons.js';
 import { parseSignatureAlgorithm, verifySignature, type SignatureAlgorithm } from './algorithms.js';
 import { checkSignatureStrength } from './ca-rules.js';
 import { publicKeyOf, type ParsedCertificate } from './certificate.js';

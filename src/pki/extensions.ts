@@ -2,7 +2,7 @@
  * Certificate extensions (RFC 5280 4.2): decoding of the ones certgate processes, and the
  * profile defects each can carry (malformed contents, wrong criticality, inconsistent pairs).
  */
-import type { DenyReason } from '../verifier/verifier-types.js';
+import type { DenyReason } from './reasons.js';
 import {
   DerError,
   TAG,

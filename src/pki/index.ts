@@ -5,6 +5,7 @@ export * from './crl.js';
 export * from './identity.js';
 export * from './path-validation.js';
 export * from './possession.js';
+export * from './reasons.js';
 export { checkNameConstraints, MAX_CONSTRAINT_COMPARISONS } from './name-constraints.js';
 export type { GeneralName, Name } from './names.js';
 export type { PublicKeyInfo, SignatureAlgorithm } from './algorithms.js';

@@ -19,7 +19,7 @@
  * signature check.
  */
 import { GenerationalCache } from '../lib/generational-cache.js';
-import type { DenyReason } from '../verifier/verifier-types.js';
+import type { DenyReason } from './reasons.js';
 import { checkKeyStrength, checkSignatureStrength } from './ca-rules.js';
 import { signedBy, type KeyUsage, type ParsedCertificate } from './certificate.js';
 import { normalizeSerialHex, verifyCrlSignature, type CrlCheck, type ParsedCrl } from './crl.js';

@@ -2,32 +2,10 @@
  * The verifier's public shape. The HTTP route, the in-process MQTT listener
  * and the remote (HTTP) client all speak these types.
  */
-export type DenyReason =
-  | 'MALFORMED_CERTIFICATE'
-  | 'CHAIN_TOO_LONG'
-  | 'NO_TRUSTED_ANCHOR'
-  | 'SIGNATURE_INVALID'
-  | 'CERTIFICATE_EXPIRED'
-  | 'CERTIFICATE_NOT_YET_VALID'
-  | 'ISSUER_EXPIRED'
-  | 'NOT_A_CA'
-  | 'PATH_LENGTH_EXCEEDED'
-  | 'KEY_USAGE_INVALID'
-  | 'EXTENDED_KEY_USAGE_INVALID'
-  | 'NAME_CONSTRAINTS_VIOLATED'
-  | 'UNKNOWN_CRITICAL_EXTENSION'
-  | 'WEAK_KEY'
-  | 'WEAK_SIGNATURE_ALGORITHM'
-  | 'CERTIFICATE_REVOKED'
-  | 'TRUSTED_CERTIFICATE_DISABLED'
-  | 'AMBIGUOUS_TENANT'
-  | 'TENANT_SUSPENDED'
-  | 'IDENTITY_NOT_FOUND'
-  | 'CLIENT_ID_MISMATCH'
-  | 'DEVICE_NOT_FOUND'
-  | 'DEVICE_DISABLED'
-  | 'CREDENTIALS_NOT_PINNED'
-  | 'REGISTRATION_QUOTA_EXCEEDED';
+import type { DenyReason } from '../pki/reasons.js';
+
+/** Reason codes belong to the X.509 layer; the verifier answers with them. */
+export type { DenyReason };
 
 export interface AuthenticateRequest {
   clientId: string;

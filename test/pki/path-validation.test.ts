@@ -15,7 +15,7 @@ import {
 } from '../../src/pki/index.js';
 import { verifySignature } from '../../src/pki/algorithms.js';
 import { SignatureWorker } from '../../src/pki/signature-worker.js';
-import type { DenyReason } from '../../src/verifier/verifier-types.js';
+import type { DenyReason } from '../../src/pki/reasons.js';
 import { makeCert, makeCrl, makeIntermediate, makeLeaf, makeRoot, sharedKey, type TestCert } from '../helpers/pki-fixtures.js';
 
 const DAY = 86_400_000;
