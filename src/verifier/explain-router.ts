@@ -6,7 +6,7 @@ import { authorizeTenant } from '../plugins/auth.js';
 import { errorResponses } from '../lib/http-schemas.js';
 import { splitPemBundle } from '../pki/certificate.js';
 import type { TraceStep } from '../pki/path-validation.js';
-import { denyReasonSchema } from './verifier-schemas.js';
+import { denyReasonSchema, SHARED_CA_RULE } from './verifier-schemas.js';
 import type { CertgateVerifier } from './verifier-service.js';
 import { VerifierUnavailableError } from './verifier-types.js';
 
@@ -55,7 +55,10 @@ export async function explainRouter(app: FastifyInstance, opts: { verifier: Cert
       description:
         'Explains how the verifier would decide for this chain in this tenant: anchor found, each link, validity, extensions, ' +
         'revocation, identity extraction, device match. The chain is the body\'s `chain` (PEM bundle) or the ' +
-        '`X-Cumulocity-Client-Cert-Chain` header. Nothing is registered or recorded.',
+        '`X-Cumulocity-Client-Cert-Chain` header. Nothing is registered or recorded. The decision is this tenant\'s, as ' +
+        'if the connection named it; when other tenants trust the chain too (counted, never named), the `tenant choice` ' +
+        'step says where a connection with no tenant hint goes. ' +
+        SHARED_CA_RULE,
       params: z.strictObject({ tenantId: z.string().min(1).max(64) }),
       headers: z.object({ 'x-cumulocity-client-cert-chain': z.string().max(256 * 1024).optional() }),
       body: body.optional(),

@@ -11,6 +11,10 @@ export interface TrustedRef {
   autoRegistrationEnabled: boolean;
   deviceProfileId: string | null;
   certDer: Uint8Array;
+  /** The tenant proved it holds the certificate's private key. */
+  popValid: boolean;
+  /** When the tenant began to trust the certificate: the earlier copy of a shared CA wins. */
+  creationTime: Date;
 }
 
 export interface DeviceRef {
@@ -129,6 +133,8 @@ const trustedSelect = {
   autoRegistrationEnabled: true,
   deviceProfileId: true,
   certDer: true,
+  popValid: true,
+  creationTime: true,
   subjectHash: true,
 } as const;
 

@@ -4,7 +4,7 @@ import { serializerCompiler, type ZodTypeProvider } from 'fastify-type-provider-
 import { ServiceUnavailableError, UnauthorizedError } from '../errors.js';
 import { endOfTurn } from '../lib/end-of-turn.js';
 import { errorResponses } from '../lib/http-schemas.js';
-import { authenticateBody, decisionSchema } from './verifier-schemas.js';
+import { authenticateBody, decisionSchema, SHARED_CA_RULE } from './verifier-schemas.js';
 import { decisionJson } from './verifier-service.js';
 import { VerifierUnavailableError, type Decision, type Verifier } from './verifier-types.js';
 
@@ -52,7 +52,8 @@ export async function verifierRouter(app: FastifyInstance, opts: VerifierRouterO
       description:
         'Resolves a presented certificate chain to one tenant and one device for an MQTT CONNECT. ' +
         'Answers 200 with `result: allow` (ACL, client attributes) or `result: deny` with a reason; 503 when the store ' +
-        'is unavailable (callers fail closed). The shape is accepted as-is by EMQX\'s HTTP authenticator.',
+        'is unavailable (callers fail closed). The shape is accepted as-is by EMQX\'s HTTP authenticator. ' +
+        SHARED_CA_RULE,
       security: [{ verifierToken: [] }],
       body: authenticateBody,
       response: { 200: decisionSchema, ...errorResponses(400, 401, 413, 503) },

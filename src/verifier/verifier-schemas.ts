@@ -3,6 +3,14 @@ import { DENY_REASONS } from '../pki/reasons.js';
 
 export const denyReasonSchema = z.enum(DENY_REASONS);
 
+/** How a CA trusted by several tenants is routed: stated in the descriptions of every route it concerns. */
+export const SHARED_CA_RULE =
+  'When several tenants trust the CA that ends the chain, a tenant hint decides: `username` is the tenant id ' +
+  '(or `<tenantId>/<user>`), or SNI is `<tenantId>.<host>`. With no hint, the connection goes to the single tenant ' +
+  'that proved possession of the CA key, else to the tenant that trusted the CA first; it is denied ' +
+  '`AMBIGUOUS_TENANT` only when several tenants proved possession. Uploading a CA certificate therefore never ' +
+  'changes how another tenant\'s devices are decided; proving possession of its key does.';
+
 export const authenticateBody = z.object({
   clientId: z.string().max(65_535),
   certificateChain: z

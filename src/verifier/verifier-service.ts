@@ -10,6 +10,7 @@ import { credentialsObserved, type ChangePublisher } from '../db/change-feed.js'
 import type { Metrics } from '../plugins/metrics.js';
 import { isValidDeviceName } from '../modules/devices/devices-schemas.js';
 import { SeenBefore } from './seen-before.js';
+import { chooseTenant } from './tenant-choice.js';
 import { GenerationalCache } from '../lib/generational-cache.js';
 import { revokedCredentialKey, type TrustCache, type TrustedEntry } from './trust-cache.js';
 import {
@@ -138,18 +139,6 @@ function clientIdMatches(clientId: string, deviceName: string): boolean {
 }
 
 /**
- * The tenant hint that decides between tenants trusting one anchor: `username` is a tenant id (or Cumulocity's MQTT login
- * `<tenantId>/<user>`), or SNI is `<tenantId>.<anything>`.
- */
-function hintedTenant(req: AuthenticateRequest, candidates: string[]): string | undefined {
-  const userTenant = req.username?.split('/')[0];
-  if (userTenant && candidates.includes(userTenant)) return userTenant;
-  const sniTenant = req.sni?.split('.')[0];
-  if (sniTenant && candidates.includes(sniTenant)) return sniTenant;
-  return undefined;
-}
-
-/**
  * Resolves a presented chain to one tenant and one device, in the contract's
  * order: pinned/known credential, path to a trusted anchor, tenant, identity, device.
  */
@@ -246,26 +235,23 @@ export function createVerifier(deps: VerifierDeps) {
     return [...found.values()];
   }
 
-  async function resolveByPath(
-    req: AuthenticateRequest,
+  type Claim = { tenantId: string; anchor: TrustedEntry; path: readonly ParsedCertificate[] };
+
+  /**
+   * The tenants among the candidates' whose enabled anchors end a valid, unrevoked path; and the
+   * first failure, to report when none does.
+   */
+  async function tenantClaims(
     leaf: ParsedCertificate,
     presented: ParsedCertificate[],
+    candidates: TrustedEntry[],
     now: Date,
-    opts: DecideOptions,
-  ): Promise<{ tenantId: string; anchor: TrustedEntry; path: readonly ParsedCertificate[] }> {
-    const trace = opts.trace;
-    const candidates = await candidateAnchors([leaf, ...presented], opts.tenantId);
-    if (candidates.length === 0) {
-      step(trace, 'anchor', false, 'no trusted certificate issued any certificate of the chain');
-      deny('NO_TRUSTED_ANCHOR', 'no trusted certificate matches the chain', opts.tenantId);
-    }
-    if (trace) step(trace, 'anchor', true, `candidate trusted certificates: ${candidates.map((c) => `${c.tenantId}/${c.fingerprint}`).join(', ')}`);
-    await prefetchSignatures(leaf, [...presented, ...candidates.map((c) => c.cert)]);
-
+    trace?: TraceStep[],
+  ): Promise<{ claims: Claim[]; failure?: Deny }> {
     const byTenant = new Map<string, TrustedEntry[]>();
     for (const c of candidates) byTenant.set(c.tenantId, [...(byTenant.get(c.tenantId) ?? []), c]);
 
-    const ok: Array<{ tenantId: string; anchor: TrustedEntry; path: readonly ParsedCertificate[] }> = [];
+    const claims: Claim[] = [];
     let firstFailure: Deny | undefined;
     for (const [tenantId, anchors] of byTenant) {
       const enabled = anchors.filter((a) => a.status === 'ENABLED');
@@ -274,7 +260,7 @@ export function createVerifier(deps: VerifierDeps) {
         const anchor = enabled.find((a) => a.cert.sha256 === result.path[result.path.length - 1]!.sha256)!;
         try {
           await checkRevocation(tenantId, result.path, byTenant.size === 1 ? trace : undefined);
-          ok.push({ tenantId, anchor, path: result.path });
+          claims.push({ tenantId, anchor, path: result.path });
         } catch (err) {
           if (!(err instanceof Deny)) throw err;
           firstFailure ??= err;
@@ -290,17 +276,62 @@ export function createVerifier(deps: VerifierDeps) {
         firstFailure = new Deny(result.reason, result.detail, byTenant.size === 1 ? tenantId : undefined);
       }
     }
-    if (ok.length === 0) {
-      step(trace, 'path', false, firstFailure!.message);
-      throw firstFailure!;
+    return { claims, failure: firstFailure };
+  }
+
+  /**
+   * For the explanation of one tenant's decision: where a connection with no tenant hint would
+   * go when other tenants trust the chain too (they are counted, never named).
+   */
+  async function explainSharing(own: Claim, leaf: ParsedCertificate, presented: ParsedCertificate[], now: Date, trace: TraceStep[]): Promise<void> {
+    const others = (await candidateAnchors([leaf, ...presented])).filter((c) => c.tenantId !== own.tenantId);
+    const { claims } = others.length ? await tenantClaims(leaf, presented, others, now) : { claims: [] };
+    if (claims.length === 0) {
+      step(trace, 'tenant choice', true, `only tenant ${own.tenantId} trusts this chain`);
+      return;
     }
-    if (ok.length === 1) return ok[0]!;
-    const hinted = hintedTenant(req, ok.map((o) => o.tenantId));
-    if (!hinted) {
-      step(trace, 'tenant', false, `several tenants trust this chain: ${ok.map((o) => o.tenantId).join(', ')}`);
-      deny('AMBIGUOUS_TENANT', 'several tenants trust this chain; give the tenant id as username or in SNI');
+    const choice = chooseTenant([own, ...claims], {});
+    const also = `${claims.length} other tenant(s) trust this chain too`;
+    if (!choice.ok) {
+      step(trace, 'tenant choice', false, `${also}; several proved possession of the CA key, so a connection must name tenant ${own.tenantId} as username or in SNI (${own.tenantId}.<host>), else it is denied AMBIGUOUS_TENANT`);
+    } else if (choice.claim === own) {
+      const why = choice.why === 'possession' ? 'it alone proved possession of the CA key' : 'no tenant proved possession of the CA key and it trusted the certificate first';
+      step(trace, 'tenant choice', true, `${also}; a connection with no tenant hint goes to tenant ${own.tenantId}: ${why}`);
+    } else {
+      const why = choice.why === 'possession' ? 'it alone proved possession of the CA key' : 'it trusted the certificate first and no tenant proved possession of the CA key';
+      step(trace, 'tenant choice', false, `${also}; a connection with no tenant hint goes to another tenant (${why}): devices of tenant ${own.tenantId} must name it as username or in SNI (${own.tenantId}.<host>)`);
     }
-    return ok.find((o) => o.tenantId === hinted)!;
+  }
+
+  async function resolveByPath(
+    req: AuthenticateRequest,
+    leaf: ParsedCertificate,
+    presented: ParsedCertificate[],
+    now: Date,
+    opts: DecideOptions,
+  ): Promise<Claim> {
+    const trace = opts.trace;
+    const candidates = await candidateAnchors([leaf, ...presented], opts.tenantId);
+    if (candidates.length === 0) {
+      step(trace, 'anchor', false, 'no trusted certificate issued any certificate of the chain');
+      deny('NO_TRUSTED_ANCHOR', 'no trusted certificate matches the chain', opts.tenantId);
+    }
+    if (trace) step(trace, 'anchor', true, `candidate trusted certificates: ${candidates.map((c) => `${c.tenantId}/${c.fingerprint}`).join(', ')}`);
+    await prefetchSignatures(leaf, [...presented, ...candidates.map((c) => c.cert)]);
+
+    const { claims, failure } = await tenantClaims(leaf, presented, candidates, now, trace);
+    if (claims.length === 0) {
+      step(trace, 'path', false, failure!.message);
+      throw failure!;
+    }
+    // (3) The tenant: the one trusting the anchor, or the one chosen among several.
+    const choice = chooseTenant(claims, req);
+    if (!choice.ok) {
+      step(trace, 'tenant choice', false, `several tenants proved possession of this chain's CA key: ${choice.provers.join(', ')}`);
+      return deny(choice.reason, choice.message);
+    }
+    if (opts.tenantId && trace) await explainSharing(choice.claim, leaf, presented, now, trace);
+    return choice.claim;
   }
 
   async function deviceFor(

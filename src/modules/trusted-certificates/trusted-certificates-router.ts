@@ -14,6 +14,7 @@ import {
   updateTrustedCertificateBody,
   type TrustedCertificateView,
 } from './trusted-certificates-schemas.js';
+import { SHARED_CA_RULE } from '../../verifier/verifier-schemas.js';
 import type { TrustedCertificatesService } from './trusted-certificates-service.js';
 
 const tags = ['Trusted certificates'];
@@ -35,7 +36,8 @@ export async function trustedCertificatesRouter(app: FastifyInstance, opts: { se
       description:
         'Uploads a CA certificate the tenant trusts (Cumulocity-compatible). It must be one X.509 v3 certificate with ' +
         'basicConstraints CA:true, keyCertSign when keyUsage is present, not expired, and without weak keys or signatures ' +
-        '(RSA < 2048, DSA, MD5, SHA-1). PEM is accepted with or without BEGIN/END lines and line breaks.',
+        '(RSA < 2048, DSA, MD5, SHA-1). PEM is accepted with or without BEGIN/END lines and line breaks. ' +
+        SHARED_CA_RULE,
       params: certsParams,
       body: createTrustedCertificateBody,
       response: { 201: trustedCertificateSchema, ...errorResponses(400, 401, 403, 404, 409, 413, 422, 429, 503) },
@@ -52,7 +54,7 @@ export async function trustedCertificatesRouter(app: FastifyInstance, opts: { se
     schema: {
       tags,
       operationId: 'createTrustedCertificatesBulk',
-      description: 'Uploads several CA certificates at once, all or nothing.',
+      description: `Uploads several CA certificates at once, all or nothing. ${SHARED_CA_RULE}`,
       params: certsParams,
       body: bulkBody,
       response: {
@@ -142,7 +144,8 @@ export async function trustedCertificatesRouter(app: FastifyInstance, opts: { se
       operationId: 'proveProofOfPossession',
       description:
         'Proof of possession, step 2: `proofOfPossessionSignedVerificationCode` is the base64 SHA-256 signature of the code ' +
-        'by the CA key (`openssl dgst -sha256 -sign ca.key`). 400 on a wrong signature or an expired code.',
+        'by the CA key (`openssl dgst -sha256 -sign ca.key`). 400 on a wrong signature or an expired code. ' +
+        SHARED_CA_RULE,
       params: certParams,
       body: popBody,
       response: { 200: trustedCertificateSchema, ...errorResponses(400, 401, 403, 404, 413, 429, 503) },

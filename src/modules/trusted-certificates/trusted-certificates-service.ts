@@ -232,6 +232,8 @@ export function createTrustedCertificatesService({ prisma, publisher, clock = ()
         where: { id: c.id },
         data: { popValid: true, popCode: null, popCodeUsableUntil: null },
       });
+      // A proof decides where connections with no tenant hint go when several tenants trust the CA.
+      await publisher.publish([invalidate(tenantId)]);
       return toTrustedCertificateView(row, now);
     },
 
