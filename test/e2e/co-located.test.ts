@@ -10,8 +10,8 @@ import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { closedWithin, connectDevice, refusedWith } from '../helpers/mqtt-client.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/database.js';
-import { apiOk, startService, type Service } from '../helpers/service.js';
-import { MGMT, createTenant, cumulocityCa, cumulocityDevice, openssl, trust } from './harness.js';
+import { apiOk, startService, until, type Service } from '../helpers/service.js';
+import { MGMT, createTenant, cumulocityCa, cumulocityDevice, openssl, trust, type TenantLogin } from './harness.js';
 
 describe('e2e: npm start with MQTT workers', () => {
   let service: Service;
@@ -77,5 +77,75 @@ describe('e2e: npm start with MQTT workers', () => {
     assert.deepEqual(dev2.map((c) => c.connected), [true, true, true, true], 'dev2 keeps its sessions');
     // Refused on whichever worker takes the next CONNECT.
     for (let i = 0; i < 4; i++) assert.equal(await refusedWith(t, { ...tls1, clientId: `again-${i}` }), 5);
+  });
+
+  test('ok/tenant-recreated-empty: a deleted tenant leaves no retained message, session, queued message or will on any worker', async (t) => {
+    const first = await createTenant(service.httpUrl, 'reborn');
+    const setUp = async (tenant: TenantLogin) => {
+      const profile = await apiOk(service.httpUrl, 'POST', `${tenant.base}/device-profiles`, tenant.auth, {
+        name: 'any client id',
+        clientIdPolicy: 'ANY',
+        acl: { publish: ['#'], subscribe: ['#'] },
+      });
+      const ca = await cumulocityCa(dir, `Reborn CA ${tenant.id}`);
+      await trust(service.httpUrl, tenant, ca.certPem, { deviceProfileId: profile.id });
+      const d = await cumulocityDevice(ca, 'dev1');
+      return { port: service.mqttPort, serverCa, cert: await fs.readFile(d.chainPath), key: await fs.readFile(d.keyPath) };
+    };
+    const oldTls = await setUp(first);
+    const collectAll = (c: Awaited<ReturnType<typeof connectDevice>>) => {
+      const got: string[] = [];
+      c.on('message', (topic, payload) => got.push(`${topic} ${payload.toString()}`));
+      return got;
+    };
+
+    // The old tenant's state: a retained message (seen on both workers: connections alternate),
+    // a persistent session with a queued message, and a will waiting out its delay.
+    const pub = await connectDevice(t, { ...oldTls, clientId: 'pub' });
+    await pub.publishAsync('old/retained', 'secret', { qos: 1, retain: true });
+    for (let i = 0; i < 2; i++) {
+      const seer = await connectDevice(t, { ...oldTls, clientId: `seer-${i}` });
+      const got = collectAll(seer);
+      await seer.subscribeAsync('old/#', { qos: 1 });
+      await until(() => got.includes('old/retained secret'), 10_000, 'the retained message on this worker');
+      seer.end(true);
+    }
+    const keeper = await connectDevice(t, { ...oldTls, clientId: 'keeper', clean: false });
+    await keeper.subscribeAsync('old/#', { qos: 1 });
+    await keeper.endAsync();
+    await pub.publishAsync('old/queued', 'for keeper', { qos: 1 });
+    const dying = await connectDevice(t, {
+      ...oldTls,
+      clientId: 'dying',
+      protocolVersion: 5,
+      properties: { sessionExpiryInterval: 120 },
+      will: { topic: 'old/will', payload: Buffer.from('late'), qos: 1, retain: true, properties: { willDelayInterval: 2 } },
+    });
+    const willDue = Date.now() + 2_000;
+    dying.stream.destroy();
+
+    await apiOk(service.httpUrl, 'DELETE', first.base, MGMT);
+    await until(() => !pub.connected, 10_000, 'the old tenant\'s connection to close');
+    await apiOk(service.httpUrl, 'POST', '/tenant/tenants', MGMT, {
+      id: first.id,
+      company: 'reborn Inc',
+      domain: `${first.id}.example.com`,
+      adminName: 'admin',
+      adminPass: 'tenant-admin-pass',
+    });
+    const newTls = await setUp(first);
+    // Past the old will's delay: had it survived, it would be retained by now.
+    await new Promise((r) => setTimeout(r, Math.max(0, willDue - Date.now() + 500)));
+    for (let i = 0; i < 2; i++) {
+      const c = await connectDevice(t, { ...newTls, clientId: 'keeper', clean: false });
+      const got = collectAll(c);
+      await c.subscribeAsync('#', { qos: 1 });
+      // Retained messages come right after SUBACK, before anything published later.
+      await c.publishAsync('new/marker', String(i), { qos: 1 });
+      await until(() => got.includes(`new/marker ${i}`), 10_000, 'the marker');
+      assert.deepEqual(got, [`new/marker ${i}`], 'nothing of the old tenant on this worker');
+      c.end(true);
+      await until(() => !c.connected, 5_000, 'the client to close');
+    }
   });
 });
