@@ -3,6 +3,7 @@
  * and WebCrypto alike), written as unencrypted PKCS#8 PEM.
  */
 import { KeyObject, createPrivateKey, createPublicKey, webcrypto } from 'node:crypto';
+import { MAX_RSA_BITS } from '../pki/ca-rules.js';
 import { CertsError } from './certs-errors.js';
 
 const subtle = webcrypto.subtle;
@@ -37,7 +38,8 @@ export async function generateKeyPair(spec: KeySpec = {}): Promise<KeyPair> {
   let pair: webcrypto.CryptoKeyPair;
   if (kind === 'rsa') {
     const bits = spec.rsaBits ?? 2048;
-    if (!Number.isInteger(bits) || bits < 1024 || bits > 16384) {
+    // No larger than certgate accepts: a bigger key would make a CA no tenant can trust.
+    if (!Number.isInteger(bits) || bits < 1024 || bits > MAX_RSA_BITS) {
       throw new CertsError('INVALID_OPTION', `RSA key size ${bits} is not supported`);
     }
     pair = await subtle.generateKey(

@@ -19,6 +19,7 @@ import {
   readTlv,
   type Tlv,
 } from './der.js';
+import { pointProblem } from './curves.js';
 import { CURVES, HASH_NAMES, OID } from './oids.js';
 
 export type HashName = 'MD2' | 'MD5' | 'SHA1' | 'SHA224' | 'SHA256' | 'SHA384' | 'SHA512';
@@ -122,6 +123,8 @@ export interface PublicKeyInfo {
   readonly curve: string | null;
   /** EC parameters given explicitly instead of as a named curve (RFC 5480 2.1.1 forbids). */
   readonly explicitCurve: boolean;
+  /** RSA public exponent (RFC 8017 3.1); judged by `checkKeyStrength`. */
+  readonly rsaExponent?: bigint;
   /** Why the key cannot be used, when it cannot. */
   readonly problem?: string;
 }
@@ -139,10 +142,16 @@ export function parsePublicKeyInfo(t: Tlv): PublicKeyInfo {
   try {
     switch (oid) {
       case OID.rsaEncryption:
-      case OID.rsassaPss:
-        return { ...none, algorithm: oid === OID.rsaEncryption ? 'RSA' : 'RSA-PSS', bits: rsaBits(key.bytes) };
-      case OID.ecPublicKey:
-        return { ...none, algorithm: 'EC', ...ecCurve(params) };
+      case OID.rsassaPss: {
+        if (key.unusedBits !== 0) throw new DerError('public key BIT STRING has unused bits');
+        return { ...none, algorithm: oid === OID.rsaEncryption ? 'RSA' : 'RSA-PSS', ...rsaKey(key.bytes) };
+      }
+      case OID.ecPublicKey: {
+        if (key.unusedBits !== 0) throw new DerError('public key BIT STRING has unused bits');
+        const curve = ecCurve(params);
+        const problem = curve.curve ? pointProblem(curve.curve, key.bytes) : null;
+        return { ...none, algorithm: 'EC', ...curve, ...(problem ? { problem } : {}) };
+      }
       case OID.ed25519:
         return { ...none, algorithm: 'Ed25519', bits: 256 };
       case OID.ed448:
@@ -158,16 +167,24 @@ export function parsePublicKeyInfo(t: Tlv): PublicKeyInfo {
   }
 }
 
-function rsaBits(bytes: Uint8Array): number {
+/** RFC 8017 A.1.1 RSAPublicKey: the modulus size in bits and the public exponent. */
+function rsaKey(bytes: Uint8Array): { bits: number; rsaExponent: bigint; problem?: string } {
   const seq = readTlv(bytes, 0, bytes.length);
-  const [modulus] = childrenOf(seq);
-  if (!modulus) throw new DerError('bad RSAPublicKey');
+  if (seq.tag !== TAG.SEQUENCE || seq.end !== bytes.length) throw new DerError('bad RSAPublicKey');
+  const [modulus, exponent, ...extra] = childrenOf(seq);
+  if (!modulus || !exponent || extra.length) throw new DerError('bad RSAPublicKey');
   const n = readInteger(modulus);
   if (n.negative || n.zero) throw new DerError('bad RSA modulus');
+  const e = readInteger(exponent);
+  if (e.negative || e.zero) throw new DerError('bad RSA public exponent');
   const v = modulus.buf.subarray(modulus.valueStart, modulus.end);
   let i = 0;
   while (i < v.length && v[i] === 0) i++;
-  return (v.length - i) * 8 - Math.clz32(v[i]) + 24;
+  const bits = (v.length - i) * 8 - Math.clz32(v[i]) + 24;
+  const rsaExponent = BigInt('0x' + e.hex);
+  // A modulus is the product of two odd primes: an even one is no RSA key at all.
+  if ((v[v.length - 1] & 1) === 0) return { bits, rsaExponent, problem: 'RSA modulus is even' };
+  return { bits, rsaExponent };
 }
 
 function ecCurve(params: Tlv | undefined): { bits: number | null; curve: string | null; explicitCurve: boolean } {

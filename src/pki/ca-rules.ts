@@ -11,7 +11,11 @@ export type ProblemCode =
   | 'KEY_USAGE_INVALID'
   | 'CERTIFICATE_EXPIRED'
   | 'WEAK_KEY'
-  | 'WEAK_SIGNATURE_ALGORITHM';
+  | 'WEAK_SIGNATURE_ALGORITHM'
+  | 'MALFORMED_CERTIFICATE'
+  | 'UNKNOWN_CRITICAL_EXTENSION'
+  | 'NAME_CONSTRAINTS_VIOLATED'
+  | 'EXTENDED_KEY_USAGE_INVALID';
 
 export interface Problem {
   readonly code: ProblemCode;
@@ -20,8 +24,22 @@ export interface Problem {
 
 /** Smallest RSA modulus accepted (NIST SP 800-131A). */
 export const MIN_RSA_BITS = 2048;
-/** Largest RSA modulus accepted: bigger keys only make verification slow (a cheap DoS lever). */
-export const MAX_RSA_BITS = 16384;
+/**
+ * Largest RSA modulus accepted: bigger keys only make verification slow (a cheap DoS lever).
+ * With the exponent bound below, one RSA check costs at most ~0.5 ms here (8192 bits, a 32-bit
+ * exponent; 0.25 ms with 65537), so a path (10 certificates at most, 100 signature checks at most
+ * while building it: path-validation.ts) costs a bounded time whatever a device presents.
+ */
+export const MAX_RSA_BITS = 8192;
+/**
+ * RSA public exponents accepted: odd, from 3 up to 2^32 - 1. An even exponent or 1 is no RSA key
+ * (with e = 1 the "signature" is the padded digest itself, which anyone can write), and a large
+ * exponent only makes each check slower (a ~3,070-bit one costs 120 times 65537's time).
+ * OpenSSL and Go bound it the same way (Go: 2^31 - 1; OpenSSL 64 bits above 3072-bit moduli);
+ * NIST SP 800-89 5.3.3 asks 65537 <= e < 2^256 of new keys, which old roots with e = 3 miss.
+ */
+export const MIN_RSA_EXPONENT = 3n;
+export const MAX_RSA_EXPONENT = 2n ** 32n - 1n;
 /** Curves accepted for EC keys. Smaller curves (P-192, P-224) offer under 112 bits of security. */
 export const ALLOWED_CURVES: ReadonlySet<string> = new Set([
   'P-256',
@@ -53,6 +71,12 @@ export function checkKeyStrength(key: PublicKeyInfo): Problem | null {
       if (bits > MAX_RSA_BITS) return weakKey(`RSA key of ${bits} bits is larger than the supported maximum of ${MAX_RSA_BITS}`);
       // Real RSA keys are whole octets; an odd size points at a broken or crafted key (CA/B BR 6.1.5).
       if (bits % 8 !== 0) return weakKey(`RSA key of ${bits} bits is not a multiple of 8 bits`);
+      const e = key.rsaExponent;
+      if (e === undefined) return weakKey('RSA key without a public exponent');
+      if (e % 2n === 0n || e < MIN_RSA_EXPONENT || e > MAX_RSA_EXPONENT) {
+        const shown = e <= MAX_RSA_EXPONENT ? String(e) : `of ${e.toString(2).length} bits`;
+        return weakKey(`RSA public exponent ${shown} is not accepted: it must be odd, at least ${MIN_RSA_EXPONENT} and below 2^32`);
+      }
       return null;
     }
     case 'EC':
@@ -94,8 +118,13 @@ export function checkWeakness(cert: ParsedCertificate, options: { signature?: bo
 }
 
 /**
- * The upload rules for a trusted certificate, each a 422 with its message: version 3,
- * basicConstraints cA, keyCertSign when keyUsage is present, not expired, nothing weak.
+ * The upload rules for a trusted certificate, each a 422 with its message: version 3, basicConstraints
+ * cA, keyCertSign when keyUsage is present, not expired, nothing weak; and nothing that would make
+ * every path through it fail, so no certificate is stored under which no device can ever pass:
+ * every profile defect path validation holds against a trust anchor (malformed, duplicate (RFC 5280
+ * 4.2) or unknown critical extensions, a keyUsage whose encoding is invalid, a root whose
+ * basicConstraints is not critical...), and a serial number outside RFC 5280 4.1.2.2 (negative,
+ * zero, longer than 20 octets), which an anchor's paths would tolerate but no conforming CA issues.
  */
 export function checkTrustedCaRules(cert: ParsedCertificate, now: Date = new Date()): Problem[] {
   const out: Problem[] = [];
@@ -117,6 +146,29 @@ export function checkTrustedCaRules(cert: ParsedCertificate, now: Date = new Dat
     out.push({ code: 'CERTIFICATE_EXPIRED', message: `certificate expired on ${cert.notAfter.toISOString()}` });
   }
   out.push(...checkWeakness(cert));
+  // A defect of the same kind as a rule above says the same thing again (a CA's keyUsage without
+  // keyCertSign is both); the rule's message is the plainer one.
+  const ruled = new Set(out.map((p) => p.code));
+  for (const d of cert.defects) {
+    if ((d.anchorExempt && d.rule !== 'serial') || ruled.has(d.reason as ProblemCode)) continue;
+    out.push({ code: d.reason as ProblemCode, message: d.message });
+  }
+  return out;
+}
+
+/**
+ * Upload rules for a device credential (a certificate listed for one device), each a 422: a key
+ * `checkKeyStrength` accepts (the verifier would deny WEAK_KEY), a serial number within RFC 5280
+ * 4.1.2.2, no duplicate extension (RFC 5280 4.2). Other profile defects are left to the verifier,
+ * which names them at each connection.
+ */
+export function checkCredentialRules(cert: ParsedCertificate): Problem[] {
+  const out: Problem[] = [];
+  const key = checkKeyStrength(cert.publicKey);
+  if (key) out.push(key);
+  for (const d of cert.defects) {
+    if (d.rule) out.push({ code: 'MALFORMED_CERTIFICATE', message: d.message });
+  }
   return out;
 }
 

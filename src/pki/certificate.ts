@@ -62,6 +62,11 @@ export interface CertificateDefect {
    * (RFC 5280 6.1.1 (d)), so its serial number and its own issuer linkage do not matter.
    */
   readonly anchorExempt?: boolean;
+  /**
+   * Rules that uploads name (ca-rules.ts): a serial number outside RFC 5280 4.1.2.2, refused even
+   * for an anchor, and a duplicate extension (RFC 5280 4.2), refused for device credentials too.
+   */
+  readonly rule?: 'serial' | 'duplicate-extension';
 }
 
 export interface Extension {
@@ -353,6 +358,10 @@ function addMalformed(out: CertificateDefect[], message: string, anchorExempt = 
   out.push(anchorExempt ? { reason: 'MALFORMED_CERTIFICATE', message, anchorExempt } : { reason: 'MALFORMED_CERTIFICATE', message });
 }
 
+function addBadSerial(out: CertificateDefect[], message: string): void {
+  out.push({ reason: 'MALFORMED_CERTIFICATE', message, anchorExempt: true, rule: 'serial' });
+}
+
 /**
  * RFC 5280 profile rules that hold for a certificate on its own. They are recorded, not thrown:
  * an unused certificate with a defect must not spoil a path that does not include it.
@@ -364,9 +373,9 @@ function addStructuralDefects(
   tbsSigAlg: SignatureAlgorithm,
 ): void {
   // RFC 5280 4.1.2.2: a positive integer of at most 20 octets.
-  if (serial.negative) addMalformed(out, 'serial number is negative (RFC 5280 4.1.2.2)', true);
-  if (serial.zero) addMalformed(out, 'serial number is zero (RFC 5280 4.1.2.2)', true);
-  if (serial.length > 20) addMalformed(out, 'serial number is longer than 20 octets (RFC 5280 4.1.2.2)', true);
+  if (serial.negative) addBadSerial(out, 'serial number is negative (RFC 5280 4.1.2.2)');
+  if (serial.zero) addBadSerial(out, 'serial number is zero (RFC 5280 4.1.2.2)');
+  if (serial.length > 20) addBadSerial(out, `serial number is ${serial.length} octets long; at most 20 are allowed (RFC 5280 4.1.2.2)`);
   // RFC 5280 4.1.1.2: signatureAlgorithm MUST equal the TBS signature field.
   if (!bytesEqual(tbsSigAlg.der, c.signatureAlgorithm.der)) {
     addMalformed(out, 'signatureAlgorithm differs from the signature field of the TBS certificate (RFC 5280 4.1.1.2)');

@@ -88,6 +88,7 @@ export interface CertificateExtensions {
 interface Defect {
   readonly reason: DenyReason;
   readonly message: string;
+  readonly rule?: 'duplicate-extension';
 }
 
 interface RawExtension {
@@ -172,7 +173,7 @@ export function parseExtensions(raw: readonly RawExtension[]): { values: Certifi
     const name = extensionName(ext.oid);
     if (seen.has(ext.oid)) {
       // RFC 5280 4.2: a certificate MUST NOT include more than one instance of an extension.
-      defects.push({ reason: 'MALFORMED_CERTIFICATE', message: `duplicate ${name} extension (RFC 5280 4.2)` });
+      defects.push({ reason: 'MALFORMED_CERTIFICATE', message: `duplicate ${name} extension (RFC 5280 4.2)`, rule: 'duplicate-extension' });
       continue;
     }
     seen.add(ext.oid);

@@ -31,6 +31,11 @@ export interface TestKey {
   readonly spki: Uint8Array;
   /** PKCS#8 PEM of the private key (for the openssl CLI or a TLS client). */
   readonly privateKeyPem: string;
+  /**
+   * Signs in place of `privateKey`, for keys that have none (`craftedKey`): the signature for
+   * `data` with `hash` (`sha256`...).
+   */
+  readonly sign?: (data: Uint8Array, hash: string) => Uint8Array;
 }
 
 /** A fresh key pair. RSA keys take tens of milliseconds: prefer `sharedKey` for them. */
@@ -74,6 +79,65 @@ export function sharedKey(type: KeyType = 'ec', label = 'default'): TestKey {
   let key = shared.get(k);
   if (!key) shared.set(k, (key = newKey(type)));
   return key;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Crafted keys: public keys no key generator makes, to test that certgate refuses them
+
+/**
+ * A TestKey around a SubjectPublicKeyInfo built by hand. `privateKey`/`publicKey` are those of an
+ * unrelated key (nothing may rely on them); certificates it issues are signed by `sign` when given,
+ * else carry a signature of zeros.
+ */
+export function craftedKey(type: 'rsa' | 'ec', spki: Uint8Array, signer?: (data: Uint8Array, hash: string) => Uint8Array): TestKey {
+  const placeholder = sharedKey(type === 'rsa' ? 'rsa' : 'ec', 'crafted-placeholder');
+  return { ...placeholder, spki, sign: signer ?? ((_d, _h) => new Uint8Array(type === 'rsa' ? 256 : 72)) };
+}
+
+/** SubjectPublicKeyInfo DER of the RSA key (n, e) (RFC 8017 A.1.1, RFC 3279 2.3.1). */
+export function rsaSpki(n: bigint, e: bigint): Uint8Array {
+  const int = (v: bigint) => {
+    let hex = v.toString(16);
+    if (hex.length % 2) hex = '0' + hex;
+    if (parseInt(hex[0]!, 16) >= 8) hex = '00' + hex;
+    return derTlv(0x02, new Uint8Array(Buffer.from(hex, 'hex')));
+  };
+  const rsaPublicKey = derSeq(int(n), int(e));
+  const algorithm = new Uint8Array(Buffer.from('300d06092a864886f70d0101010500', 'hex'));
+  return derSeq(algorithm, derBitString(rsaPublicKey));
+}
+
+/** The modulus of an RSA TestKey. */
+export function rsaModulus(key: TestKey): bigint {
+  const jwk = key.publicKey.export({ format: 'jwk' });
+  return BigInt('0x' + Buffer.from(jwk.n!, 'base64url').toString('hex'));
+}
+
+/**
+ * An RSA key with public exponent 1 and a real 2048-bit modulus: with e = 1 the signature of a
+ * message is its EMSA-PKCS1-v1_5 encoding itself (RFC 8017 9.2), which anyone can compute, so
+ * `sign` forges signatures that `crypto.verify` accepts without any private key.
+ */
+export function exponentOneKey(): TestKey {
+  const n = rsaModulus(sharedKey('rsa', 'exponent-one-modulus'));
+  const k = 256;
+  return craftedKey('rsa', rsaSpki(n, 1n), (data, hash) => {
+    if (hash !== 'sha256') throw new Error('exponentOneKey signs with SHA-256 only');
+    const digestInfo = Buffer.concat([Buffer.from('3031300d060960864801650304020105000420', 'hex'), createHash('sha256').update(data).digest()]);
+    const em = Buffer.alloc(k, 0xff);
+    em[0] = 0x00;
+    em[1] = 0x01;
+    em[k - digestInfo.length - 1] = 0x00;
+    digestInfo.copy(em, k - digestInfo.length);
+    return new Uint8Array(em);
+  });
+}
+
+/** A P-256 SubjectPublicKeyInfo whose point is not on the curve (the last bit of y flipped). */
+export function offCurveP256Spki(): Uint8Array {
+  const spki = new Uint8Array(sharedKey('ec', 'off-curve').spki);
+  spki[spki.length - 1] ^= 0x01;
+  return spki;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -334,7 +398,10 @@ function signatureAlgorithm(key: TestKey, hash: SignatureHash, pss: boolean): { 
     return { id: new pkijs.AlgorithmIdentifier({ algorithmId: '1.3.101.112' }), sign: (d) => new Uint8Array(sign(null, d, key.privateKey)) };
   }
   if (t.startsWith('ec')) {
-    return { id: new pkijs.AlgorithmIdentifier({ algorithmId: ECDSA_OID[hash] }), sign: (d) => new Uint8Array(sign(NODE_HASH[hash], d, key.privateKey)) };
+    return {
+      id: new pkijs.AlgorithmIdentifier({ algorithmId: ECDSA_OID[hash] }),
+      sign: (d) => (key.sign ? key.sign(d, NODE_HASH[hash]) : new Uint8Array(sign(NODE_HASH[hash], d, key.privateKey))),
+    };
   }
   if (t === 'dsa') {
     return { id: new pkijs.AlgorithmIdentifier({ algorithmId: DSA_OID[hash] ?? DSA_OID['SHA-256']! }), sign: (d) => new Uint8Array(sign(NODE_HASH[hash], d, key.privateKey)) };
@@ -354,7 +421,7 @@ function signatureAlgorithm(key: TestKey, hash: SignatureHash, pss: boolean): { 
   }
   return {
     id: new pkijs.AlgorithmIdentifier({ algorithmId: RSA_OID[hash], algorithmParams: new asn1js.Null() }),
-    sign: (d) => new Uint8Array(sign(NODE_HASH[hash], d, key.privateKey)),
+    sign: (d) => (key.sign ? key.sign(d, NODE_HASH[hash]) : new Uint8Array(sign(NODE_HASH[hash], d, key.privateKey))),
   };
 }
 

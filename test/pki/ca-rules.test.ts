@@ -4,6 +4,7 @@ import { anchorProfileWarnings, checkTrustedCaRules, checkWeakness, type Problem
 import { makeCert, makeIntermediate, makeRoot, sharedKey, type CertSpec } from '../helpers/pki-fixtures.js';
 
 const DAY = 86_400_000;
+const hex = (h: string) => new Uint8Array(Buffer.from(h, 'hex'));
 
 describe('checkTrustedCaRules (upload rules)', () => {
   const cases: { name: string; spec: CertSpec; want: ProblemCode[] }[] = [
@@ -21,6 +22,19 @@ describe('checkTrustedCaRules (upload rules)', () => {
     { name: 'fail/sha1-signature', spec: { signatureHash: 'SHA-1' }, want: ['WEAK_SIGNATURE_ALGORITHM'] },
     { name: 'fail/sha1-rsa-signature', spec: { key: sharedKey('rsa'), signatureHash: 'SHA-1' }, want: ['WEAK_SIGNATURE_ALGORITHM'] },
     { name: 'fail/p192', spec: { key: 'ec-p192' }, want: ['WEAK_KEY'] },
+    // Uploads that could never work: each fails every path through the CA, or breaks RFC 5280 4.1.2.2.
+    { name: 'fail/key-usage-empty', spec: { keyUsage: false, extensions: [{ oid: '2.5.29.15', critical: true, value: hex('030100') }] }, want: ['KEY_USAGE_INVALID'] },
+    { name: 'fail/key-usage-unused-bits-set', spec: { keyUsage: false, extensions: [{ oid: '2.5.29.15', critical: true, value: hex('03020107') }] }, want: ['KEY_USAGE_INVALID'] },
+    { name: 'fail/key-usage-unused-bits-over-7', spec: { keyUsage: false, extensions: [{ oid: '2.5.29.15', critical: true, value: hex('03020806') }] }, want: ['KEY_USAGE_INVALID'] },
+    { name: 'fail/critical-name-constraints-garbage', spec: { extensions: [{ oid: '2.5.29.30', critical: true, value: hex('0500') }] }, want: ['NAME_CONSTRAINTS_VIOLATED'] },
+    { name: 'fail/critical-name-constraints-truncated', spec: { extensions: [{ oid: '2.5.29.30', critical: true, value: hex('3005a003') }] }, want: ['NAME_CONSTRAINTS_VIOLATED'] },
+    { name: 'fail/duplicate-extension', spec: { extensions: [{ oid: '2.5.29.14', critical: false, value: hex('0414' + '11'.repeat(20)) }] }, want: ['MALFORMED_CERTIFICATE'] },
+    { name: 'fail/negative-serial', spec: { serial: Uint8Array.of(0x80, 0x01) }, want: ['MALFORMED_CERTIFICATE'] },
+    { name: 'fail/serial-21-octets', spec: { serial: new Uint8Array(21).fill(0x11) }, want: ['MALFORMED_CERTIFICATE'] },
+    { name: 'fail/serial-20-kb', spec: { serial: new Uint8Array(20_000).fill(0x11) }, want: ['MALFORMED_CERTIFICATE'] },
+    { name: 'fail/serial-zero', spec: { serial: 0 }, want: ['MALFORMED_CERTIFICATE'] },
+    { name: 'pass/serial-20-octets', spec: { serial: new Uint8Array(20).fill(0x7f) }, want: [] },
+    { name: 'fail/root-basic-constraints-not-critical', spec: { basicConstraints: { ca: true, critical: false } }, want: ['NOT_A_CA'] },
   ];
   for (const c of cases) {
     it(c.name, () => {
@@ -29,6 +43,15 @@ describe('checkTrustedCaRules (upload rules)', () => {
       for (const p of problems) assert.ok(p.message.length > 10, 'each problem has a human message');
     });
   }
+
+  it('names the rule each refusal breaks', () => {
+    const message = (spec: CertSpec) => checkTrustedCaRules(makeRoot(spec).parsed).map((p) => p.message).join('; ');
+    assert.match(message({ serial: Uint8Array.of(0x80, 0x01) }), /serial number is negative \(RFC 5280 4\.1\.2\.2\)/);
+    assert.match(message({ serial: new Uint8Array(21).fill(0x11) }), /serial number is 21 octets long; at most 20/);
+    assert.match(message({ extensions: [{ oid: '2.5.29.14', critical: false, value: hex('0414' + '11'.repeat(20)) }] }), /duplicate subjectKeyIdentifier extension \(RFC 5280 4\.2\)/);
+    assert.match(message({ keyUsage: false, extensions: [{ oid: '2.5.29.15', critical: true, value: hex('03020107') }] }), /malformed keyUsage extension: BIT STRING has non-zero unused bits/);
+    assert.match(message({ extensions: [{ oid: '2.5.29.30', critical: true, value: hex('0500') }] }), /malformed nameConstraints extension/);
+  });
 
   it('explains a weak key with its size', () => {
     const [p] = checkTrustedCaRules(makeRoot({ key: sharedKey('rsa-1024') }).parsed);

@@ -4,6 +4,7 @@ import { isRecordMissing, isUniqueViolation } from '../../db/prisma-errors.js';
 import type { ChangeEvent, ChangePublisher } from '../../db/change-feed.js';
 import { ConflictError, NotFoundError, UnprocessableError } from '../../errors.js';
 import { isUuid } from '../../lib/ids.js';
+import { checkCredentialRules } from '../../pki/ca-rules.js';
 import { CertificateParseError, parseCertificate, toPemBody } from '../../pki/certificate.js';
 import type { CreateDeviceInput, CredentialView, DeviceView, UpdateDeviceInput } from './devices-schemas.js';
 
@@ -186,6 +187,14 @@ export function createDevicesService({ prisma, publisher }: DevicesServiceDeps) 
       } catch (err) {
         const reason = err instanceof CertificateParseError ? err.message : 'not a certificate';
         throw new UnprocessableError(`credentialsValue is not one X.509 certificate: ${reason}`, 'credentials/InvalidCertificate');
+      }
+      const problems = checkCredentialRules(cert);
+      if (problems.length > 0) {
+        throw new UnprocessableError(
+          `credentialsValue cannot be accepted: ${problems.map((p) => p.message).join('; ')}`,
+          'credentials/NotAcceptable',
+          problems,
+        );
       }
       try {
         const c = await prisma.deviceCredential.create({

@@ -144,11 +144,12 @@ export async function trustedCertificatesRouter(app: FastifyInstance, opts: { se
       operationId: 'proveProofOfPossession',
       description:
         'Proof of possession, step 2: `proofOfPossessionSignedVerificationCode` is the base64 SHA-256 signature of the code ' +
-        'by the CA key (`openssl dgst -sha256 -sign ca.key`). 400 on a wrong signature or an expired code. ' +
+        'by the CA key (`openssl dgst -sha256 -sign ca.key`). 400 on a wrong signature or an expired code; 422 when the ' +
+        'certificate\'s key is one certgate does not accept (see the upload rules), as no signature by it proves anything. ' +
         SHARED_CA_RULE,
       params: certParams,
       body: popBody,
-      response: { 200: trustedCertificateSchema, ...errorResponses(400, 401, 403, 404, 413, 429, 503) },
+      response: { 200: trustedCertificateSchema, ...errorResponses(400, 401, 403, 404, 413, 422, 429, 503) },
     },
     handler: async (req) => {
       authorizeTenant(req, req.params.tenantId, 'trusted-certificates', true);

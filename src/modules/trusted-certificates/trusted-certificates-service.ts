@@ -5,7 +5,8 @@ import { isUniqueViolation } from '../../db/prisma-errors.js';
 import type { ChangeEvent, ChangePublisher } from '../../db/change-feed.js';
 import { BadRequestError, ConflictError, NotFoundError, UnprocessableError } from '../../errors.js';
 import { isUuid } from '../../lib/ids.js';
-import { checkTrustedCaRules } from '../../pki/ca-rules.js';
+import { checkKeyStrength, checkTrustedCaRules } from '../../pki/ca-rules.js';
+import { verifyProofOfPossession } from '../../pki/possession.js';
 import { CertificateParseError, parseCertificate, toPemBody, type ParsedCertificate } from '../../pki/certificate.js';
 import { nameHash } from '../../pki/name-hash.js';
 import type {
@@ -217,14 +218,12 @@ export function createTrustedCertificatesService({ prisma, publisher, clock = ()
       if (!c.popCode || !c.popCodeUsableUntil || c.popCodeUsableUntil <= now) {
         throw new BadRequestError('No verification code is usable; request a new one', 'trustedCertificate/VerificationCodeExpired');
       }
-      const signature = Buffer.from(signedCode.trim(), 'base64');
-      let valid = false;
-      try {
-        const key = new crypto.X509Certificate(c.certDer).publicKey;
-        valid = signature.length > 0 && crypto.verify('sha256', Buffer.from(c.popCode, 'utf8'), key, signature);
-      } catch {
-        valid = false;
+      const cert = parseCertificate(c.certDer);
+      const weak = checkKeyStrength(cert.publicKey);
+      if (weak) {
+        throw new UnprocessableError(`The certificate's key cannot prove possession: ${weak.message}`, 'trustedCertificate/WeakKey');
       }
+      const valid = verifyProofOfPossession(cert, c.popCode, signedCode);
       if (!valid) {
         throw new BadRequestError('The signature does not verify with the certificate\'s public key', 'trustedCertificate/ProofOfPossessionInvalid');
       }
