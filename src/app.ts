@@ -30,6 +30,9 @@ import { createVerifier, type CertgateVerifier } from './verifier/verifier-servi
 import { createVerifierRepository } from './verifier/verifier-repository.js';
 import { verifierRouter } from './verifier/verifier-router.js';
 import { explainRouter } from './verifier/explain-router.js';
+import { clusterRouter } from './cluster/cluster-router.js';
+import { createClusterRepository } from './cluster/cluster-repository.js';
+import { createClusterService } from './cluster/cluster-service.js';
 import { trustedCertificatesRouter } from './modules/trusted-certificates/trusted-certificates-router.js';
 import { createTrustedCertificatesService } from './modules/trusted-certificates/trusted-certificates-service.js';
 import { createUsersService } from './modules/users/users-service.js';
@@ -60,14 +63,17 @@ declare module 'fastify' {
 
 /**
  * Fastify logs two lines per request ("incoming request", "request completed"), for every route
- * but the verifier's authenticate: the verifier logs each decision itself (tenant, device, client
- * id, result, reason, time taken), and two more lines per call would triple the log of a
- * connection storm. Errors of the route are still logged by the error handler.
+ * but the verifier's broker-facing ones: authenticate logs each decision itself (tenant, device,
+ * client id, result, reason, time taken), and two more lines per call would triple the log of a
+ * connection storm; a clustered broker calls authorize or its webhooks on every publish and
+ * subscribe. Errors of the routes are still logged by the error handler.
  */
+const QUIET_ROUTES = ['/verifier/v1/authenticate', '/verifier/v1/authorize', '/verifier/v1/vernemq'];
+
 class CertgateLogController extends LogController {
   override isLogDisabled(req: object): boolean {
     const url = (req as { url?: string }).url;
-    return url !== undefined && url.startsWith('/verifier/v1/authenticate');
+    return url !== undefined && QUIET_ROUTES.some((r) => url.startsWith(r));
   }
 }
 
@@ -163,6 +169,8 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   await app.register(authEventsRouter, { prisma });
   await app.register(verifierRouter, { verifier, tokenSha256: deps.verifierTokenSha256 });
   await app.register(explainRouter, { verifier });
+  const cluster = createClusterService({ cache, ...createClusterRepository(prisma) });
+  await app.register(clusterRouter, { verifier, cluster, tokenSha256: deps.verifierTokenSha256 });
 
   return app;
 }

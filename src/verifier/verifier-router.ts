@@ -1,27 +1,18 @@
-import crypto from 'node:crypto';
-import type { FastifyInstance, FastifyRequest } from 'fastify';
+import type { FastifyInstance } from 'fastify';
 import { serializerCompiler, type ZodTypeProvider } from 'fastify-type-provider-zod';
-import { ServiceUnavailableError, UnauthorizedError } from '../errors.js';
+import { ServiceUnavailableError } from '../errors.js';
 import { endOfTurn } from '../lib/end-of-turn.js';
 import { errorResponses } from '../lib/http-schemas.js';
-import { authenticateBody, decisionSchema, SHARED_CA_RULE } from './verifier-schemas.js';
+import { authenticateBody, authenticateQuery, decisionSchema, SHARED_CA_RULE } from './verifier-schemas.js';
 import { decisionJson } from './verifier-service.js';
+import { presentedChain } from './presented-chain.js';
+import { verifierTokenHook } from './verifier-token.js';
 import { VerifierUnavailableError, type Decision, type Verifier } from './verifier-types.js';
 
 export interface VerifierRouterOptions {
   verifier: Verifier;
   /** SHA-256 (hex) of the bearer token callers must present. */
   tokenSha256: string;
-}
-
-/** Constant-time comparison of the presented bearer token's SHA-256 with the configured one. */
-function checkToken(req: FastifyRequest, expected: Buffer): void {
-  const header = req.headers.authorization;
-  const token = header?.startsWith('Bearer ') ? header.slice(7).trim() : '';
-  const actual = crypto.hash('sha256', token, 'buffer');
-  if (!token || actual.length !== expected.length || !crypto.timingSafeEqual(actual, expected)) {
-    throw new UnauthorizedError('A valid verifier bearer token is required', 'verifier/Unauthorized');
-  }
 }
 
 /**
@@ -33,36 +24,47 @@ const serializeDecision = () => (data: unknown) => decisionJson(data as Decision
 
 export async function verifierRouter(app: FastifyInstance, opts: VerifierRouterOptions) {
   const r = app.withTypeProvider<ZodTypeProvider>();
-  const expectedToken = Buffer.from(opts.tokenSha256, 'hex');
 
   r.post('/verifier/v1/authenticate', {
-    onRequest: (req, _reply, done) => {
-      try {
-        checkToken(req, expectedToken);
-      } catch (err) {
-        return done(err as Error);
-      }
-      done();
-    },
+    onRequest: verifierTokenHook(opts.tokenSha256),
     serializerCompiler: (route) =>
       String(route.httpStatus) === '200' ? serializeDecision() : serializerCompiler(route as unknown as Parameters<typeof serializerCompiler>[0]),
     schema: {
       tags: ['Verifier'],
       operationId: 'authenticate',
       description:
-        'Resolves a presented certificate chain to one tenant and one device for an MQTT CONNECT. ' +
-        'Answers 200 with `result: allow` (ACL, client attributes) or `result: deny` with a reason; 503 when the store ' +
-        'is unavailable (callers fail closed). The shape is accepted as-is by EMQX\'s HTTP authenticator. ' +
+        'Resolves a presented certificate chain to one tenant and one device for an MQTT CONNECT. Answers 200 with ' +
+        '`result: allow` (ACL ending in a deny of everything else, string `client_attrs`, `expire_at` no later than the ' +
+        'leaf\'s notAfter, `is_superuser: false`) or `result: deny` with a reason; 503 when the store is unavailable ' +
+        '(callers fail closed). `certificateChain` may be one string, the leaf alone as EMQX 5.8 and VerneMQ send it: ' +
+        'then the CA that issued it must be a trusted certificate of the tenant. EMQX 5.8\'s HTTP authenticator reads ' +
+        'the answer as it is; its request body and the rest of its setup are in docs/scale-out.md. The token is ' +
+        'accepted as Bearer or as the password of HTTP Basic. ' +
         SHARED_CA_RULE,
       security: [{ verifierToken: [] }],
+      querystring: authenticateQuery,
       body: authenticateBody,
       response: { 200: decisionSchema, ...errorResponses(400, 401, 413, 503) },
     },
     handler: async (req) => {
+      const { certificateChain, tenantId, ...rest } = req.body;
+      // A broker that names tenants by a client id prefix names none for this client: no tenant, no device.
+      if (tenantId === '') {
+        return { result: 'deny' as const, reason: 'NO_TRUSTED_ANCHOR' as const, message: 'the request names no tenant (tenantId is empty)' };
+      }
       try {
-        const decision = await opts.verifier.authenticate(req.body);
+        const decision = await opts.verifier.authenticate({
+          ...rest,
+          ...(tenantId === undefined ? {} : { tenantId }),
+          certificateChain: presentedChain(certificateChain),
+        });
         // Answers decided in the same turn leave together (a storm of connections is many at once).
         await endOfTurn();
+        if (req.query.acl === 'omit' && decision.result === 'allow') {
+          // The broker asks its authorizer instead (EMQX checks an ACL given here before any source).
+          const { acl: _acl, ...withoutAcl } = decision;
+          return withoutAcl as Decision;
+        }
         return decision;
       } catch (err) {
         if (err instanceof VerifierUnavailableError) throw new ServiceUnavailableError('The verifier store is unavailable');

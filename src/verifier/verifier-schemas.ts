@@ -11,15 +11,72 @@ export const SHARED_CA_RULE =
   '`AMBIGUOUS_TENANT` only when several tenants proved possession. Uploading a CA certificate therefore never ' +
   'changes how another tenant\'s devices are decided; proving possession of its key does.';
 
+/** Characters of one certificate as PEM or base64 DER (a 48 KB DER is 64 K of base64). */
+export const MAX_CERTIFICATE_TEXT = 64 * 1024;
+/** Certificates a chain may list; the verifier refuses more than it validates (CHAIN_TOO_LONG). */
+export const MAX_PRESENTED_CERTIFICATES = 64;
+
+const CHAIN_SHAPE =
+  'certificateChain must be an array of certificates (PEM or base64 DER, leaf first), or one string: ' +
+  'a PEM bundle, or the leaf alone as base64 DER on one line';
+
+const certificateText = z
+  .string({ error: `each certificate of certificateChain must be a string of PEM or base64 DER` })
+  .min(1, { error: 'a certificate of certificateChain is empty' })
+  .max(MAX_CERTIFICATE_TEXT, { error: `a certificate of certificateChain is longer than ${MAX_CERTIFICATE_TEXT} characters of PEM or base64 DER` });
+
+export const certificateChainField = z
+  .union(
+    [
+      z
+        .array(certificateText)
+        .min(1, { error: 'certificateChain lists no certificate: give at least the leaf' })
+        .max(MAX_PRESENTED_CERTIFICATES, { error: `certificateChain lists more than ${MAX_PRESENTED_CERTIFICATES} certificates` }),
+      z
+        .string()
+        .max(MAX_PRESENTED_CERTIFICATES * MAX_CERTIFICATE_TEXT, {
+          error: `certificateChain as one string is longer than ${MAX_PRESENTED_CERTIFICATES * MAX_CERTIFICATE_TEXT} characters`,
+        }),
+    ],
+    { error: CHAIN_SHAPE },
+  )
+  .describe(
+    'The certificates the client presented, leaf first: an array of PEM or base64 DER strings, or one string ' +
+      '(a PEM bundle, or the leaf alone as base64 DER on one line, as EMQX\'s `${cert_pem}` and VerneMQ\'s `client_cert` ' +
+      'carry it). With the leaf alone, the path is built from the tenant\'s trusted certificates: upload the CA that ' +
+      'issued the leaf. An empty string (no client certificate) is denied as MALFORMED_CERTIFICATE.',
+  );
+
+export const authenticateQuery = z.object({
+  acl: z
+    .enum(['inline', 'omit'])
+    .optional()
+    .describe(
+      '`inline` (default): an allow carries the ACL. `omit`: it carries none, so EMQX, which checks an ACL from the ' +
+        'authentication before any authorization source and stops at its final deny, asks its HTTP authorizer ' +
+        '(`/verifier/v1/authorize`) on every publish and subscribe instead: ACL and device changes apply at once.',
+    ),
+});
+
 export const authenticateBody = z.object({
-  clientId: z.string().max(65_535),
-  certificateChain: z
-    .array(z.string().min(1).max(64 * 1024))
-    .min(1)
+  clientId: z.string({ error: 'clientId must be a string (the MQTT client id)' }).max(65_535),
+  certificateChain: certificateChainField,
+  username: z.string().max(1024).optional().describe('MQTT username; a tenant id here picks the tenant when several trust the chain'),
+  sni: z.string().max(1024).optional().describe('TLS server name; `<tenantId>.<anything>` picks the tenant when several trust the chain'),
+  tenantId: z
+    .string()
     .max(64)
-    .describe('PEM or base64 DER, leaf first'),
-  username: z.string().max(1024).optional(),
-  sni: z.string().max(1024).optional(),
+    .optional()
+    .describe(
+      'Decide for this tenant only: a chain of another tenant is denied (NO_TRUSTED_ANCHOR). A broker that prefixes ' +
+        'client ids with the tenant (EMQX `mqtt.clientid_override`) sends the prefix here; empty is denied.',
+    ),
+});
+
+const aclRuleSchema = z.object({
+  permission: z.enum(['allow', 'deny']),
+  action: z.enum(['publish', 'subscribe', 'all']),
+  topic: z.string(),
 });
 
 export const decisionSchema = z.union([
@@ -30,11 +87,17 @@ export const decisionSchema = z.union([
     device: z.object({ id: z.string(), name: z.string(), autoRegistered: z.boolean() }),
     matchedBy: z.enum(['DEVICE_CREDENTIALS', 'TRUSTED_CERTIFICATE']),
     trustedCertificateFingerprint: z.string().optional(),
-    acl: z.array(
-      z.object({ permission: z.literal('allow'), action: z.enum(['publish', 'subscribe']), topic: z.string() }),
-    ),
-    client_attrs: z.object({ tenant_id: z.string(), device_id: z.string(), device_name: z.string() }),
+    acl: z
+      .array(aclRuleSchema)
+      .describe(
+        'The profile\'s allow rules with the device filled in, then `{permission: deny, action: all, topic: "#"}`: ' +
+          'EMQX checks these rules first and passes a topic none matches on to its other sources.',
+      ),
+    client_attrs: z
+      .object({ tenant_id: z.string(), device_id: z.string(), device_name: z.string() })
+      .describe('Strings only (EMQX copies them onto the client: `${client_attrs.tenant_id}` in a listener mountpoint)'),
     cacheTtlSeconds: z.number().int(),
+    expire_at: z.number().int().describe('Unix seconds, the leaf\'s notAfter: EMQX disconnects the client then'),
   }),
   z.object({ result: z.literal('deny'), reason: denyReasonSchema, message: z.string() }),
 ]);

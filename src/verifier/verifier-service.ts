@@ -11,6 +11,7 @@ import type { Metrics } from '../plugins/metrics.js';
 import { isValidDeviceName } from '../modules/devices/devices-schemas.js';
 import { SeenBefore } from './seen-before.js';
 import { chooseTenant } from './tenant-choice.js';
+import { allowDecision } from './allow-decision.js';
 import { GenerationalCache } from '../lib/generational-cache.js';
 import { revokedCredentialKey, type TrustCache, type TrustedEntry } from './trust-cache.js';
 import {
@@ -519,17 +520,15 @@ export function createVerifier(deps: VerifierDeps) {
       tenantId,
       leaf,
       wouldRegister,
-      decision: {
-        result: 'allow',
-        is_superuser: false,
+      decision: allowDecision({
         tenantId,
         device: { id: d.id, name: d.name, autoRegistered: d.createdBy === 'AUTO_REGISTRATION' },
         matchedBy,
-        ...(anchor ? { trustedCertificateFingerprint: anchor.fingerprint } : {}),
-        acl: profile ? expandAcl(profile, d) : [],
-        client_attrs: { tenant_id: tenantId, device_id: d.id, device_name: d.name },
+        trustedCertificateFingerprint: anchor?.fingerprint,
+        allow: profile ? expandAcl(profile, d) : [],
+        leafNotAfter: leaf.notAfter,
         cacheTtlSeconds: CACHE_TTL_SECONDS,
-      },
+      }),
     };
   }
 
@@ -564,7 +563,7 @@ export function createVerifier(deps: VerifierDeps) {
     // Length prefixes keep the fields apart whatever they contain; one-shot hash, no Hash object.
     let text = '';
     for (const c of req.certificateChain) text += `${c.length}:${c}`;
-    for (const f of [req.clientId, req.username, req.sni]) text += f === undefined ? '|-' : `|${f.length}:${f}`;
+    for (const f of [req.clientId, req.username, req.sni, req.tenantId]) text += f === undefined ? '|-' : `|${f.length}:${f}`;
     return crypto.hash('sha256', text, 'base64');
   }
 
@@ -656,7 +655,7 @@ export function createVerifier(deps: VerifierDeps) {
         // A chain asked for the first time is mostly never asked for again (see SeenBefore): neither
         // its decision nor its parsed leaf is kept.
         const repeated = seenBefore.check(key);
-        const decided = await decide(req, { repeated });
+        const decided = await decide(req, req.tenantId === undefined ? { repeated } : { repeated, tenantId: req.tenantId });
         const { leaf, ...rest } = decided;
         r = leaf ? { ...rest, leaf: leafFacts(leaf) } : decided;
         // A decision made while a change arrived, or while changes cannot be seen, may be stale: do

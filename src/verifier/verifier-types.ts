@@ -9,16 +9,33 @@ export type { DenyReason };
 
 export interface AuthenticateRequest {
   clientId: string;
-  /** PEM or base64 DER, leaf first. */
+  /** PEM or base64 DER, leaf first; the leaf alone is enough when a tenant trusts its issuer. */
   certificateChain: string[];
   username?: string;
   sni?: string;
+  /**
+   * Decide for this tenant only: a chain of another tenant is denied as if nothing trusted it.
+   * A broker that keeps tenants' client ids apart by a tenant prefix sends the prefix here.
+   */
+  tenantId?: string;
 }
 
+/**
+ * One ACL rule, in the raw shape EMQX reads from an HTTP authenticator (`permission`, `action`,
+ * `topic`). The profile's templates give `allow` rules; a decision ends with one `deny` of
+ * everything, for brokers that let a topic no rule matches through.
+ */
 export interface AclRule {
-  permission: 'allow';
-  action: 'publish' | 'subscribe';
+  permission: 'allow' | 'deny';
+  action: 'publish' | 'subscribe' | 'all';
   topic: string;
+}
+
+/** EMQX copies these onto the client; every value is a string, every key matches `^[A-Za-z0-9]+[A-Za-z0-9-_]*$`. */
+export interface ClientAttrs {
+  tenant_id: string;
+  device_id: string;
+  device_name: string;
 }
 
 export interface AllowDecision {
@@ -29,8 +46,10 @@ export interface AllowDecision {
   matchedBy: 'DEVICE_CREDENTIALS' | 'TRUSTED_CERTIFICATE';
   trustedCertificateFingerprint?: string;
   acl: AclRule[];
-  client_attrs: { tenant_id: string; device_id: string; device_name: string };
+  client_attrs: ClientAttrs;
   cacheTtlSeconds: number;
+  /** Unix seconds; never after the leaf's notAfter (a broker disconnects the client then). */
+  expire_at: number;
 }
 
 export interface DenyDecision {

@@ -139,6 +139,7 @@ export class TestVerifier implements Verifier {
           acl,
           client_attrs: { tenant_id: anchor.tenantId, device_id: deviceId, device_name: cn },
           cacheTtlSeconds: 60,
+          expire_at: Math.floor(Date.now() / 1000) + 3600,
         };
       }
       const issuer = c;

@@ -211,6 +211,7 @@ describe('remote verifier', () => {
     acl: [{ permission: 'allow', action: 'publish', topic: 'devices/dev1/#' }],
     client_attrs: { tenant_id: 'acme', device_id: 'd1', device_name: 'dev1' },
     cacheTtlSeconds: 60,
+    expire_at: 2_000_000_000,
   };
 
   async function fakeApi(t: TestContext, respond: (body: unknown, auth: string | undefined) => { status: number; body?: unknown; delayMs?: number }) {

@@ -387,9 +387,11 @@ test('EMQX HTTP authenticator: the allow body carries result, is_superuser, clie
       { permission: 'allow', action: 'publish', topic: 't/emqx-1/up' },
       { permission: 'allow', action: 'publish', topic: `id/${id}/#` },
       { permission: 'allow', action: 'subscribe', topic: 't/emqx-1/down' },
+      { permission: 'deny', action: 'all', topic: '#' },
     ],
     client_attrs: { tenant_id: 'acme', device_id: id, device_name: 'emqx-1' },
     cacheTtlSeconds: res.body.cacheTtlSeconds,
+    expire_at: Math.floor(leaf.notAfter.getTime() / 1000),
   });
   assert.ok(Number.isInteger(res.body.cacheTtlSeconds) && res.body.cacheTtlSeconds > 0);
   for (const v of Object.values(res.body.client_attrs)) assert.equal(typeof v, 'string', 'EMQX client_attrs are strings');
