@@ -10,7 +10,8 @@ import {
 import type { Logger } from 'pino';
 import type { PrismaClient } from './db/prisma.js';
 import type { ChangeEvent, ChangeFeed, ChangePublisher } from './db/change-feed.js';
-import { errorHandlerPlugin } from './plugins/error-handler.js';
+import { clientErrorHandler, errorHandlerPlugin, expectationFailed, frameworkErrorHandler } from './plugins/error-handler.js';
+import { inputGuardPlugin } from './plugins/input-guard.js';
 import { authPlugin } from './plugins/auth.js';
 import type { Metrics } from './plugins/metrics.js';
 import { healthRouter } from './modules/health/health-router.js';
@@ -50,6 +51,8 @@ export interface AppDeps {
   logger?: Logger | boolean;
   bodyLimit?: number;
   authFailuresBeforeLockout?: number;
+  /** PUBLIC_URL: the base of `self`, `next` and `prev` links; unset, they use the request's Host when it is valid. */
+  publicUrl?: string;
 }
 
 export const API_VERSION = '1.0.0';
@@ -58,6 +61,8 @@ declare module 'fastify' {
   interface FastifyInstance {
     /** The in-process verifier, for a co-located MQTT listener. */
     verifier: CertgateVerifier;
+    /** PUBLIC_URL without a trailing slash, when configured. */
+    publicUrl: string | undefined;
   }
 }
 
@@ -88,7 +93,13 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     trustProxy: false,
     // Room for long certificate chains in headers (X-Cumulocity-Client-Cert-Chain).
     routerOptions: { maxParamLength: 500 },
+    // Errors raised before a route runs, by Fastify's router and by Node's HTTP parser, answer
+    // in the same {error, message, info} shape as every other error.
+    frameworkErrors: frameworkErrorHandler,
+    clientErrorHandler,
   });
+  app.server.on('checkExpectation', expectationFailed);
+  app.decorate('publicUrl', deps.publicUrl?.replace(/\/+$/, ''));
   app.setValidatorCompiler(validatorCompiler);
   app.setSerializerCompiler(serializerCompiler);
 
@@ -117,6 +128,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   await app.register(swaggerUi, { routePrefix: '/docs' });
 
   await app.register(errorHandlerPlugin);
+  await app.register(inputGuardPlugin);
   await app.register(authPlugin, {
     db: deps.prisma,
     failuresBeforeLockout: deps.authFailuresBeforeLockout ?? 10,

@@ -72,6 +72,17 @@ const configSchema = z
     ),
     VERIFIER_TOKEN: optionalString.pipe(z.string().min(16, 'must be at least 16 characters').optional()),
     VERIFIER_URL: optionalString.pipe(z.url('must be an http(s) URL').optional()),
+    /** The API's address as clients reach it (through a proxy, say): the base of `self`/`next`/`prev` links. */
+    PUBLIC_URL: optionalString.pipe(
+      z
+        .url({ protocol: /^https?$/, error: 'must be an http(s) URL' })
+        .refine((u) => {
+          const url = URL.parse(u);
+          return url === null || (url.search === '' && url.hash === '' && url.username === '' && url.password === '');
+        }, 'must be an http(s) URL without query, fragment or credentials')
+        .transform((u) => u.replace(/\/+$/, ''))
+        .optional(),
+    ),
     LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
     BODY_LIMIT_BYTES: z.coerce.number().int().min(1024).default(1024 * 1024),
     AUTH_FAILURES_BEFORE_LOCKOUT: z.coerce.number().int().min(1).default(10),

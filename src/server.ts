@@ -91,6 +91,7 @@ export async function startServer(config: Config, mode: ServeMode = 'all', logge
       logger: log,
       bodyLimit: config.BODY_LIMIT_BYTES,
       authFailuresBeforeLockout: config.AUTH_FAILURES_BEFORE_LOCKOUT,
+      publicUrl: config.PUBLIC_URL,
     });
     closers.push(() => app.close());
 

@@ -38,6 +38,22 @@ export function errorResponses(...codes: number[]): Record<number, typeof errorS
 
 export const tenantIdParam = z.string().min(1).max(64);
 
+/**
+ * Times are ISO 8601 with years 0001 to 9999 once in UTC: what PostgreSQL's timestamp and every
+ * ISO 8601 reader take. Year 0000 or an expanded year (`+275760-09-13`) is a 400, not a failed write.
+ */
+function storableYear(v: string): boolean {
+  const year = new Date(v).getUTCFullYear();
+  return year >= 1 && year <= 9999;
+}
+const YEAR_RANGE = 'must be between 0001-01-01T00:00:00Z and 9999-12-31T23:59:59Z';
+
+/** An ISO 8601 date-time with `Z` or an offset. */
+export const isoDateTime = z.iso.datetime({ offset: true }).refine(storableYear, YEAR_RANGE);
+
+/** An ISO 8601 date-time, or a date (midnight UTC). */
+export const isoDateTimeOrDate = z.iso.datetime({ offset: true }).or(z.iso.date()).refine(storableYear, YEAR_RANGE);
+
 /** The schema of a Cumulocity collection response holding `key: item[]`. */
 export function collectionSchema<K extends string, T extends z.ZodType>(key: K, item: T) {
   return z.object({

@@ -1,7 +1,7 @@
 import fp from 'fastify-plugin';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { LRUCache } from 'lru-cache';
-import { ForbiddenError, NotFoundError, TooManyRequestsError, UnauthorizedError } from '../errors.js';
+import { BadRequestError, ForbiddenError, NotFoundError, TooManyRequestsError, UnauthorizedError } from '../errors.js';
 import { sha256Hex, verifyPassword } from '../lib/passwords.js';
 import type { Db } from '../db/prisma.js';
 
@@ -112,6 +112,10 @@ export const authPlugin = fp(async function auth(app: FastifyInstance, opts: Aut
     const header = req.headers.authorization;
     if (!header?.startsWith('Basic ')) throw new UnauthorizedError('Basic authentication is required');
     const decoded = Buffer.from(header.slice(6).trim(), 'base64').toString('utf8');
+    // No login or password holds U+0000, and PostgreSQL text cannot: refused before any lookup.
+    if (decoded.includes('\u0000')) {
+      throw new BadRequestError('The Basic credentials contain U+0000 (NUL), which no login or password holds', 'request/InvalidCharacter');
+    }
     const colon = decoded.indexOf(':');
     const login = colon < 0 ? '' : decoded.slice(0, colon);
     const password = colon < 0 ? '' : decoded.slice(colon + 1);

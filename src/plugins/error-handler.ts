@@ -1,5 +1,7 @@
 import fp from 'fastify-plugin';
-import type { FastifyError, FastifyInstance } from 'fastify';
+import http from 'node:http';
+import type { Duplex } from 'node:stream';
+import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import {
   hasZodFastifySchemaValidationErrors,
   isResponseSerializationError,
@@ -37,6 +39,65 @@ export const errorHandlerPlugin = fp(async function errorHandler(app: FastifyIns
   );
 });
 
+/**
+ * Fastify's `frameworkErrors`: errors its router raises before any route or hook runs (a path
+ * whose percent-encoding does not decode, a path parameter over `maxParamLength`).
+ */
+export function frameworkErrorHandler(err: FastifyError, _req: FastifyRequest, reply: FastifyReply): void {
+  const { status, body } = toHttp(err);
+  void reply.status(status).send(body);
+}
+
+/**
+ * Node's `clientError`: the HTTP parser refused the request before Fastify saw it (a malformed
+ * request line, headers over the size limit, a timeout). Fastify's default answers with its own
+ * body; this one answers `{error, message, info}` and closes the connection, as Node does.
+ */
+export function clientErrorHandler(err: NodeJS.ErrnoException & { bytesParsed?: number }, socket: Duplex): void {
+  if (err.code === 'ECONNRESET' || socket.destroyed) return;
+  const { status, body } = clientErrorOf(err.code);
+  if (socket.writable) {
+    const text = JSON.stringify(body);
+    socket.write(
+      `HTTP/1.1 ${status} ${http.STATUS_CODES[status]}\r\nContent-Type: application/json; charset=utf-8\r\n` +
+        `Content-Length: ${Buffer.byteLength(text)}\r\nConnection: close\r\n\r\n${text}`,
+    );
+  }
+  socket.destroy();
+}
+
+function clientErrorOf(code: string | undefined): { status: number; body: ErrorBody } {
+  switch (code) {
+    case 'HPE_HEADER_OVERFLOW':
+      return {
+        status: 431,
+        body: { error: 'request/HeadersTooLarge', message: 'The request line and headers are larger than the server accepts', info: INFO },
+      };
+    case 'ERR_HTTP_REQUEST_TIMEOUT':
+      return { status: 408, body: { error: 'request/Timeout', message: 'The request was not received in time', info: INFO } };
+    default:
+      return {
+        status: 400,
+        body: {
+          error: 'request/Malformed',
+          message: `The request is not valid HTTP/1.1${code?.startsWith('HPE_') ? ` (${code.slice(4).toLowerCase().replaceAll('_', ' ')})` : ''}`,
+          info: INFO,
+        },
+      };
+  }
+}
+
+/** An `Expect` header other than `100-continue`: Node would answer 417 with no body. */
+export function expectationFailed(_req: http.IncomingMessage, res: http.ServerResponse): void {
+  const text = JSON.stringify({
+    error: 'request/ExpectationFailed',
+    message: 'Only "Expect: 100-continue" is supported',
+    info: INFO,
+  } satisfies ErrorBody);
+  res.writeHead(417, { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(text), connection: 'close' });
+  res.end(text);
+}
+
 function toHttp(err: FastifyError): { status: number; body: ErrorBody } {
   if (err instanceof AppError) {
     return {
@@ -67,6 +128,13 @@ function toHttp(err: FastifyError): { status: number; body: ErrorBody } {
   }
   const status = err.statusCode ?? 500;
   switch (err.code) {
+    case 'FST_ERR_BAD_URL':
+      return {
+        status: 400,
+        body: { error: 'request/BadUrl', message: 'The request path is not valid percent-encoded UTF-8', info: INFO },
+      };
+    case 'FST_ERR_MAX_PARAM_LENGTH':
+      return { status: 414, body: { error: 'request/UriTooLong', message: 'A path parameter is longer than the server accepts', info: INFO } };
     case 'FST_ERR_CTP_BODY_TOO_LARGE':
       return { status: 413, body: { error: 'request/BodyTooLarge', message: 'The request body is too large', info: INFO } };
     case 'FST_ERR_CTP_INVALID_MEDIA_TYPE':

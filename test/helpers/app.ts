@@ -32,6 +32,8 @@ export interface BuildOptions {
    * drops it. Build the first one with `changeFeed: true` too when it must see this one's changes.
    */
   sameDatabaseAs?: TestApp;
+  /** PUBLIC_URL: the base of `self`, `next` and `prev` links. */
+  publicUrl?: string;
 }
 
 export function basic(login: string, password: string): string {
@@ -64,6 +66,7 @@ export async function build(t: TestContext, opts: BuildOptions = {}): Promise<Te
     logger: process.env.TEST_LOG ? pino({ level: process.env.TEST_LOG }) : false,
     bodyLimit: opts.bodyLimit,
     authFailuresBeforeLockout: opts.authFailuresBeforeLockout,
+    publicUrl: opts.publicUrl,
   });
   // Every test also checks the contract's error rules on every response it caused:
   // nothing answers 500, and every error body is {error, message, info}.

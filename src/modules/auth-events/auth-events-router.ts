@@ -3,7 +3,7 @@ import type { ZodTypeProvider } from 'fastify-type-provider-zod';
 import { z } from 'zod';
 import type { PrismaClient } from '../../db/prisma.js';
 import { authorizeTenant } from '../../plugins/auth.js';
-import { collectionSchema, errorResponses, pagingQuery } from '../../lib/http-schemas.js';
+import { collectionSchema, errorResponses, isoDateTime, pagingQuery } from '../../lib/http-schemas.js';
 import { collection, pageWindow } from '../../lib/paging.js';
 
 const authEventSchema = z
@@ -23,7 +23,7 @@ const authEventSchema = z
 const query = pagingQuery.extend({
   deviceName: z.string().max(256).optional(),
   result: z.enum(['allow', 'deny']).optional(),
-  since: z.iso.datetime({ offset: true }).optional().describe('Only events at or after this time'),
+  since: isoDateTime.optional().describe('Only events at or after this time'),
 });
 
 /** Every verifier decision about the tenant's devices, newest first. */

@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { normalizeSerialHex as normalizeHex } from '../../pki/crl.js';
+import { isoDateTimeOrDate } from '../../lib/http-schemas.js';
 
 /** Serials are compared as hex without case, leading zeros or `:` separators. */
 export function normalizeSerialHex(hex: string): string {
@@ -29,7 +30,7 @@ export const putCrlBody = z.strictObject({
     .array(
       z.strictObject({
         serialNumberInHex: serialHex,
-        revocationDate: z.iso.datetime({ offset: true }).or(z.iso.date()),
+        revocationDate: isoDateTimeOrDate,
         issuerFingerprint: z.string().regex(/^[0-9a-fA-F]{40}$/, 'must be a SHA-1 fingerprint').optional(),
       }),
     )

@@ -51,6 +51,14 @@ export function parseTrustedCa(pem: string, now: Date, label = 'certInPemFormat'
     const reason = err instanceof CertificateParseError ? err.message : 'unreadable';
     throw new UnprocessableError(`${label} is not one X.509 certificate: ${reason}`, 'trustedCertificate/InvalidCertificate');
   }
+  // The subject's CN becomes the certificate's name when none is given, and PostgreSQL text
+  // cannot hold U+0000: a name carrying one is refused here rather than failing the write.
+  if (cert.subjectName.rdns.some((rdn) => rdn.some((a) => a.value?.includes('\u0000')))) {
+    throw new UnprocessableError(
+      `${label} cannot be trusted: its subject contains U+0000 (NUL), which no name may hold`,
+      'trustedCertificate/NotAcceptable',
+    );
+  }
   const problems = checkTrustedCaRules(cert, now);
   if (problems.length > 0) {
     throw new UnprocessableError(
