@@ -30,6 +30,7 @@ import { createTrustCache } from './verifier/trust-cache.js';
 import { createVerifier, type CertgateVerifier } from './verifier/verifier-service.js';
 import { createVerifierRepository } from './verifier/verifier-repository.js';
 import { verifierRouter } from './verifier/verifier-router.js';
+import type { RecordQueueOptions } from './verifier/records-queue.js';
 import { explainRouter } from './verifier/explain-router.js';
 import { clusterRouter } from './cluster/cluster-router.js';
 import { createClusterRepository } from './cluster/cluster-repository.js';
@@ -53,6 +54,8 @@ export interface AppDeps {
   authFailuresBeforeLockout?: number;
   /** PUBLIC_URL: the base of `self`, `next` and `prev` links; unset, they use the request's Host when it is valid. */
   publicUrl?: string;
+  /** How many records (auth events, sightings) may wait for the database, and how long closing waits for them. */
+  records?: RecordQueueOptions;
 }
 
 export const API_VERSION = '1.0.0';
@@ -166,7 +169,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   // Without the feed this process would not hear of a revocation: it trusts no cache meanwhile.
   const unlost = deps.changeFeed?.onLost(() => cache.suspend());
   const unresync = deps.changeFeed?.onResync(() => cache.resume());
-  const verifier = createVerifier({ repository, cache, publisher, metrics: deps.metrics, logger: app.log as never });
+  const verifier = createVerifier({ repository, cache, publisher, metrics: deps.metrics, logger: app.log as never, ...(deps.records ? { records: deps.records } : {}) });
   app.decorate('verifier', verifier);
   app.addHook('onClose', async () => {
     unsubscribe?.();

@@ -66,6 +66,13 @@ const configSchema = z
     DATABASE_STATEMENT_TIMEOUT_MS: z.coerce.number().int().min(100).max(600_000).default(DATABASE_TIMEOUT_DEFAULTS.statementTimeoutMs),
     /** Longest a request waits for a pooled database connection, or for a new one to open. */
     DATABASE_ACQUIRE_TIMEOUT_MS: z.coerce.number().int().min(100).max(600_000).default(DATABASE_TIMEOUT_DEFAULTS.acquireTimeoutMs),
+    /**
+     * Auth events, and sightings, that may wait in memory for a database that is away (each kind,
+     * per process); more are dropped and counted in certgate_records_dropped_total.
+     */
+    RECORDS_QUEUE_LIMIT: z.coerce.number().int().min(1).max(10_000_000).default(100_000),
+    /** How long a stopping process waits for the database to take the records still waiting. */
+    RECORDS_SHUTDOWN_WAIT_MS: z.coerce.number().int().min(0).max(600_000).default(5_000),
     DATA_DIR: z.string().min(1).default('.data'),
     MANAGEMENT_ADMIN_PASSWORD: optionalString.pipe(
       z.string().min(8, 'must be at least 8 characters').optional(),

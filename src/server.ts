@@ -9,12 +9,13 @@ import { applyMigrations, pendingMigrations } from './db/migrate.js';
 import { createPrismaClient, type DatabaseTimeouts, type PrismaClient } from './db/prisma.js';
 import { bootstrapManagement } from './modules/tenants/management-bootstrap.js';
 import { createMetrics, mqttMetricsSink, type Metrics } from './plugins/metrics.js';
-import { createConnectionRecorder } from './mqtt/connection-recorder.js';
+import { connectionRecorderReports, createConnectionRecorder } from './mqtt/connection-recorder.js';
 import { listenerDependencies, sessionChangesOf, tenantDeletionsOf, type ListenerDependencies, type ListenerSource } from './mqtt/listener-deps.js';
 import { createMqttCluster, defaultWorkers, type MqttCluster } from './mqtt/mqtt-cluster.js';
 import { createMqttListener, listenerLimits, type MqttListener } from './mqtt/mqtt-listener.js';
 import { resolveServerTls } from './mqtt/server-tls.js';
 import { createVerifierRepository } from './verifier/verifier-repository.js';
+import type { RecordQueueOptions } from './verifier/records-queue.js';
 
 export interface RunningServer {
   httpAddress?: string;
@@ -92,6 +93,7 @@ export async function startServer(config: Config, mode: ServeMode = 'all', logge
       bodyLimit: config.BODY_LIMIT_BYTES,
       authFailuresBeforeLockout: config.AUTH_FAILURES_BEFORE_LOCKOUT,
       publicUrl: config.PUBLIC_URL,
+      records: recordsOptions(config),
     });
     closers.push(() => app.close());
 
@@ -99,11 +101,12 @@ export async function startServer(config: Config, mode: ServeMode = 'all', logge
     if (mode === 'all') {
       const workers = mqttWorkers(config);
       if (workers > 1) {
-        mqtt = await startListener(config, log, closers, metrics, { workers, source: { verifier: 'in-process', databaseUrl, databaseTimeouts: databaseTimeouts(config) } });
+        mqtt = await startListener(config, log, closers, metrics, { workers, source: { verifier: 'in-process', databaseUrl, databaseTimeouts: databaseTimeouts(config), records: recordsOptions(config) } });
       } else {
         const recorder = createConnectionRecorder({
           flush: (batch) => createVerifierRepository(prisma).touchDevices(batch),
-          onError: (err) => log.warn({ err }, 'lastConnectedAt not recorded'),
+          ...connectionRecorderReports(log, metrics),
+          closeWaitMs: config.RECORDS_SHUTDOWN_WAIT_MS,
         });
         closers.push(() => recorder.close());
         mqtt = await startListener(config, log, closers, metrics, {
@@ -129,6 +132,11 @@ export async function startServer(config: Config, mode: ServeMode = 'all', logge
 /** How long each database call may take (statement, connection). */
 function databaseTimeouts(config: Config): DatabaseTimeouts {
   return { statementTimeoutMs: config.DATABASE_STATEMENT_TIMEOUT_MS, acquireTimeoutMs: config.DATABASE_ACQUIRE_TIMEOUT_MS };
+}
+
+/** How many records may wait for the database, and how long a stop waits for them to be written. */
+function recordsOptions(config: Config): RecordQueueOptions {
+  return { limit: config.RECORDS_QUEUE_LIMIT, closeWaitMs: config.RECORDS_SHUTDOWN_WAIT_MS };
 }
 
 /** MQTT_WORKERS, or one per CPU this process may use. */
@@ -197,6 +205,7 @@ async function startStandaloneListener(
     token: config.VERIFIER_TOKEN,
     ...(databaseUrl ? { databaseUrl } : {}),
     databaseTimeouts: databaseTimeouts(config),
+    records: recordsOptions(config),
   };
   const workers = mqttWorkers(config);
   const { listener, port } =

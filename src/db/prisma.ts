@@ -35,7 +35,7 @@ export interface PrismaClientOptions extends Partial<DatabaseTimeouts> {
  * that answers cancels it itself (and the connection stays usable); one that is frozen or cut off
  * does not, and the client must not wait for it.
  */
-const CLIENT_GRACE_MS = 500;
+const CLIENT_GRACE_MS = 200;
 
 /**
  * The options every `pg` connection of certgate but the LISTEN one opens with: a statement bound

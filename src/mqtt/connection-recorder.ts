@@ -16,14 +16,22 @@ export interface ConnectionRecorderOptions {
   maxPending?: number;
   /** A failed flush is reported here; its entries are kept for the next flush. */
   onError?: (err: unknown, batchSize: number) => void;
+  /**
+   * Devices whose time could not be kept: more than `maxPending * 10` wait while the database is
+   * away, or still unwritten when `close` stopped waiting. `firstOfBurst`: the first drop since a
+   * flush last succeeded (log that one; count them all).
+   */
+  onDropped?: (count: number, why: 'full' | 'shutdown', firstOfBurst: boolean) => void;
+  /** How long `close` keeps trying to write what waits (default 5,000 ms). */
+  closeWaitMs?: number;
 }
 
 export interface ConnectionRecorder {
   connected(tenantId: string, deviceId: string, at: Date): void;
   /** Writes what is waiting now (and waits for a flush already running). */
   flush(): Promise<void>;
-  /** Stops the timer after a last flush. */
-  close(): Promise<void>;
+  /** Stops the timer, then writes what waits, trying again for at most `waitMs`. */
+  close(waitMs?: number): Promise<void>;
   readonly pending: number;
 }
 
@@ -35,6 +43,12 @@ export function createConnectionRecorder(opts: ConnectionRecorderOptions): Conne
   let running: Promise<void> = Promise.resolve();
   let queued = false;
   let closed = false;
+  let droppedInBurst = 0;
+  const dropped = (count: number, why: 'full' | 'shutdown') => {
+    const first = droppedInBurst === 0;
+    droppedInBurst += count;
+    opts.onDropped?.(count, why, first);
+  };
 
   const merge = (into: Map<string, Date>, deviceId: string, at: Date): void => {
     const prev = into.get(deviceId);
@@ -57,14 +71,17 @@ export function createConnectionRecorder(opts: ConnectionRecorderOptions): Conne
       pending = new Map();
       try {
         await opts.flush(batch);
+        droppedInBurst = 0;
       } catch (err) {
         opts.onError?.(err, batch.size);
         // Keep the times for the next flush unless newer ones arrived meanwhile; the cap keeps
-        // a database that stays down from growing this without bound.
+        // a database that stays down from growing this without bound (what it turns away is counted).
+        let lost = 0;
         for (const [id, at] of batch) {
-          if (pending.size >= maxPending * 10 && !pending.has(id)) break;
-          merge(pending, id, at);
+          if (pending.size >= maxPending * 10 && !pending.has(id)) lost++;
+          else merge(pending, id, at);
         }
+        if (lost) dropped(lost, 'full');
         schedule();
       }
     });
@@ -84,12 +101,43 @@ export function createConnectionRecorder(opts: ConnectionRecorderOptions): Conne
       else schedule();
     },
     flush,
-    async close() {
+    async close(waitMs = opts.closeWaitMs ?? 5_000) {
       closed = true;
+      const deadline = Date.now() + waitMs;
       await flush();
+      while (pending.size > 0 && Date.now() < deadline) {
+        await new Promise((r) => setTimeout(r, Math.min(intervalMs, Math.max(0, deadline - Date.now()))));
+        await flush();
+      }
+      if (pending.size > 0) {
+        const left = pending.size;
+        pending = new Map();
+        droppedInBurst = 0;
+        dropped(left, 'shutdown');
+      }
     },
     get pending() {
       return pending.size;
+    },
+  };
+}
+
+/** A recorder's reports: failures logged at most once a minute, drops counted and logged once per burst. */
+export function connectionRecorderReports(
+  log: { warn(obj: object, msg: string): void; info(obj: object, msg: string): void; error(obj: object, msg: string): void },
+  metrics?: { recordsDropped: { labels(record: string, reason: string): { inc(n: number): void } } },
+): Pick<ConnectionRecorderOptions, 'onError' | 'onDropped'> {
+  let failing = false;
+  return {
+    onError(err, batchSize) {
+      if (failing) return;
+      failing = true;
+      log.warn({ err, batchSize }, 'lastConnectedAt not written yet; kept and tried again until the database takes it');
+      setTimeout(() => (failing = false), 60_000).unref();
+    },
+    onDropped(count, why, firstOfBurst) {
+      metrics?.recordsDropped.labels('last_connected', why === 'full' ? 'queue_full' : 'shutdown').inc(count);
+      if (firstOfBurst) log.error({ count, why }, 'lastConnectedAt dropped (certgate_records_dropped_total counts them)');
     },
   };
 }

@@ -10,18 +10,19 @@ import { createRemoteVerifier } from '../verifier/remote-verifier.js';
 import { createTrustCache } from '../verifier/trust-cache.js';
 import { createVerifierRepository } from '../verifier/verifier-repository.js';
 import { createVerifier } from '../verifier/verifier-service.js';
-import { createConnectionRecorder } from './connection-recorder.js';
+import { connectionRecorderReports, createConnectionRecorder } from './connection-recorder.js';
+import type { RecordQueueOptions } from '../verifier/records-queue.js';
 import type { MqttListenerOptions, SessionChangeSource, TenantDeletionSource } from './mqtt-listener.js';
 
 /** Where a listener process finds its verifier; plain data, so a primary can send it to workers. */
 export type ListenerSource =
   /** A verifier in this process, on the database the API writes to (`npm start`'s workers). */
-  | { verifier: 'in-process'; databaseUrl: string; databaseTimeouts?: DatabaseTimeouts }
+  | { verifier: 'in-process'; databaseUrl: string; databaseTimeouts?: DatabaseTimeouts; records?: RecordQueueOptions }
   /**
    * The API's verifier over HTTP; with a database, live sessions follow its changes and
    * `lastConnectedAt` is recorded.
    */
-  | { verifier: 'remote'; url: string; token: string; databaseUrl?: string; databaseTimeouts?: DatabaseTimeouts };
+  | { verifier: 'remote'; url: string; token: string; databaseUrl?: string; databaseTimeouts?: DatabaseTimeouts; records?: RecordQueueOptions };
 
 export type ListenerDependencies = Pick<MqttListenerOptions, 'verifier' | 'sessionChanges' | 'connectionRecorder' | 'tenantDeletions'>;
 
@@ -61,7 +62,8 @@ export async function listenerDependencies(
   const repository = createVerifierRepository(prisma);
   const recorder = createConnectionRecorder({
     flush: (batch) => repository.touchDevices(batch),
-    onError: (err) => log.warn({ err }, 'lastConnectedAt not recorded'),
+    ...connectionRecorderReports(log, metrics),
+    ...(source.records?.closeWaitMs !== undefined ? { closeWaitMs: source.records.closeWaitMs } : {}),
   });
   closers.push(() => recorder.close());
   const deps = { sessionChanges: sessionChangesOf(feed), tenantDeletions: tenantDeletionsOf(feed), connectionRecorder: recorder };
@@ -79,11 +81,12 @@ export async function listenerDependencies(
   };
   const unsubscribe = feed.subscribe((e) => cache.apply(e));
   const unresync = feed.onResync(() => cache.clear());
-  const verifier = createVerifier({ repository, cache, publisher, logger: log, ...(metrics ? { metrics } : {}) });
+  const verifier = createVerifier({ repository, cache, publisher, logger: log, ...(metrics ? { metrics } : {}), ...(source.records ? { records: source.records } : {}) });
   closers.push(async () => {
     unsubscribe();
     unresync();
-    await verifier.close();
+    // Both wait for the database at once, within the one shutdown wait.
+    await Promise.all([verifier.close(), recorder.close()]);
   });
   return { ...deps, verifier };
 }

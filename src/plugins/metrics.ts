@@ -47,6 +47,14 @@ export function createMetrics() {
       labelNames: ['result'] as const,
       registers: [registry],
     }),
+    recordsDropped: new client.Counter({
+      name: 'certgate_records_dropped_total',
+      help:
+        'Records that could not be kept until the database took them: auth events and sightings (observed credentials, ' +
+        'lastConnectedAt), dropped because the queue was full or still unwritten when shutdown stopped waiting',
+      labelNames: ['record', 'reason'] as const,
+      registers: [registry],
+    }),
     mqttConnections: new client.Gauge({
       name: 'certgate_mqtt_connections',
       help: 'Live MQTT connections',

@@ -138,7 +138,11 @@ const trustedSelect = {
   subjectHash: true,
 } as const;
 
+/** How often a process deletes the batch ids older than a day (with the next batch it writes). */
+const BATCH_PRUNE_INTERVAL_MS = 3_600_000;
+
 export function createVerifierRepository(prisma: VerifierPrisma) {
+  let lastBatchPrune = 0;
   return {
     trustedBySubjectHash(subjectHashes: string[]): Promise<Array<TrustedRef & { subjectHash: string }>> {
       return prisma.trustedCertificate.findMany({
@@ -297,12 +301,27 @@ export function createVerifierRepository(prisma: VerifierPrisma) {
      * One COPY per batch, after one KEY SHARE lock per tenant in it: what a foreign key would check
      * and lock on every row (Prisma's createMany compiles a query per row, and a JSON parameter
      * costs PostgreSQL more to parse than the rows cost to insert).
+     *
+     * `batchId` names the batch across attempts: it is recorded in the same transaction, so a batch
+     * tried again after a lost connection (whose COMMIT may have gone through) is written once.
+     * A second attempt racing a first one still running on the server waits for its outcome at
+     * the unique index.
      */
-    async insertAuthEvents(rows: readonly EncodedAuthEvent[]): Promise<void> {
+    async insertAuthEvents(rows: readonly EncodedAuthEvent[], batchId?: string): Promise<void> {
       if (!rows.length) return;
       // A line's first field is its tenant id as is: tenant ids (^[a-z][a-z0-9-]+$) need no escaping.
       const tenantOf = (line: string) => line.slice(0, line.indexOf('\t'));
+      const prune = batchId !== undefined && Date.now() - lastBatchPrune > BATCH_PRUNE_INTERVAL_MS;
+      if (prune) lastBatchPrune = Date.now();
       await pgTransaction(prisma, async (tx) => {
+        if (batchId !== undefined) {
+          const fresh = await tx.query({
+            text: `INSERT INTO "RecordedBatch" (id) VALUES ($1::uuid) ON CONFLICT DO NOTHING RETURNING 1 AS fresh`,
+            values: [batchId],
+          });
+          if (fresh.length === 0) return;
+          if (prune) await tx.query({ text: `DELETE FROM "RecordedBatch" WHERE "createdAt" < now() - interval '1 day'` });
+        }
         // A tenant deleted since the decision takes its events with it, not the rest of the batch;
         // the lock keeps each tenant kept here from being deleted before the events are in.
         const live = await tx.query<{ id: string }>({

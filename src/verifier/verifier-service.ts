@@ -5,7 +5,7 @@ import type { ParsedCertificate } from '../pki/certificate.js';
 import { nameHash } from '../pki/name-hash.js';
 import { prefetchSignatures, validatePath, type TraceStep } from '../pki/path-validation.js';
 import { extractIdentity } from '../pki/identity.js';
-import { createBatcher, type Batcher } from '../lib/batcher.js';
+import { recordQueue, type RecordQueueOptions } from './records-queue.js';
 import { credentialsObserved, type ChangePublisher } from '../db/change-feed.js';
 import type { Metrics } from '../plugins/metrics.js';
 import { isValidDeviceName } from '../modules/devices/devices-schemas.js';
@@ -73,6 +73,8 @@ export interface VerifierDeps {
   metrics?: Metrics;
   logger?: Logger;
   clock?: () => Date;
+  /** How many records may wait for the database, and how long `close` waits for them. */
+  records?: RecordQueueOptions;
 }
 
 /**
@@ -154,13 +156,14 @@ export function createVerifier(deps: VerifierDeps) {
   const cacheMisses = metrics?.verifierCache.labels('miss');
   const registrations = new Map<string, ReturnType<VerifierRepository['registerDevice']>>();
 
-  const authEvents: Batcher<EncodedAuthEvent> = createBatcher((rows) => repository.insertAuthEvents(rows), {
-    onError: (err) => logger?.warn({ err }, 'auth events not recorded'),
-  });
+  // Auth events and sightings are kept until written, whatever the database does meanwhile
+  // (records-queue.ts); the verifier's close waits for them, bounded.
+  const authEvents = recordQueue<EncodedAuthEvent>('auth_event', (batch) => repository.insertAuthEvents(batch.items, batch.id), deps);
   // Recording an observed leaf changes no decision (the same device is found either way), so it
   // is written behind and voids no cached decision; credential indexes learn the new ids.
-  const observed: Batcher<ObservedLeaf> = createBatcher(
-    async (leaves) => {
+  const observed = recordQueue<ObservedLeaf>(
+    'sighting',
+    async ({ items: leaves }) => {
       const latest = new Map(leaves.map((l) => [l.credentialsId, l]));
       await repository.recordObserved([...latest.values()]);
       const fresh = new Map<string, string[]>();
@@ -172,7 +175,7 @@ export function createVerifier(deps: VerifierDeps) {
       }
       if (fresh.size) await publisher.publish([...fresh].flatMap(([tenantId, ids]) => credentialsObserved(tenantId, ids)));
     },
-    { onError: (err) => logger?.warn({ err }, 'observed credentials not recorded') },
+    deps,
   );
 
   function step(trace: TraceStep[] | undefined, name: string, ok: boolean, detail: string): void {
@@ -671,8 +674,8 @@ export function createVerifier(deps: VerifierDeps) {
       await authEvents.flush();
     },
     async close() {
-      await observed.close();
-      await authEvents.close();
+      // Both wait at once: a database that is away costs the wait once, not twice.
+      await Promise.all([observed.close(), authEvents.close()]);
     },
   };
   return verifier;

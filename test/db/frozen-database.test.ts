@@ -5,40 +5,10 @@
  * the freeze lasts; thawed, everything works again.
  */
 import assert from 'node:assert/strict';
-import { test, type TestContext } from 'node:test';
-import { buildApp } from '../../src/app.js';
+import { test } from 'node:test';
 import { createCa, createDevice } from '../../src/certs/certs-service.js';
-import { createChangeFeed, createChangePublisher } from '../../src/db/change-feed.js';
-import { createPrismaClient } from '../../src/db/prisma.js';
-import { sha256Hex } from '../../src/lib/passwords.js';
-import { bootstrapManagement } from '../../src/modules/tenants/management-bootstrap.js';
-import { createMetrics } from '../../src/plugins/metrics.js';
-import { MANAGEMENT_PASSWORD, VERIFIER_TOKEN, type TestApp } from '../helpers/app.js';
-import { ownPostgres } from '../helpers/own-postgres.js';
+import { appOn, ownPostgres } from '../helpers/own-postgres.js';
 import { api, authenticate, eventually, expectAllow, trust, updateDefaultProfile, type Reply } from '../verifier/fixtures.js';
-
-/** The app as `certgate api` builds it, on the test's own database, with the default timeouts. */
-async function appOn(t: TestContext, url: string): Promise<TestApp> {
-  const prisma = createPrismaClient(url);
-  const feed = await createChangeFeed(url);
-  await bootstrapManagement(prisma, { adminPassword: MANAGEMENT_PASSWORD, verifierToken: VERIFIER_TOKEN });
-  const app = await buildApp({
-    prisma,
-    publisher: createChangePublisher((sql, ...params) => prisma.$executeRawUnsafe(sql, ...params)),
-    changeFeed: feed,
-    metrics: createMetrics(),
-    readiness: async () => {},
-    verifierTokenSha256: sha256Hex(VERIFIER_TOKEN),
-    logger: false,
-  });
-  t.after(async () => {
-    await app.close();
-    await feed.close();
-    await prisma.$disconnect();
-  });
-  const management = `Basic ${Buffer.from(`management/admin:${MANAGEMENT_PASSWORD}`).toString('base64')}`;
-  return { app, prisma, databaseUrl: url, published: [], management, changeFeed: feed };
-}
 
 async function timed(what: Promise<Reply>): Promise<Reply & { ms: number }> {
   const started = performance.now();

@@ -8,8 +8,15 @@ import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import type { TestContext } from 'node:test';
+import { buildApp, type AppDeps } from '../../src/app.js';
+import { createChangeFeed, createChangePublisher } from '../../src/db/change-feed.js';
 import { startEmbeddedPostgres } from '../../src/db/embedded-postgres.js';
 import { applyMigrations } from '../../src/db/migrate.js';
+import { createPrismaClient } from '../../src/db/prisma.js';
+import { sha256Hex } from '../../src/lib/passwords.js';
+import { bootstrapManagement } from '../../src/modules/tenants/management-bootstrap.js';
+import { createMetrics } from '../../src/plugins/metrics.js';
+import { MANAGEMENT_PASSWORD, VERIFIER_TOKEN, type TestApp } from './app.js';
 
 export interface OwnPostgres {
   /** The `certgate` database on it, migrated. */
@@ -81,4 +88,36 @@ async function childrenOf(parent: number): Promise<number[]> {
     }
   }
   return found;
+}
+
+/**
+ * The app as `certgate api` builds it (store, change feed, default timeouts) on a database of the
+ * test's own, with `extra` dependencies; closed when the test ends.
+ */
+export async function appOn(t: Pick<TestContext, 'after'>, url: string, extra: Partial<AppDeps> = {}): Promise<TestApp & { metrics: ReturnType<typeof createMetrics> }> {
+  const prisma = createPrismaClient(url);
+  const feed = await createChangeFeed(url);
+  await bootstrapManagement(prisma, { adminPassword: MANAGEMENT_PASSWORD, verifierToken: VERIFIER_TOKEN });
+  const metrics = createMetrics();
+  const app = await buildApp({
+    prisma,
+    publisher: createChangePublisher((sql, ...params) => prisma.$executeRawUnsafe(sql, ...params)),
+    changeFeed: feed,
+    metrics,
+    readiness: async () => {},
+    verifierTokenSha256: sha256Hex(VERIFIER_TOKEN),
+    logger: false,
+    ...extra,
+  });
+  let closed = false;
+  t.after(async () => {
+    if (!closed) await app.close();
+    await feed.close();
+    await prisma.$disconnect();
+  });
+  app.addHook('onClose', async () => {
+    closed = true;
+  });
+  const management = `Basic ${Buffer.from(`management/admin:${MANAGEMENT_PASSWORD}`).toString('base64')}`;
+  return { app, prisma, databaseUrl: url, published: [], management, changeFeed: feed, metrics };
 }
