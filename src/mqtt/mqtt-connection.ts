@@ -83,8 +83,11 @@ export interface ConnectionHooks {
   publishDenied?(conn: MqttConnection, topic: string): void;
   /** The client ran into one of the listener's limits. */
   limitHit?(conn: MqttConnection, limit: LimitName): void;
-  /** May the tenant take one more connection? Asked once the verifier allowed the device. */
-  admitTenant?(conn: MqttConnection, tenantId: string): boolean;
+  /**
+   * May the tenant take one more connection? Asked once the verifier allowed the device; answers
+   * the limit that refuses it, if any.
+   */
+  admitTenant?(conn: MqttConnection, tenantId: string): LimitName | undefined;
 }
 
 export interface ConnectionOptions {
@@ -191,6 +194,10 @@ export class MqttConnection implements Outlet {
   private will: Message | undefined;
   private willDelayMs = 0;
   private clientMaxPacketSize = Infinity;
+  /** The client's Topic Alias Maximum: aliases this listener may set towards it (MQTT 5 3.1.2.11.5). */
+  private clientAliasMaximum = 0;
+  /** Aliases set towards the client, by topic; the first topics sent take them, for the connection's life. */
+  private readonly outAliases = new Map<string, number>();
   private space: TenantSpace | undefined;
   /** The frame being handled: strings are checked against its bytes for ill-formed UTF-8. */
   private frame: Buffer | undefined;
@@ -262,6 +269,7 @@ export class MqttConnection implements Outlet {
       }
       const total = i + 1 + remaining;
       if (total > this.opts.maxPacketSize) {
+        this.hooks.limitHit?.(this, 'packet_size');
         return this.protocolError(`packet of ${total} bytes exceeds the limit of ${this.opts.maxPacketSize}`, RC5.packetTooLarge);
       }
       if (this.pendingBytes < total) return;
@@ -447,8 +455,9 @@ export class MqttConnection implements Outlet {
         ? this.refuse(RC5.notAuthorized, RC3.notAuthorized)
         : this.refuse(RC5.serverUnavailable, RC3.serverUnavailable);
     }
-    if (this.hooks.admitTenant && !this.hooks.admitTenant(this, outcome.tenantId)) {
-      this.hooks.limitHit?.(this, 'tenant_connections');
+    const full = this.hooks.admitTenant?.(this, outcome.tenantId);
+    if (full) {
+      this.hooks.limitHit?.(this, full);
       return this.refuse(RC5.quotaExceeded, RC3.serverUnavailable);
     }
 
@@ -463,6 +472,7 @@ export class MqttConnection implements Outlet {
       // listener's own in-flight limit can only lower it.
       this.receiveMaximum = Math.max(1, Math.min(props?.receiveMaximum ?? 65535, this.opts.maxInflight));
       if (props?.maximumPacketSize) this.clientMaxPacketSize = props.maximumPacketSize;
+      this.clientAliasMaximum = props?.topicAliasMaximum ?? 0;
     } else {
       this.receiveMaximum = Math.max(1, this.opts.maxInflight);
     }
@@ -715,6 +725,7 @@ export class MqttConnection implements Outlet {
     if (this.state !== 'connected') return false;
     if (out.qos === 0 && this.socket.writableLength > this.opts.maxOutboundBufferBytes) return false;
     const m = out.message;
+    let newAlias: number | undefined;
     const packet: IPublishPacket = {
       cmd: 'publish',
       topic: m.topic,
@@ -735,12 +746,24 @@ export class MqttConnection implements Outlet {
       if (out.subscriptionIds?.length) {
         props.subscriptionIdentifier = out.subscriptionIds.length === 1 ? out.subscriptionIds[0]! : out.subscriptionIds;
       }
+      if (this.clientAliasMaximum > 0) {
+        // MQTT 5 3.3.2.3.4: a topic sent once with its alias is sent as the alias alone after.
+        const known = this.outAliases.get(m.topic);
+        if (known !== undefined) {
+          props.topicAlias = known;
+          packet.topic = '';
+        } else if (this.outAliases.size < this.clientAliasMaximum) {
+          newAlias = this.outAliases.size + 1;
+          props.topicAlias = newAlias;
+        }
+      }
       if (Object.keys(props).length) packet.properties = props;
     }
     const buf = mqttPacket.generate(packet, { protocolVersion: this.version });
     // MQTT 5 3.1.2.11.4: never send a packet larger than the client accepts.
     if (buf.length > this.clientMaxPacketSize) return false;
     this.socket.write(buf);
+    if (newAlias !== undefined) this.outAliases.set(m.topic, newAlias);
     this.stats.publishSent++;
     return true;
   }

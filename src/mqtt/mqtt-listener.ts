@@ -322,13 +322,13 @@ export function createMqttListener(options: MqttListenerOptions): MqttListener {
   /** Accepted connections (established or connecting past the verifier) per tenant. */
   const perTenant = new Map<string, number>();
   const admitted = new WeakSet<MqttConnection>();
-  const admitTenant = (conn: MqttConnection, tenantId: string): boolean => {
-    if (options.maxConnections !== undefined && index.size >= options.maxConnections) return false;
+  const admitTenant = (conn: MqttConnection, tenantId: string): LimitName | undefined => {
+    if (options.maxConnections !== undefined && index.size >= options.maxConnections) return 'connections';
     const n = perTenant.get(tenantId) ?? 0;
-    if (options.maxConnectionsPerTenant !== undefined && n >= options.maxConnectionsPerTenant) return false;
+    if (options.maxConnectionsPerTenant !== undefined && n >= options.maxConnectionsPerTenant) return 'tenant_connections';
     perTenant.set(tenantId, n + 1);
     admitted.add(conn);
-    return true;
+    return undefined;
   };
 
   // ---------------------------------------------------------------------------------------

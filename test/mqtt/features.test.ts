@@ -151,6 +151,23 @@ describe('MQTT listener: MQTT 5 features and limits', async () => {
     assert.equal(metrics.counts.get('limit:topic_alias'), 1);
   });
 
+  test('ok/server-topic-alias: towards a client that allows aliases, a topic is sent once with its alias, then as the alias alone (MQTT 5 3.3.2.3.4)', async (t) => {
+    const { l } = await setup(t);
+    const { client } = await RawClient.connect(t, l, dev1, { clientId: 'aliased', properties: { topicAliasMaximum: 1 } }, 5);
+    client.send({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic: 'fleet/#', qos: 0 }] });
+    await client.take('suback');
+    const pub = await connect(t, l, { creds: dev2, chain: true, clientId: 'pub' });
+    for (const topic of ['fleet/a', 'fleet/a', 'fleet/b', 'fleet/a']) await pub.publishAsync(topic, topic, { qos: 1 });
+    await pub.publishAsync('fleet/a', 'last', { qos: 1 });
+    await client.sync();
+    const got = client.inbox.filter((p) => p.cmd === 'publish') as IPublishPacket[];
+    assert.deepEqual(
+      got.map((p) => [p.topic, p.properties?.topicAlias]),
+      [['fleet/a', 1], ['', 1], ['fleet/b', undefined], ['', 1], ['', 1]],
+      'one alias allowed: fleet/a takes it, fleet/b goes by name',
+    );
+  });
+
   test('ok/server-keep-alive: a client asking for no keep alive or more than the maximum is told the server keep alive (MQTT 5 3.2.2.3.14)', async (t) => {
     const { l } = await setup(t, { maxKeepAliveSeconds: 30 });
     const none = await RawClient.connect(t, l, dev1, { clientId: 'k0', keepalive: 0 }, 5);
