@@ -1,0 +1,136 @@
+/**
+ * No auth event lost: connects and verifier calls run back to back before, during and after a
+ * database outage (stopped, then started again). Every decision the client saw has exactly one
+ * auth event once the database is back:
+ * - a decision is CONNACK 0 (allow) or 5 / 0x87 (deny) on MQTT, HTTP 200 allow / deny from
+ *   /verifier/v1/authenticate;
+ * - CONNACK 3 / 0x88 and HTTP 503 ("unavailable") are not decisions and have no event;
+ * - a connection that ended without any CONNACK is "unknown" (it may or may not have been
+ *   decided): the count then has to lie between the decisions and the decisions plus the unknown.
+ */
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import {
+  ROUNDS,
+  apiOk,
+  attempt,
+  createTenant,
+  faultEnvForFile,
+  makeDevice,
+  report,
+  tenantId,
+  until,
+  verify,
+  waitReady,
+  type Device,
+  type FaultEnv,
+} from './harness.js';
+
+const BEFORE_MS = 1_500;
+const OUTAGE_MS = 4_000;
+const AFTER_MS = 2_000;
+const FLUSH_TIMEOUT_MS = 45_000;
+
+interface Tally {
+  allow: number;
+  deny: number;
+  unavailable: number;
+  unknown: number;
+  /** Decisions (allow or deny) the client saw while the database was down. */
+  decidedDuringOutage: number;
+  allowDuringOutage: number;
+}
+
+describe('faults: every decision around an outage has its auth event', () => {
+  const env = faultEnvForFile();
+
+  async function eventCounts(e: FaultEnv, tenant: string): Promise<{ allow: number; deny: number }> {
+    const rows = await e.db.query<{ result: string; n: string }>(
+      `SELECT result, count(*)::text AS n FROM "AuthEvent" WHERE "tenantId" = $1 GROUP BY result`,
+      [tenant],
+    );
+    const get = (r: string) => Number(rows.find((x) => x.result === r)?.n ?? 0);
+    return { allow: get('allow'), deny: get('deny') };
+  }
+
+  test('database stopped under load: one auth event per decision, none per "unavailable"', async () => {
+    const e = env();
+    for (let round = 0; round < ROUNDS; round++) {
+      const tenant = await createTenant(e.http, tenantId('events'));
+      const tally: Tally = { allow: 0, deny: 0, unavailable: 0, unknown: 0, decidedDuringOutage: 0, allowDuringOutage: 0 };
+      let down = false;
+      const count = (kind: 'allow' | 'deny' | 'unavailable' | 'unknown'): void => {
+        tally[kind]++;
+        if (down && (kind === 'allow' || kind === 'deny')) tally.decidedDuringOutage++;
+        if (down && kind === 'allow') tally.allowDuringOutage++;
+      };
+      const mqttDecision = async (d: Device, protocolVersion: 4 | 5): Promise<void> => {
+        const a = await attempt(e, d, { protocolVersion });
+        if (a.code === 0) count('allow');
+        else if (a.code === 5 || a.code === 0x87) count('deny');
+        else if (a.code === 3 || a.code === 0x88) count('unavailable');
+        else count('unknown');
+      };
+      const httpDecision = async (d: Device): Promise<void> => {
+        const v = await verify(e.http, d);
+        if (v.status === 200 && v.result === 'allow') count('allow');
+        else if (v.status === 200 && v.result === 'deny') count('deny');
+        else if (v.status === 503) count('unavailable');
+        else count('unknown');
+      };
+
+      // Two registered devices (one connect each registers them), then no more registration:
+      // a third certificate of the tenant's CA is denied (DEVICE_NOT_FOUND), a decision too.
+      const known = [makeDevice(tenant, 'known-1'), makeDevice(tenant, 'known-2')];
+      for (const d of known) await mqttDecision(d, 4);
+      assert.equal(tally.allow, 2, 'the devices registered');
+      await apiOk(e.http, 'PUT', `${tenant.base}/trusted-certificates/${tenant.caFingerprint}`, tenant.auth, { autoRegistrationEnabled: false });
+      const stranger = makeDevice(tenant, 'stranger');
+
+      let stop = false;
+      const loop = async (i: number): Promise<void> => {
+        for (let n = 0; !stop; n++) {
+          const d = n % 3 === 2 ? stranger : known[(n + i) % 2]!;
+          if (i === 2) await httpDecision(d);
+          else await mqttDecision(d, n % 2 === 0 ? 4 : 5);
+        }
+      };
+      const loops = [loop(0), loop(1), loop(2)];
+      const t0 = Date.now();
+      await until(() => Date.now() - t0 >= BEFORE_MS, BEFORE_MS + 5_000, 'load before the outage');
+      down = true;
+      await e.db.stop();
+      const stopped = Date.now();
+      await until(() => Date.now() - stopped >= OUTAGE_MS, OUTAGE_MS + 5_000, 'the outage');
+      await e.db.start();
+      down = false;
+      await waitReady(e.http);
+      const back = Date.now();
+      await until(() => Date.now() - back >= AFTER_MS, AFTER_MS + 5_000, 'load after the outage');
+      stop = true;
+      await Promise.all(loops);
+
+      const decided = tally.allow + tally.deny;
+      let events = { allow: 0, deny: 0 };
+      const flushed = await until(async () => {
+        events = await eventCounts(e, tenant.id);
+        return events.allow + events.deny >= decided;
+      }, FLUSH_TIMEOUT_MS, 'the auth events of every decision').then(
+        (ms) => ms,
+        () => undefined,
+      );
+      report(
+        `auth events round ${round + 1}: decisions ${decided} (allow ${tally.allow}, deny ${tally.deny}; ${tally.decidedDuringOutage} while down, ` +
+          `${tally.allowDuringOutage} allows while down), unavailable ${tally.unavailable}, unknown ${tally.unknown}; ` +
+          `events ${events.allow + events.deny} (allow ${events.allow}, deny ${events.deny})` +
+          (flushed === undefined ? ` after ${FLUSH_TIMEOUT_MS} ms: ${decided - events.allow - events.deny} missing` : `, all there ${flushed} ms after the load`),
+      );
+      assert.ok(tally.unavailable > 0, 'the outage was seen by the clients');
+      if (tally.unknown === 0) {
+        assert.deepEqual(events, { allow: tally.allow, deny: tally.deny }, 'one auth event per decision, by result');
+      } else {
+        assert.ok(events.allow + events.deny >= decided && events.allow + events.deny <= decided + tally.unknown, `events between ${decided} and ${decided + tally.unknown}`);
+      }
+    }
+  });
+});
