@@ -10,6 +10,7 @@
  * client asks for it.
  */
 import { RetainedTree, SubscriptionTree } from './topic-tree.js';
+import { topicMatches } from './topics.js';
 
 export type QoS = 0 | 1 | 2;
 
@@ -30,6 +31,22 @@ export interface Message {
   properties?: ForwardedProperties;
   /** Epoch ms after which the message is not delivered (MQTT 5 Message Expiry Interval). */
   expiresAt?: number;
+  /**
+   * With several listener processes: for each shared subscription (by its `$share/...` filter)
+   * the process whose member gets this message, chosen by the process it was published on.
+   */
+  sharedTo?: Record<string, number>;
+}
+
+/**
+ * Shared subscriptions across listener processes: which processes have members of each group, so
+ * the process a message is published on picks one of them per group (mqtt-cluster.ts).
+ */
+export interface SharedDirectory {
+  /** This process. */
+  self: number;
+  /** By tenant, then by `$share/...` filter: the group's filter and the processes with members. */
+  groups: Map<string, Map<string, { filter: string; processes: number[]; turn: number }>>;
 }
 
 export interface SubscriptionOptions {
@@ -98,6 +115,8 @@ export interface BrokerEvents {
   sessionEnded?(session: Session): void;
   /** A message was not delivered to a session (or not retained). */
   dropped?(tenantId: string, reason: DropReason): void;
+  /** A shared subscription got its first member in this process (`present`), or lost its last. */
+  sharedGroup?(tenantId: string, key: string, filter: string, present: boolean): void;
 }
 
 /**
@@ -377,6 +396,7 @@ export class TenantSpace {
     readonly limits: BrokerLimits,
     readonly stats: BrokerStats,
     private readonly events: BrokerEvents = {},
+    private readonly directory?: SharedDirectory,
   ) {}
 
   dropped(reason: DropReason): void {
@@ -385,9 +405,21 @@ export class TenantSpace {
     this.events.dropped?.(this.tenantId, reason);
   }
 
-  /** A message published by a client of this broker: routed here and announced to the owner. */
+  /**
+   * A message published by a client of this broker: routed here and announced to the owner. With
+   * several processes, each shared subscription it matches is given to one process, in turn.
+   */
   publish(message: Message, from?: Session): void {
-    this.route(message, from);
+    const groups = this.directory?.groups.get(this.tenantId);
+    if (groups?.size) {
+      let to: Record<string, number> | undefined;
+      for (const [key, g] of groups) {
+        if (g.processes.length === 0 || !topicMatches(g.filter, message.topic)) continue;
+        (to ??= {})[key] = g.processes[g.turn++ % g.processes.length]!;
+      }
+      if (to) message = { ...message, sharedTo: to };
+    }
+    this.route(message, from, true);
     this.events.published?.(this.tenantId, message);
   }
 
@@ -397,7 +429,7 @@ export class TenantSpace {
    * granted QoS, carrying every matching subscription identifier (MQTT 5 3.3.4). A shared
    * subscription adds one copy for one of its members.
    */
-  route(message: Message, from?: Session): void {
+  route(message: Message, from?: Session, local = false): void {
     if (message.retain) this.retain(message);
     const matches = new Map<Session, Match>();
     let groups: SharedGroup[] | undefined;
@@ -429,6 +461,12 @@ export class TenantSpace {
       session.deliver(message, qos, m.retainAsPublished && message.retain, m.ids);
     }
     for (const group of groups ?? []) {
+      if (this.directory) {
+        // Another process's turn for this group; a group the publishing process did not know of
+        // yet is served where the message was published.
+        const target = message.sharedTo?.[group.key];
+        if (target === undefined ? !local : target !== this.directory.self) continue;
+      }
       const picked = group.pick();
       if (!picked) continue;
       const [session, opts] = picked;
@@ -464,6 +502,7 @@ export class TenantSpace {
         group = new SharedGroup(filter, shared.filter);
         this.shared.set(filter, group);
         this.subscriptions.add(shared.filter, group, opts);
+        this.events.sharedGroup?.(this.tenantId, filter, shared.filter, true);
       }
       group.members.set(session, opts);
       session.subscriptions.set(filter, opts);
@@ -491,6 +530,7 @@ export class TenantSpace {
       if (group.members.size === 0) {
         this.shared.delete(filter);
         this.subscriptions.remove(group.filter, group);
+        this.events.sharedGroup?.(this.tenantId, filter, group.filter, false);
       }
       return true;
     }
@@ -609,12 +649,29 @@ export class Broker {
   constructor(
     readonly limits: BrokerLimits = DEFAULT_LIMITS,
     private readonly events: BrokerEvents = {},
+    /** Set when this broker is one of several processes (mqtt-cluster.ts). */
+    readonly directory?: SharedDirectory,
   ) {}
+
+  /** Another process says which processes have members of a shared subscription now. */
+  setSharedProcesses(tenantId: string, key: string, filter: string, processes: number[]): void {
+    if (!this.directory) return;
+    let groups = this.directory.groups.get(tenantId);
+    if (processes.length === 0) {
+      groups?.delete(key);
+      if (groups?.size === 0) this.directory.groups.delete(tenantId);
+      return;
+    }
+    if (!groups) this.directory.groups.set(tenantId, (groups = new Map()));
+    const g = groups.get(key);
+    if (g) g.processes = processes;
+    else groups.set(key, { filter, processes, turn: 0 });
+  }
 
   space(tenantId: string): TenantSpace {
     let s = this.spaces.get(tenantId);
     if (!s) {
-      s = new TenantSpace(tenantId, this.limits, this.stats, this.events);
+      s = new TenantSpace(tenantId, this.limits, this.stats, this.events, this.directory);
       this.spaces.set(tenantId, s);
     }
     return s;

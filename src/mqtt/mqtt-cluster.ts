@@ -22,6 +22,10 @@
  *   it (clean start 0). Claims are numbered per worker, so a stale take-over never closes a newer
  *   connection: whichever claim reached the primary last holds the session.
  * - Kill switch: every worker follows the PostgreSQL change feed itself, as a lone listener does.
+ * - Shared subscriptions: each worker tells the primary when a `$share/...` group gets its first
+ *   member there or loses its last; the primary tells every worker which workers have members of
+ *   each group. The worker a message is published on gives each matching group to one of those
+ *   workers, in turn, in the message itself, and only that worker hands it to one of its members.
  * - Tenant deletion: each worker forgets the tenant when the change feed says it was deleted, and
  *   tells the primary, which drops its copy of the tenant's retained messages and tells every
  *   worker again (in its order of retained writes, so a retained message relayed just before the
@@ -58,6 +62,7 @@ export type ToWorker =
   | { mqtt: 'handed-over'; requestId: number; state?: SessionState }
   | { mqtt: 'snapshot-done' }
   | { mqtt: 'drop-tenant'; tenantId: string }
+  | { mqtt: 'shared'; tenantId: string; key: string; filter: string; workers: number[] }
   | { mqtt: 'stats?'; requestId: number }
   | { mqtt: 'metrics?'; requestId: number }
   | { mqtt: 'stop' }
@@ -75,6 +80,7 @@ export type ToPrimary =
   | { mqtt: 'release'; tenantId: string; clientId: string; claimId: number }
   | { mqtt: 'handed-over'; requestId: number; state?: SessionState }
   | { mqtt: 'drop-tenant'; tenantId: string }
+  | { mqtt: 'shared'; tenantId: string; key: string; filter: string; present: boolean }
   | { mqtt: 'stats'; stats: MqttListenerStats; requestId?: number }
   | { mqtt: 'metrics'; metrics: MetricsSnapshot; requestId: number }
   | { mqtt: 'batch'; messages: ToPrimary[] };
@@ -149,6 +155,13 @@ export function createMqttCluster(options: MqttClusterOptions): MqttCluster {
   const workers = new Map<number, Live>();
   /** A copy of every tenant's retained messages, for workers that start later. */
   const retained = new Broker();
+  /** Workers with members of each shared subscription, by tenant and `$share/...` filter. */
+  const shared = new Map<string, { tenantId: string; key: string; filter: string; workers: Set<number> }>();
+  const announceShared = (g: { tenantId: string; key: string; filter: string; workers: Set<number> }, only?: Live): void => {
+    const m: ToWorker = { mqtt: 'shared', tenantId: g.tenantId, key: g.key, filter: g.filter, workers: [...g.workers] };
+    if (only) send(only, m);
+    else for (const w of workers.values()) if (w.attached) send(w, m);
+  };
   /** Tenants whose deletion was just relayed: the other workers' reports of it are not relayed again. */
   const droppedTenants = new Set<string>();
   const directory = new Map<string, { worker: number; claimId: number }>();
@@ -191,6 +204,7 @@ export function createMqttCluster(options: MqttClusterOptions): MqttCluster {
       case 'attached':
         live.attached = true;
         retained.forEachRetained((tenantId, message) => send(live, { mqtt: 'retain', tenantId, message }));
+        for (const g of shared.values()) announceShared(g, live);
         send(live, { mqtt: 'snapshot-done' });
         return;
       case 'publish':
@@ -234,6 +248,16 @@ export function createMqttCluster(options: MqttClusterOptions): MqttCluster {
         if (held && held.worker === live.worker.id && held.claimId === m.claimId) directory.delete(key);
         return;
       }
+      case 'shared': {
+        const key = `${m.tenantId}\u0000${m.key}`;
+        let g = shared.get(key);
+        if (!g) shared.set(key, (g = { tenantId: m.tenantId, key: m.key, filter: m.filter, workers: new Set() }));
+        if (m.present) g.workers.add(live.worker.id);
+        else g.workers.delete(live.worker.id);
+        if (g.workers.size === 0) shared.delete(key);
+        announceShared(g);
+        return;
+      }
       case 'drop-tenant': {
         // Every worker reports the same deletion; the first report does the work.
         if (!retained.dropTenant(m.tenantId) && droppedTenants.has(m.tenantId)) return;
@@ -266,6 +290,12 @@ export function createMqttCluster(options: MqttClusterOptions): MqttCluster {
       if (!LEVELS.has(k) && typeof v === 'number') retired[k] = (retired[k] ?? 0) + v;
     }
     workers.delete(id);
+    // Its shared subscription members are gone with it.
+    for (const [key, g] of shared) {
+      if (!g.workers.delete(id)) continue;
+      if (g.workers.size === 0) shared.delete(key);
+      announceShared(g);
+    }
   };
 
   /** Starts one worker; resolves with its port once it listens. */
@@ -450,6 +480,9 @@ export function workerBus(handOverTimeoutMs: number): ListenerBus & { snapshotDo
       case 'drop-tenant':
         handlers?.dropTenant(m.tenantId);
         return;
+      case 'shared':
+        handlers?.sharedProcesses(m.tenantId, m.key, m.filter, m.workers);
+        return;
       default:
         return;
     }
@@ -487,6 +520,10 @@ export function workerBus(handOverTimeoutMs: number): ListenerBus & { snapshotDo
     },
     dropTenant(tenantId) {
       send({ mqtt: 'drop-tenant', tenantId });
+    },
+    self: cluster.worker?.id ?? 0,
+    sharedGroup(tenantId, key, filter, present) {
+      send({ mqtt: 'shared', tenantId, key, filter, present });
     },
     receive(h) {
       handlers = h;

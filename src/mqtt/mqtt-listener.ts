@@ -77,6 +77,10 @@ export interface ListenerBus {
   release(tenantId: string, clientId: string, claimId: number): void;
   /** A tenant was deleted: every process (and the copy of retained messages for new ones) forgets it. */
   dropTenant(tenantId: string): void;
+  /** This process's id among the listener processes. */
+  readonly self: number;
+  /** A shared subscription got its first member in this process, or lost its last. */
+  sharedGroup(tenantId: string, key: string, filter: string, present: boolean): void;
   /** Where the listener takes what the other processes send; returns the way to stop. */
   receive(handlers: ListenerBusHandlers): () => void;
 }
@@ -93,6 +97,8 @@ export interface ListenerBusHandlers {
   takeOver(claim: SessionClaim): SessionState | undefined;
   /** A tenant was deleted. */
   dropTenant(tenantId: string): void;
+  /** The processes that have members of a shared subscription now. */
+  sharedProcesses(tenantId: string, key: string, filter: string, processes: number[]): void;
 }
 
 export interface MqttListenerOptions {
@@ -248,8 +254,10 @@ export function createMqttListener(options: MqttListenerOptions): MqttListener {
             bus.release(session.space.tenantId, session.clientId, held.claimId);
           },
           dropped: (tenantId, reason) => options.metrics?.messageDropped(tenantId, reason),
+          sharedGroup: (tenantId, key, filter, present) => bus.sharedGroup(tenantId, key, filter, present),
         }
       : { dropped: (tenantId, reason) => options.metrics?.messageDropped(tenantId, reason) },
+    bus ? { self: bus.self, groups: new Map() } : undefined,
   );
   const index = new SessionIndex<MqttConnection>();
   const connections = new Set<MqttConnection>();
@@ -521,6 +529,7 @@ export function createMqttListener(options: MqttListenerOptions): MqttListener {
     },
     takeOver,
     dropTenant: dropTenantHere,
+    sharedProcesses: (tenantId, key, filter, processes) => broker.setSharedProcesses(tenantId, key, filter, processes),
   });
 
   const hooks = {

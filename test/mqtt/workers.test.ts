@@ -219,6 +219,38 @@ describe('MQTT listener on two worker processes', async () => {
     await g.client.publishAsync(topic, 'from globex', { qos: 1 });
   };
 
+  test('ok/shared-subscription: a $share group with members on both workers gets each message once, the workers taking turns (MQTT 5 4.8.2)', async (t) => {
+    const [a, b] = workers as [number, number];
+    const m1 = await openOn(t, a, acme, 'share1', { protocolVersion: 5 });
+    const m2 = await openOn(t, b, acme, 'share2', { protocolVersion: 5 });
+    for (const o of [m1, m2]) {
+      assert.deepEqual(await suback(o.client, { '$share/g/fleet/jobs/#': { qos: 1 }, 'fleet/marker': { qos: 1 } }), [1, 1]);
+    }
+    const pub = await openOn(t, a, acme, 'jobs-pub');
+    // Membership reaches the other worker through the primary: until it has, worker a serves the
+    // group alone (still once per message).
+    await within(
+      (async () => {
+        while (!m2.got.some((m) => m.topic === 'fleet/jobs/probe')) {
+          await pub.client.publishAsync('fleet/jobs/probe', 'p', { qos: 1 });
+          await sleep(50);
+        }
+      })(),
+      10_000,
+      'worker b to take a turn',
+    );
+    m1.got.length = 0;
+    m2.got.length = 0;
+    for (let i = 0; i < 10; i++) await pub.client.publishAsync(`fleet/jobs/${i}`, String(i), { qos: 1 });
+    await pub.client.publishAsync('fleet/marker', 'end', { qos: 1 });
+    // Each member gets the marker after every job meant for it.
+    await waitFor(() => m1.got.some((m) => m.topic === 'fleet/marker') && m2.got.some((m) => m.topic === 'fleet/marker'), 10_000, 'the marker');
+    const jobs = (o: Opened) => o.got.filter((m) => m.topic.startsWith('fleet/jobs/')).map((m) => m.payload);
+    assert.deepEqual([...jobs(m1), ...jobs(m2)].sort((x, y) => Number(x) - Number(y)), ['0', '1', '2', '3', '4', '5', '6', '7', '8', '9']);
+    assert.equal(jobs(m1).length, 5);
+    assert.equal(jobs(m2).length, 5);
+  });
+
   test('ok/will: a device lost on one worker has its will delivered on the other', async (t) => {
     const [a, b] = workers as [number, number];
     const watcher = await openOn(t, b, acme, 'will-watch');
