@@ -424,7 +424,7 @@ export async function attempt(
  * Live sessions of the device, at least one on each worker: connects (up to `maxTries`) until
  * every worker holds `perWorker` of them. Throws when a connect is refused.
  */
-export async function sessionsOnEveryWorker(env: FaultEnv, device: Device, perWorker = 1, maxTries = 40): Promise<Attempt[]> {
+export async function sessionsOnEveryWorker(env: FaultEnv, device: Device, perWorker = 1, maxTries = 200): Promise<Attempt[]> {
   const kept: Attempt[] = [];
   const count = new Map<number, number>();
   const done = () => count.size >= WORKERS && [...count.values()].every((n) => n >= perWorker);
