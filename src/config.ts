@@ -90,6 +90,18 @@ const configSchema = z
         .transform((u) => u.replace(/\/+$/, ''))
         .optional(),
     ),
+    /** `certgate emqx sync`: EMQX's REST API (a node's dashboard listener, e.g. http://emqx1:18083). */
+    EMQX_API_URL: optionalString.pipe(z.url('must be an http(s) URL').optional()),
+    /** `certgate emqx sync`: an API key and its secret (EMQX's `api_key.bootstrap_file`). */
+    EMQX_API_KEY: optionalString,
+    EMQX_API_SECRET: optionalString,
+    /** `certgate emqx sync`: the TLS listener whose CA file is kept to certgate's CA bundle. */
+    EMQX_LISTENER_ID: z.string().regex(/^(ssl|wss):[A-Za-z0-9_-]+$/, 'must be `ssl:<name>` or `wss:<name>`').default('ssl:default'),
+    /** `certgate vernemq sync`: VerneMQ's HTTP API (e.g. http://vernemq1:8888) and an API key. */
+    VERNEMQ_API_URL: optionalString.pipe(z.url('must be an http(s) URL').optional()),
+    VERNEMQ_API_KEY: optionalString,
+    /** `certgate vernemq sync`: where the CA bundle is written for VerneMQ's `listener.ssl.cafile`. */
+    VERNEMQ_CA_FILE: optionalString,
     LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
     BODY_LIMIT_BYTES: z.coerce.number().int().min(1024).default(1024 * 1024),
     AUTH_FAILURES_BEFORE_LOCKOUT: z.coerce.number().int().min(1).default(10),

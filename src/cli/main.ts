@@ -30,6 +30,14 @@ export const COMMANDS: Record<string, Subcommand> = {
       return 0;
     },
   },
+  emqx: {
+    summary: 'emqx sync: keep an EMQX 5.8 cluster\'s CA file and live sessions in step with certgate',
+    run: async (argv) => (await import('../cluster/sync-command.js')).runSyncCommand('emqx', argv),
+  },
+  vernemq: {
+    summary: 'vernemq sync: disconnect a VerneMQ cluster\'s revoked sessions; write its CA file',
+    run: async (argv) => (await import('../cluster/sync-command.js')).runSyncCommand('vernemq', argv),
+  },
   mqtt: {
     summary: 'run the mTLS MQTT listener alone, asking the verifier at VERIFIER_URL with VERIFIER_TOKEN',
     run: async () => {

@@ -60,6 +60,18 @@ export function aclAllows(acl: readonly AclRule[], action: BrokerAction, topic: 
   return false;
 }
 
+/**
+ * The CA file of a broker's TLS listener: each certificate once (a CA several tenants trust is
+ * listed once), in fingerprint order, so the same set always gives the same bytes and ETag.
+ */
+export function buildCaBundle(rows: readonly TrustedCertificateRow[]): CaBundle {
+  const byFingerprint = new Map<string, Uint8Array>();
+  for (const r of rows) byFingerprint.set(r.fingerprint.toLowerCase(), r.certDer);
+  const fingerprints = [...byFingerprint.keys()].sort();
+  const pem = fingerprints.map((fp) => toPem(byFingerprint.get(fp)!)).join('');
+  return { pem, etag: `"${crypto.hash('sha256', pem, 'hex')}"`, count: fingerprints.length };
+}
+
 export function createClusterService(deps: ClusterServiceDeps) {
   const { cache } = deps;
 
@@ -84,17 +96,9 @@ export function createClusterService(deps: ClusterServiceDeps) {
       return acl && aclAllows(acl, input.action, input.topic) ? 'allow' : 'deny';
     },
 
-    /**
-     * Every enabled trusted certificate of every tenant, once each (a CA several tenants trust is
-     * listed once), in fingerprint order so the same set gives the same bytes and ETag.
-     */
+    /** Every enabled trusted certificate of every tenant (see buildCaBundle). */
     async caBundle(): Promise<CaBundle> {
-      const rows = await deps.enabledTrustedCertificates();
-      const byFingerprint = new Map<string, Uint8Array>();
-      for (const r of rows) byFingerprint.set(r.fingerprint.toLowerCase(), r.certDer);
-      const fingerprints = [...byFingerprint.keys()].sort();
-      const pem = fingerprints.map((fp) => toPem(byFingerprint.get(fp)!)).join('');
-      return { pem, etag: `"${crypto.hash('sha256', pem, 'hex')}"`, count: fingerprints.length };
+      return buildCaBundle(await deps.enabledTrustedCertificates());
     },
   };
 }
