@@ -6,13 +6,23 @@
  * forwards from ssl:peercert when `listener.ssl.forward_connection_opts` is on; nullify sends an
  * absent username or password as null; subscribe topics go as [{topic, qos}]), and answers are
  * read as handle_response/normalize_modifiers read them, with the modifiers
- * apps/vmq_plugin/src/vmq_plugin_util.erl accepts.
+ * apps/vmq_plugin/src/vmq_plugin_util.erl accepts. `certgate vernemq sync` is checked against a
+ * stand-in of VerneMQ's HTTP API.
  */
 import assert from 'node:assert/strict';
+import fs from 'node:fs/promises';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
 import { test } from 'node:test';
 import { basic, build, VERIFIER_TOKEN, type TestApp } from '../helpers/app.js';
 import { createCa, createDevice, type Credentials } from '../../src/certs/certs-service.js';
-import { api, profile, tenant, trust, updateDefaultProfile, updateDevice } from '../verifier/fixtures.js';
+import { createChangeFeed } from '../../src/db/change-feed.js';
+import { createBrokerSync } from '../../src/cluster/broker-sync.js';
+import { createSyncRepository } from '../../src/cluster/cluster-repository.js';
+import { createVernemqApi } from '../../src/cluster/vernemq-api.js';
+import { api, eventually, profile, tenant, trust, updateDevice } from '../verifier/fixtures.js';
 
 /** The token travels as the password of the endpoint URL (`http://vernemq:TOKEN@certgate:8080/...`). */
 const AUTH = basic('vernemq', VERIFIER_TOKEN);
@@ -68,7 +78,7 @@ function readRegister(body: any): { ok: true; subscriberId?: [string, string]; u
 }
 
 async function setup(t: import('node:test').TestContext) {
-  const s = await build(t);
+  const s = await build(t, { changeFeed: true });
   const acme = await tenant(s, 'acme');
   const p = await profile(s, acme, {
     clientIdPolicy: 'MUST_MATCH_DEVICE_NAME',
@@ -159,4 +169,59 @@ test('fail/vernemq-requests: no token 401, an unknown hook or a malformed body 4
   assert.equal(bad.status, 400);
   assert.match(bad.body.message, /auth_on_subscribe/);
   assert.equal((await api(s, 'POST', '/verifier/v1/vernemq', AUTH, {})).status, 400, 'no vernemq-hook header');
+});
+
+test('ok/vernemq-sync: a disabled device\'s session is disconnected through VerneMQ\'s HTTP API; the CA bundle is written', async (t) => {
+  const { s, acme, ca } = await setup(t);
+  // A stand-in of apps/vmq_server/src/vmq_http_mgmt_api.erl: GET /api/v1/<command>, API key as the
+  // Basic user, `session show` written by vmq_cli_json_writer as {"type": "table", "table": [...]}.
+  const calls: Array<{ path: string; query: URLSearchParams; authorization?: string }> = [];
+  const sessions = new Map<string, { client_id: string; mountpoint: string; user: string }>();
+  const server = http.createServer((req, res) => {
+    const url = new URL(req.url!, 'http://vernemq');
+    calls.push({ path: url.pathname, query: url.searchParams, authorization: req.headers.authorization });
+    if (req.method === 'GET' && url.pathname === '/api/v1/session/show') {
+      return res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ type: 'table', table: [...sessions.values()] }));
+    }
+    if (req.method === 'GET' && url.pathname === '/api/v1/session/disconnect') {
+      sessions.delete(`${url.searchParams.get('--mountpoint')}/${url.searchParams.get('client-id')}`);
+      return res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ type: 'text', text: 'Done' }));
+    }
+    res.writeHead(404).end();
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  t.after(() => new Promise<void>((r) => server.close(() => r())));
+  const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'certgate-vernemq-'));
+  t.after(() => fs.rm(dir, { recursive: true, force: true }));
+  const caFile = path.join(dir, 'certgate-ca-bundle.pem');
+
+  for (const cn of ['dev1', 'dev2']) {
+    const leaf = await createDevice({ issuer: ca, cn });
+    const reg = readRegister((await hook(s, 'auth_on_register', registerBody(cn, leaf))).body) as { ok: true; subscriberId: [string, string]; username: string };
+    sessions.set(`${reg.subscriberId[0]}/${cn}`, { client_id: cn, mountpoint: reg.subscriberId[0], user: reg.username });
+  }
+  const feed = await createChangeFeed(s.databaseUrl);
+  const sync = createBrokerSync({
+    feed,
+    broker: createVernemqApi({ url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, apiKey: 'vmq-api-key', caFile }),
+    repository: createSyncRepository(s.prisma),
+    batchMs: 50,
+  });
+  t.after(async () => {
+    await sync.close();
+    await feed.close();
+  });
+  await sync.start();
+  assert.equal((await fs.readFile(caFile, 'utf8')).replace(/\s+/g, ''), ca.certPem.replace(/\s+/g, ''));
+
+  const dev1 = [...sessions.values()].find((x) => x.client_id === 'dev1')!.user;
+  await updateDevice(s, acme, dev1, { status: 'DISABLED' });
+  await eventually(async () => calls.some((c) => c.path === '/api/v1/session/disconnect'), 15_000, 'disconnect call');
+  const disconnect = calls.find((c) => c.path === '/api/v1/session/disconnect')!;
+  assert.equal(disconnect.query.get('client-id'), 'dev1');
+  assert.equal(disconnect.query.get('--mountpoint'), 'acme');
+  assert.equal(disconnect.authorization, `Basic ${Buffer.from('vmq-api-key:').toString('base64')}`);
+  const show = calls.find((c) => c.path === '/api/v1/session/show')!;
+  assert.deepEqual([...show.query.keys()].sort(), ['--client_id', '--limit', '--mountpoint', '--user']);
+  assert.deepEqual([...sessions.keys()], ['acme/dev2']);
 });
