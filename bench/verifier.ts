@@ -8,8 +8,10 @@
  *                 posted a different leaf on every request (the cold bodies);
  *   3. certgate - the real server (startServer) with its own embedded PostgreSQL (or DATABASE_URL),
  *                 a tenant trusting a CA with auto-registration on and pre-registered devices:
- *                 warm (the same known chain every request) and cold (a never-seen leaf of an
- *                 existing device every request); then the scale pair: cold on a tenant with 10
+ *                 warm (the same known chain every request), cold (a never-seen leaf of an
+ *                 existing device every request, with its CA) and cold leaf-only (a never-seen leaf
+ *                 alone, base64 DER in one string, as EMQX's `${cert_pem}` and VerneMQ's
+ *                 `client_cert` carry it: the path is built from the tenant's trusted CA); then the scale pair: cold on a tenant with 10
  *                 devices and cold on a tenant with 100,000 devices and 1,000 trusted CAs (whose
  *                 devices the verifier reads at once, in its warm-up, after 1,000 first connections;
  *                 BENCH_WARMUP=0 measures the first seconds of that storm).
@@ -440,6 +442,17 @@ function databaseUrlOf(dataDir: string): Promise<string> {
   });
 }
 
+/** Never-seen leaves alone, as a clustered broker sends them: base64 of the DER on one line. */
+function leafOnlyBodies(minter: LeafMinter, count: number, device: (i: number) => string): string[] {
+  const out: string[] = new Array(count);
+  for (let i = 0; i < count; i++) {
+    const name = device(i);
+    const b64 = minter.mint(name).replace(/-----(BEGIN|END) CERTIFICATE-----|\s+/g, '');
+    out[i] = JSON.stringify({ clientId: name, certificateChain: b64 });
+  }
+  return out;
+}
+
 function coldBodies(minter: LeafMinter, ca: Credentials, count: number, device: (i: number) => string): string[] {
   const out: string[] = new Array(count);
   for (let i = 0; i < count; i++) {
@@ -473,6 +486,8 @@ async function main(): Promise<void> {
   const warmBody = JSON.stringify({ clientId: deviceName(0), certificateChain: [mainMinter.mint(deviceName(0)), mainCa.certPem] });
   const coldList = coldBodies(mainMinter, mainCa, COLD_LEAVES, (i) => deviceName(i % MAIN_DEVICES));
   log(`${COLD_LEAVES} cold leaves minted (${((Date.now() - started) / 1000).toFixed(1)} s)`);
+  const leafOnlyList = leafOnlyBodies(mainMinter, COLD_LEAVES, (i) => deviceName(i % MAIN_DEVICES));
+  log(`${COLD_LEAVES} leaf-only bodies minted (${((Date.now() - started) / 1000).toFixed(1)} s)`);
 
   const children: Child[] = [];
   const targets: Target[] = [];
@@ -526,10 +541,11 @@ async function main(): Promise<void> {
     targets.push(
       { label: 'certgate warm (known leaf)', address: base, source: warmBody, child: certgate, profile: 'warm' },
       { label: 'certgate cold (new leaf)', address: base, source: new BodySource(coldList), child: certgate, profile: 'cold' },
+      { label: 'certgate cold, leaf alone (base64 DER, as EMQX and VerneMQ send it)', address: base, source: new BodySource(leafOnlyList), child: certgate, profile: 'cold-leaf' },
     );
-    const [a, b, c, d] = await measure(targets);
-    if (ONLY_CERTGATE) Object.assign(results, { warm: a, cold: b });
-    else Object.assign(results, { hello: a, x509: b, warm: c, cold: d });
+    const measured = await measure(targets);
+    const [warm, cold, leafOnly] = measured.slice(-3);
+    Object.assign(results, ONLY_CERTGATE ? {} : { hello: measured[0], x509: measured[1] }, { warm, cold, leafOnly });
 
     if (SCALE) {
       const smallMinter = await createLeafMinter(smallCa, 7);
@@ -580,6 +596,7 @@ async function main(): Promise<void> {
   out.push(`plain_node_x509_cold: ${line(results.x509)}`);
   out.push(`certgate_warm: ${line(results.warm)}`);
   out.push(`certgate_cold: ${line(results.cold)}`);
+  if (results.leafOnly) out.push(`certgate_cold_leaf_only: ${line(results.leafOnly)}`);
   if (results.hello && results.warm) out.push(`warm_ratio=${(results.warm.rps / results.hello.rps).toFixed(2)} (goal >= 0.5)`);
   if (results.x509 && results.cold) out.push(`cold_ratio=${(results.cold.rps / results.x509.rps).toFixed(2)} (goal >= 1.0)`);
   if (results.small && results.large) {
