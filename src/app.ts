@@ -56,6 +56,12 @@ export interface AppDeps {
   publicUrl?: string;
   /** How many records (auth events, sightings) may wait for the database, and how long closing waits for them. */
   records?: RecordQueueOptions;
+  /** `false` leaves out the Swagger UI (`/docs`) and the OpenAPI document (`/docs/json`). */
+  docs?: boolean;
+  /** When set, `/metrics` needs `Authorization: Bearer <metricsToken>`. */
+  metricsToken?: string;
+  /** `false` leaves out `/metrics`. */
+  metricsEnabled?: boolean;
 }
 
 export const API_VERSION = '1.0.0';
@@ -67,23 +73,32 @@ declare module 'fastify' {
     /** PUBLIC_URL without a trailing slash, when configured. */
     publicUrl: string | undefined;
   }
+  interface FastifyRequest {
+    /** What a route adds to the request's log line (the verifier: tenant, device, result, reason). */
+    logFields?: Record<string, unknown>;
+  }
 }
 
 /**
- * Fastify logs two lines per request ("incoming request", "request completed"), for every route
- * but the verifier's broker-facing ones: authenticate logs each decision itself (tenant, device,
- * client id, result, reason, time taken), and two more lines per call would triple the log of a
- * connection storm; a clustered broker calls authorize or its webhooks on every publish and
- * subscribe. Errors of the routes are still logged by the error handler.
+ * Routes called all the time, whose lines are written at debug: probes and scrapers every few
+ * seconds, and a clustered broker on every publish and subscribe (authorize, its webhooks).
  */
-const QUIET_ROUTES = ['/verifier/v1/authenticate', '/verifier/v1/authorize', '/verifier/v1/vernemq'];
+const QUIET_ROUTES = new Set(['/health', '/ready', '/metrics', '/verifier/v1/authorize', '/verifier/v1/vernemq']);
 
-class CertgateLogController extends LogController {
-  override isLogDisabled(req: object): boolean {
-    const url = (req as { url?: string }).url;
-    return url !== undefined && QUIET_ROUTES.some((r) => url.startsWith(r));
-  }
-}
+/** The tags of the OpenAPI document, in the order Swagger UI shows them. */
+const TAGS = [
+  { name: 'Tenants', description: 'Tenants and their status (the management tenant creates, suspends and deletes them).' },
+  { name: 'Users', description: 'Users of a tenant, their roles and passwords. Login is HTTP Basic `<tenantId>/<userName>`.' },
+  {
+    name: 'Trusted certificates',
+    description: 'The CA certificates a tenant trusts (Cumulocity-compatible), proof of possession, revocation lists and chain checks.',
+  },
+  { name: 'Device profiles', description: 'How a device name is read from a certificate, which client ids are accepted and which topics a device may use.' },
+  { name: 'Devices', description: 'Devices of a tenant and the certificates (credentials) pinned or observed for them.' },
+  { name: 'Auth events', description: 'Every verifier decision about a tenant\'s devices: why a device was allowed or refused.' },
+  { name: 'Verifier', description: 'What MQTT brokers and standalone listeners call on CONNECT, with the verifier token (Bearer).' },
+  { name: 'Operations', description: 'Liveness, readiness and Prometheus metrics, for load balancers and monitoring; no login.' },
+];
 
 /** Builds the REST API: external plugins, then certgate's plugins, then feature routes. Never listens. */
 export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
@@ -91,7 +106,8 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     ...(typeof deps.logger === 'object'
       ? { loggerInstance: deps.logger as unknown as FastifyBaseLogger }
       : { logger: deps.logger ?? false }),
-    logController: new CertgateLogController(),
+    // One line per request, written when it completes (onResponse below), instead of two.
+    logController: new LogController({ disableRequestLogging: true }),
     bodyLimit: deps.bodyLimit ?? 1024 * 1024,
     trustProxy: false,
     // Room for long certificate chains in headers (X-Cumulocity-Client-Cert-Chain).
@@ -123,12 +139,14 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
         },
       },
       security: [{ basicAuth: [] }],
+      tags: TAGS,
     },
     transform: jsonSchemaTransform,
     // Schemas registered with an id (`.meta({ id })`) become components referenced by `$ref`.
     transformObject: jsonSchemaTransformObject,
   });
-  await app.register(swaggerUi, { routePrefix: '/docs' });
+  if (deps.docs !== false) await app.register(swaggerUi, { routePrefix: '/docs' });
+  app.decorateRequest('logFields', undefined);
 
   await app.register(errorHandlerPlugin);
   await app.register(inputGuardPlugin);
@@ -139,13 +157,29 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
 
   // A callback hook: no promise per request on the verifier's hot path.
   app.addHook('onResponse', (req, reply, done) => {
-    deps.metrics.httpDuration
-      .labels(req.method, req.routeOptions.url ?? 'unmatched', String(reply.statusCode))
-      .observe(reply.elapsedTime / 1000);
+    const route = req.routeOptions.url;
+    deps.metrics.httpDuration.labels(req.method, route ?? 'unmatched', String(reply.statusCode)).observe(reply.elapsedTime / 1000);
+    const level = route !== undefined && (QUIET_ROUTES.has(route) || route.startsWith('/docs')) ? 'debug' : 'info';
+    req.log[level](
+      {
+        method: req.method,
+        url: req.url,
+        statusCode: reply.statusCode,
+        responseTime: Math.round(reply.elapsedTime * 10) / 10,
+        ...(req.principal ? { tenantId: req.principal.tenantId, userName: req.principal.userName } : {}),
+        ...req.logFields,
+      },
+      'request',
+    );
     done();
   });
 
-  await app.register(healthRouter, { readiness: deps.readiness, metrics: deps.metrics });
+  await app.register(healthRouter, {
+    readiness: deps.readiness,
+    metrics: deps.metrics,
+    ...(deps.metricsToken ? { metricsToken: deps.metricsToken } : {}),
+    metricsEnabled: deps.metricsEnabled !== false,
+  });
 
   const { prisma } = deps;
   const repository = createVerifierRepository(prisma);

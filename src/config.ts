@@ -6,6 +6,10 @@ export const DATABASE_TIMEOUT_DEFAULTS = { statementTimeoutMs: 3_000, acquireTim
 
 const port = z.coerce.number().int().min(0).max(65535);
 const count = z.coerce.number().int().min(0);
+/** `true`/`false` (also `1`/`0`, `yes`/`no`, `on`/`off`). */
+const flag = z
+  .enum(['true', 'false', '1', '0', 'yes', 'no', 'on', 'off'], { message: 'must be true or false' })
+  .transform((v) => ['true', '1', 'yes', 'on'].includes(v));
 const optionalString = z
   .string()
   .optional()
@@ -103,6 +107,13 @@ const configSchema = z
     /** `certgate vernemq sync`: where the CA bundle is written for VerneMQ's `listener.ssl.cafile`. */
     VERNEMQ_CA_FILE: optionalString,
     LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+    /** `auto`: readable lines on a terminal, JSON lines otherwise. */
+    LOG_FORMAT: z.enum(['auto', 'pretty', 'json']).default('auto'),
+    /** When set, `/metrics` answers only `Authorization: Bearer <METRICS_TOKEN>`. */
+    METRICS_TOKEN: optionalString.pipe(z.string().min(16, 'must be at least 16 characters').optional()),
+    METRICS_ENABLED: flag.default(true),
+    /** `false` removes the Swagger UI and the OpenAPI document from the API. */
+    DOCS_ENABLED: flag.default(true),
     BODY_LIMIT_BYTES: z.coerce.number().int().min(1024).default(1024 * 1024),
     AUTH_FAILURES_BEFORE_LOCKOUT: z.coerce.number().int().min(1).default(10),
   })

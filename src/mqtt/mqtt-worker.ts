@@ -5,7 +5,8 @@
  * it shares with the other workers. It stops when the primary says so or goes away.
  */
 import cluster from 'node:cluster';
-import pino from 'pino';
+import type pino from 'pino';
+import { createLogger } from '../lib/logger.js';
 import { createMetrics, mqttMetricsSink, type Metrics } from '../plugins/metrics.js';
 import { listenerDependencies } from './listener-deps.js';
 import { workerBus, type ToPrimary, type ToWorker, type WorkerSpec } from './mqtt-cluster.js';
@@ -25,7 +26,7 @@ const send = (m: ToPrimary): void => {
 };
 
 async function start(spec: WorkerSpec): Promise<void> {
-  const log = pino({ level: spec.logLevel, base: { service: 'certgate', worker: cluster.worker!.id } });
+  const log = createLogger({ LOG_LEVEL: spec.logLevel as pino.LevelWithSilent, LOG_FORMAT: spec.logFormat }).child({ worker: cluster.worker!.id });
   const deps = await listenerDependencies(spec.source, log, closers, metrics);
   const bus = workerBus(spec.handOverTimeoutMs);
   const l = createMqttListener({

@@ -8,6 +8,7 @@ import {
 } from 'fastify-type-provider-zod';
 import { isDatabaseUnavailable } from '../db/prisma-errors.js';
 import { AppError, TooManyRequestsError } from '../errors.js';
+import { createBurstLogger } from '../lib/logger.js';
 
 const INFO = '/docs';
 
@@ -23,9 +24,13 @@ interface ErrorBody {
  * as a 500 with a stack or an internal message.
  */
 export const errorHandlerPlugin = fp(async function errorHandler(app: FastifyInstance) {
+  // A database outage fails every request alike: one line per burst, without a stack.
+  const outage = createBurstLogger(app.log);
   app.setErrorHandler((err: FastifyError, req, reply) => {
     const { status, body } = toHttp(err);
-    if (status >= 500) req.log.error({ err }, 'request failed');
+    if (status === 503) outage.warn(body.error, { error: body.error, reason: body.message }, 'service unavailable: requests answered 503');
+    else if (status >= 500) req.log.error({ err }, 'request failed');
+    if (status === 401) reply.header('www-authenticate', challengeFor(req.url));
     if (err instanceof TooManyRequestsError) reply.header('retry-after', String(err.retryAfterSeconds));
     return reply.status(status).send(body);
   });
@@ -96,6 +101,11 @@ export function expectationFailed(_req: http.IncomingMessage, res: http.ServerRe
   } satisfies ErrorBody);
   res.writeHead(417, { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(text), connection: 'close' });
   res.end(text);
+}
+
+/** Verifier routes and `/metrics` take a bearer token; everything else HTTP Basic. */
+function challengeFor(url: string): string {
+  return url.startsWith('/verifier/') || url.startsWith('/metrics') ? 'Bearer realm="certgate"' : 'Basic realm="certgate"';
 }
 
 function toHttp(err: FastifyError): { status: number; body: ErrorBody } {

@@ -69,3 +69,41 @@ export function createRemoteVerifier(opts: RemoteVerifierOptions): Verifier {
     },
   };
 }
+
+export interface TokenCheck {
+  /** Why the listener must not start (a refused token, no certgate API at the URL). */
+  problem?: string;
+  /** Why its devices will get "server unavailable" until the API is reachable. */
+  warning?: string;
+}
+
+/**
+ * One call a standalone listener makes at start: `POST /verifier/v1/authenticate` with an empty
+ * body. The token is checked before the body, so 401 means the token is refused and 400 (the body)
+ * means it is accepted; the call decides nothing and records nothing.
+ */
+export async function checkVerifierToken(opts: Pick<RemoteVerifierOptions, 'url' | 'token' | 'fetch'> & { timeoutMs?: number }): Promise<TokenCheck> {
+  const endpoint = new URL('verifier/v1/authenticate', opts.url.endsWith('/') ? opts.url : `${opts.url}/`).toString();
+  let res: Response;
+  try {
+    res = await (opts.fetch ?? fetch)(endpoint, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${opts.token}`, 'content-type': 'application/json', accept: 'application/json' },
+      body: '{}',
+      signal: AbortSignal.timeout(opts.timeoutMs ?? 5_000),
+    });
+  } catch (err) {
+    const e = err as Error;
+    const why = e.name === 'TimeoutError' ? 'no answer' : ((e.cause as Error | undefined)?.message ?? e.message);
+    return { warning: `the verifier at VERIFIER_URL is not reachable (${why}): devices get "server unavailable" until it is` };
+  }
+  await res.body?.cancel().catch(() => {});
+  if (res.status === 401) {
+    return { problem: 'the verifier refused VERIFIER_TOKEN (401): set VERIFIER_TOKEN to the API\'s token (its VERIFIER_TOKEN, or the one it printed on its first start)' };
+  }
+  if (res.status === 404 || res.status === 405) {
+    return { problem: `${endpoint} is no certgate verifier (${res.status}): set VERIFIER_URL to the certgate API's base URL (e.g. http://api-host:8080)` };
+  }
+  if (res.status >= 500) return { warning: `the verifier at VERIFIER_URL answered ${res.status}: devices get "server unavailable" until it recovers` };
+  return {};
+}

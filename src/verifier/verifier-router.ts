@@ -22,6 +22,13 @@ export interface VerifierRouterOptions {
  */
 const serializeDecision = () => (data: unknown) => decisionJson(data as Decision);
 
+/** What the request's log line says about the decision. */
+function decisionLogFields(clientId: string, d: Decision): Record<string, unknown> {
+  return d.result === 'allow'
+    ? { clientId, result: 'allow', tenantId: d.tenantId, deviceId: d.device.id, deviceName: d.device.name }
+    : { clientId, result: 'deny', reason: d.reason };
+}
+
 export async function verifierRouter(app: FastifyInstance, opts: VerifierRouterOptions) {
   const r = app.withTypeProvider<ZodTypeProvider>();
 
@@ -58,6 +65,7 @@ export async function verifierRouter(app: FastifyInstance, opts: VerifierRouterO
           ...(tenantId === undefined ? {} : { tenantId }),
           certificateChain: presentedChain(certificateChain),
         });
+        req.logFields = decisionLogFields(req.body.clientId, decision);
         // Answers decided in the same turn leave together (a storm of connections is many at once).
         await endOfTurn();
         if (req.query.acl === 'omit' && decision.result === 'allow') {

@@ -1,7 +1,10 @@
-import type { FastifyInstance } from 'fastify';
+import crypto from 'node:crypto';
+import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { ZodTypeProvider } from 'fastify-type-provider-zod';
 import { z } from 'zod';
+import { UnauthorizedError } from '../../errors.js';
 import { errorSchema } from '../../lib/http-schemas.js';
+import { createBurstLogger } from '../../lib/logger.js';
 import type { Metrics } from '../../plugins/metrics.js';
 
 const tags = ['Operations'];
@@ -10,18 +13,34 @@ export interface HealthDeps {
   /** Resolves when the database answers and every migration is applied; rejects with why not. */
   readiness: () => Promise<void>;
   metrics: Metrics;
+  /** When set, `/metrics` answers only `Authorization: Bearer <metricsToken>`. */
+  metricsToken?: string;
+  /** `false` leaves `/metrics` out. */
+  metricsEnabled?: boolean;
+}
+
+function checkMetricsToken(req: FastifyRequest, expected: Buffer): void {
+  const header = req.headers.authorization;
+  const token = header?.startsWith('Bearer ') ? header.slice(7).trim() : '';
+  const actual = crypto.hash('sha256', token, 'buffer');
+  if (!token || !crypto.timingSafeEqual(actual, expected)) {
+    throw new UnauthorizedError('The metrics token is required (Authorization: Bearer <METRICS_TOKEN>)', 'metrics/Unauthorized');
+  }
 }
 
 // These answer without credentials (load balancers, Kubernetes probes, Prometheus): `security: []`
 // keeps the document from claiming the API-wide Basic authentication for them.
-export async function healthRouter(app: FastifyInstance, { readiness, metrics }: HealthDeps) {
+export async function healthRouter(app: FastifyInstance, { readiness, metrics, metricsToken, metricsEnabled = true }: HealthDeps) {
   const r = app.withTypeProvider<ZodTypeProvider>();
+  // Probes ask every few seconds: an outage is one line per burst, not one per probe.
+  const notReady = createBurstLogger(app.log);
 
   r.get('/health', {
     schema: {
       tags,
       operationId: 'health',
-      description: 'The process is up.',
+      summary: 'Liveness: the process is up',
+      description: 'The process is up. No login needed.',
       security: [],
       response: { 200: z.object({ status: z.literal('UP') }), default: errorSchema },
     },
@@ -32,7 +51,8 @@ export async function healthRouter(app: FastifyInstance, { readiness, metrics }:
     schema: {
       tags,
       operationId: 'ready',
-      description: 'The database is reachable and every migration is applied.',
+      summary: 'Readiness: the database is reachable and migrated',
+      description: 'The database is reachable and every migration is applied; 503 with the reason otherwise. No login needed.',
       security: [],
       response: { 200: z.object({ status: z.literal('READY') }), 503: errorSchema },
     },
@@ -41,7 +61,7 @@ export async function healthRouter(app: FastifyInstance, { readiness, metrics }:
         await readiness();
         return { status: 'READY' as const };
       } catch (err) {
-        req.log.warn({ err: (err as Error).message }, 'not ready');
+        notReady.warn('not-ready', { reason: (err as Error).message }, 'not ready');
         return reply.status(503).send({
           error: 'service/NotReady',
           message: (err as Error).message.slice(0, 200),
@@ -51,11 +71,19 @@ export async function healthRouter(app: FastifyInstance, { readiness, metrics }:
     },
   });
 
+  if (!metricsEnabled) return;
+  const expected = metricsToken ? crypto.hash('sha256', metricsToken, 'buffer') : undefined;
   r.get('/metrics', {
+    onRequest: async (req) => {
+      if (expected) checkMetricsToken(req, expected);
+    },
     schema: {
       tags,
       operationId: 'metrics',
-      description: 'Prometheus metrics: HTTP latency, verifier decisions and latency, MQTT connections.',
+      summary: 'Prometheus metrics',
+      description:
+        'Prometheus metrics: HTTP latency, verifier decisions by result and reason, verifier latency, MQTT connections. ' +
+        'Open unless METRICS_TOKEN is set; then `Authorization: Bearer <METRICS_TOKEN>` is required. METRICS_ENABLED=false removes it.',
       security: [],
       response: {
         200: {

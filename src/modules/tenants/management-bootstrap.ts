@@ -6,6 +6,8 @@ import { defaultProfileData } from '../device-profiles/device-profiles-defaults.
 
 export const MANAGEMENT_ADMIN = 'admin';
 const VERIFIER_TOKEN_KEY = 'verifier_token_sha256';
+const ADMIN_ROLES = ['ROLE_TENANT_MANAGEMENT', 'ROLE_TENANT_ADMIN'];
+const ADMIN_WHERE = { tenantId_userName: { tenantId: MANAGEMENT_TENANT, userName: MANAGEMENT_ADMIN } };
 
 export interface BootstrapResult {
   /** Set only when the password was generated now: shown once, never stored in clear. */
@@ -25,28 +27,14 @@ export async function bootstrapManagement(
   opts: { adminPassword?: string; verifierToken?: string },
 ): Promise<BootstrapResult> {
   const result: Partial<BootstrapResult> = {};
-  await prisma.tenant.upsert({
-    where: { id: MANAGEMENT_TENANT },
-    create: { id: MANAGEMENT_TENANT, company: 'certgate management', domain: 'management' },
-    update: {},
-  });
-  const profile = await prisma.deviceProfile.findFirst({ where: { tenantId: MANAGEMENT_TENANT, isDefault: true } });
-  if (!profile) await prisma.deviceProfile.create({ data: { tenantId: MANAGEMENT_TENANT, ...defaultProfileData() } });
-
-  const roles = ['ROLE_TENANT_MANAGEMENT', 'ROLE_TENANT_ADMIN'];
-  const where = { tenantId_userName: { tenantId: MANAGEMENT_TENANT, userName: MANAGEMENT_ADMIN } };
+  await ensureManagementTenant(prisma);
   if (opts.adminPassword) {
-    const passwordHash = await hashPassword(opts.adminPassword);
-    await prisma.user.upsert({
-      where,
-      create: { tenantId: MANAGEMENT_TENANT, userName: MANAGEMENT_ADMIN, passwordHash, roles },
-      update: { passwordHash },
-    });
-  } else if (!(await prisma.user.findUnique({ where }))) {
+    await setAdminPassword(prisma, opts.adminPassword);
+  } else if (!(await prisma.user.findUnique({ where: ADMIN_WHERE }))) {
     const password = generateSecret(15);
     const passwordHash = await hashPassword(password);
     try {
-      await prisma.user.create({ data: { tenantId: MANAGEMENT_TENANT, userName: MANAGEMENT_ADMIN, passwordHash, roles } });
+      await prisma.user.create({ data: { tenantId: MANAGEMENT_TENANT, userName: MANAGEMENT_ADMIN, passwordHash, roles: ADMIN_ROLES } });
       result.generatedAdminPassword = password;
     } catch {
       // another process starting at the same moment created it first; its password stands
@@ -60,7 +48,7 @@ export async function bootstrapManagement(
     if (stored) {
       result.verifierTokenSha256 = stored.value;
     } else {
-      const token = `cgv_${crypto.randomBytes(24).toString('base64url')}`;
+      const token = newVerifierToken();
       const value = sha256Hex(token);
       const saved = await prisma.setting.upsert({ where: { key: VERIFIER_TOKEN_KEY }, create: { key: VERIFIER_TOKEN_KEY, value }, update: {} });
       result.verifierTokenSha256 = saved.value;
@@ -68,4 +56,76 @@ export async function bootstrapManagement(
     }
   }
   return result as BootstrapResult;
+}
+
+async function ensureManagementTenant(prisma: Pick<PrismaClient, 'tenant' | 'deviceProfile'>): Promise<void> {
+  await prisma.tenant.upsert({
+    where: { id: MANAGEMENT_TENANT },
+    create: { id: MANAGEMENT_TENANT, company: 'certgate management', domain: 'management' },
+    update: {},
+  });
+  const profile = await prisma.deviceProfile.findFirst({ where: { tenantId: MANAGEMENT_TENANT, isDefault: true } });
+  if (!profile) await prisma.deviceProfile.create({ data: { tenantId: MANAGEMENT_TENANT, ...defaultProfileData() } });
+}
+
+/** Sets management/admin's password, making the user when missing. */
+async function setAdminPassword(prisma: Pick<PrismaClient, 'user'>, password: string): Promise<void> {
+  const passwordHash = await hashPassword(password);
+  await prisma.user.upsert({
+    where: ADMIN_WHERE,
+    create: { tenantId: MANAGEMENT_TENANT, userName: MANAGEMENT_ADMIN, passwordHash, roles: ADMIN_ROLES },
+    update: { passwordHash },
+  });
+}
+
+/**
+ * Removes what `bootstrapManagement` generated in a start that then failed, so the next start
+ * generates (and shows) them again instead of keeping secrets nobody saw.
+ */
+export async function forgetGeneratedSecrets(
+  prisma: Pick<PrismaClient, 'user' | 'setting'>,
+  boot: Pick<BootstrapResult, 'generatedAdminPassword' | 'generatedVerifierToken' | 'verifierTokenSha256'>,
+): Promise<void> {
+  if (boot.generatedAdminPassword) {
+    await prisma.user.deleteMany({ where: { tenantId: MANAGEMENT_TENANT, userName: MANAGEMENT_ADMIN } });
+  }
+  if (boot.generatedVerifierToken) {
+    await prisma.setting.deleteMany({ where: { key: VERIFIER_TOKEN_KEY, value: boot.verifierTokenSha256 } });
+  }
+}
+
+export interface ResetSecrets {
+  /** The new password of management/admin, when it was reset. */
+  adminPassword?: string;
+  /** The new verifier token, when it was reset. */
+  verifierToken?: string;
+}
+
+/**
+ * New generated secrets for `certgate reset-secrets`: the management admin's password (the
+ * management tenant and its admin are made when missing) and/or the stored verifier token. Both
+ * are stored hashed; the values are returned to be shown once.
+ */
+export async function resetSecrets(
+  prisma: Pick<PrismaClient, '$transaction' | 'tenant' | 'user' | 'deviceProfile' | 'setting'>,
+  what: { adminPassword: boolean; verifierToken: boolean },
+): Promise<ResetSecrets> {
+  const out: ResetSecrets = {};
+  if (what.adminPassword) {
+    const password = generateSecret(15);
+    await ensureManagementTenant(prisma);
+    await setAdminPassword(prisma, password);
+    out.adminPassword = password;
+  }
+  if (what.verifierToken) {
+    const token = newVerifierToken();
+    const value = sha256Hex(token);
+    await prisma.setting.upsert({ where: { key: VERIFIER_TOKEN_KEY }, create: { key: VERIFIER_TOKEN_KEY, value }, update: { value } });
+    out.verifierToken = token;
+  }
+  return out;
+}
+
+function newVerifierToken(): string {
+  return `cgv_${crypto.randomBytes(24).toString('base64url')}`;
 }
