@@ -58,7 +58,7 @@ function adapterFor(broker: Broker, config: Config): BrokerAdapter {
 
 export async function runSyncCommand(broker: Broker, argv: readonly string[]): Promise<number> {
   const [sub, ...rest] = argv;
-  if (sub === '--help' || sub === '-h' || sub === 'help') {
+  if (sub === '--help' || sub === '-h' || sub === 'help' || rest.includes('--help') || rest.includes('-h')) {
     process.stdout.write(USAGE[broker]);
     return 0;
   }
