@@ -78,6 +78,16 @@ interface Claim {
 /** How far a decision got: a denial is filed under the device it reached. */
 type Outcome = ({ ok: true; decision: AllowDecision; wouldRegister: boolean } | Denied) & { device?: { id?: string; name: string } };
 
+/** What an allow names; for a dry run the device is the one auto-registration would create (no id yet). */
+interface Allowed {
+  tenantId: string;
+  leaf: ParsedCertificate;
+  device: Pick<DeviceRef, 'id' | 'name' | 'createdBy'>;
+  matchedBy: AllowDecision['matchedBy'];
+  anchor?: TrustedEntry;
+  profile?: ProfileRef;
+}
+
 export function createDecision({ cache, repository, publisher, clock }: DecisionDeps) {
   const registrations = new Map<string, ReturnType<VerifierRepository['registerDevice']>>();
 
@@ -320,16 +330,6 @@ export function createDecision({ cache, repository, publisher, clock }: Decision
     const usable = deviceActive(device, tenantId, trace);
     if (!usable.ok) return { ...usable, device: reached };
     return allow(opts, { tenantId, leaf: chain.leaf, device, matchedBy: 'TRUSTED_CERTIFICATE', anchor, profile }, false);
-  }
-
-  /** What an allow names; for a dry run the device is the one auto-registration would create (no id yet). */
-  interface Allowed {
-    tenantId: string;
-    leaf: ParsedCertificate;
-    device: Pick<DeviceRef, 'id' | 'name' | 'createdBy'>;
-    matchedBy: AllowDecision['matchedBy'];
-    anchor?: TrustedEntry;
-    profile?: ProfileRef;
   }
 
   function allow(opts: DecideOptions, { tenantId, leaf, device, matchedBy, anchor, profile }: Allowed, wouldRegister: boolean): Outcome {
