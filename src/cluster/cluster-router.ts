@@ -15,7 +15,7 @@ export interface ClusterRouterOptions {
 }
 
 const authorizeBody = z.object({
-  clientid: z.string().max(65_535).describe('`${clientid}`'),
+  clientid: z.string().max(65_535).optional().describe('`${clientid}` (not needed for the decision)'),
   topic: z.string().max(65_535).describe('`${topic}`: a topic name to publish to, or a filter to subscribe to'),
   action: z.enum(['publish', 'subscribe']).describe('`${action}`'),
   tenant_id: z.string().max(64).describe('`${client_attrs.tenant_id}`, set by the authentication'),

@@ -186,7 +186,8 @@ test('ok/emqx-sync-resync: after the feed reconnects, sessions of devices no lon
   // sync's feed connection drops and comes back.
   await s.prisma.device.update({ where: { id }, data: { status: 'DISABLED' } });
   await s.prisma.$executeRawUnsafe(
-    `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query ILIKE 'LISTEN%' AND pid <> pg_backend_pid()`,
+    // Only this test's database: other test files share the PostgreSQL server.
+    `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND query ILIKE 'LISTEN%' AND pid <> pg_backend_pid()`,
   );
   await eventually(async () => kicks(emqx.calls).length === 1, 20_000, 'kick after resync');
   assert.deepEqual(kicks(emqx.calls), ['acme:dev1']);
