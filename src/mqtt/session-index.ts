@@ -65,17 +65,23 @@ export class SessionIndex<T> {
         return [...(this.byDevice.get(`${change.tenantId}\u0000${change.deviceId}`) ?? [])];
       case 'trusted-certificate':
         return [...(this.byFingerprint.get(`${change.tenantId}\u0000${normFp(change.fingerprint)}`) ?? [])];
-      case 'serial': {
-        const found = [...(this.bySerial.get(`${change.tenantId}\u0000${normalizeSerial(change.serialHex)}`) ?? [])];
-        if (!change.issuerFingerprint) return found; // revoked for every CA of the tenant
-        const issuer = normFp(change.issuerFingerprint);
-        // The issuer is either the anchor or a certificate the client presented; matching on
-        // either errs toward closing, and the verifier decides again when the device reconnects.
-        return found.filter((item) => this.keys.get(item)!.fingerprints.includes(issuer));
-      }
+      case 'serial':
+        return this.#bySerials(change.tenantId, [change.serialHex], change.issuerFingerprint);
+      case 'serials':
+        return this.#bySerials(change.tenantId, change.serialHexes, change.issuerFingerprint);
       default:
         return [];
     }
+  }
+
+  #bySerials(tenantId: string, serials: readonly string[], issuerFingerprint: string | undefined): T[] {
+    const found = new Set<T>();
+    for (const serial of serials) for (const item of this.bySerial.get(`${tenantId}\u0000${normalizeSerial(serial)}`) ?? []) found.add(item);
+    if (!issuerFingerprint) return [...found]; // revoked for every CA of the tenant
+    const issuer = normFp(issuerFingerprint);
+    // The issuer is either the anchor or a certificate the client presented; matching on
+    // either errs toward closing, and the verifier decides again when the device reconnects.
+    return [...found].filter((item) => this.keys.get(item)!.fingerprints.includes(issuer));
   }
 
   keysOf(item: T): SessionKeys | undefined {

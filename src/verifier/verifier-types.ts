@@ -84,4 +84,9 @@ export type SessionChange =
   | { kind: 'tenant'; tenantId: string }
   | { kind: 'device'; tenantId: string; deviceId: string }
   | { kind: 'trusted-certificate'; tenantId: string; fingerprint: string }
-  | { kind: 'serial'; tenantId: string; serialHex: string; issuerFingerprint?: string };
+  | { kind: 'serial'; tenantId: string; serialHex: string; issuerFingerprint?: string }
+  /**
+   * Many serials at once (an imported CRL): as many `serial` changes, in one NOTIFY payload of a
+   * few hundred serials instead of one each (a CRL of 100,000 entries is some 600 of them).
+   */
+  | { kind: 'serials'; tenantId: string; serialHexes: string[]; issuerFingerprint?: string };

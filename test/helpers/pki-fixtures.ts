@@ -364,6 +364,56 @@ export function makeCrl(spec: CrlSpec): TestCrl {
   return { der, pem: toPem(der, 'X509 CRL') };
 }
 
+/**
+ * A signed v2 CRL of `count` entries under `issuer` (an EC or RSA test CA), built straight as DER:
+ * pkijs takes seconds for 100,000 entries, this a fraction of one. Serials are `serialOf(i)`
+ * (hex, default: 16 octets ending in i); every entry is dated `revocationDate`.
+ */
+export function makeLargeCrl(
+  issuer: TestCert,
+  count: number,
+  opts: { serialOf?: (i: number) => string; revocationDate?: Date; thisUpdate?: Date; nextUpdate?: Date; crlNumber?: number } = {},
+): TestCrl {
+  const serialOf = opts.serialOf ?? ((i: number) => '7e' + i.toString(16).padStart(30, '0'));
+  const date = utcTime(opts.revocationDate ?? new Date(Date.now() - HOUR));
+  const entries: Buffer[] = [];
+  for (let i = 0; i < count; i++) {
+    let hex = serialOf(i);
+    if (hex.length % 2) hex = '0' + hex;
+    const serial = Buffer.from(hex, 'hex');
+    const integer = Buffer.concat([Buffer.from([0x02]), Buffer.from(derLength(serial.length)), serial]);
+    const body = Buffer.concat([integer, date]);
+    entries.push(Buffer.concat([Buffer.from([0x30]), Buffer.from(derLength(body.length)), body]));
+  }
+  const list = Buffer.concat(entries);
+  const alg = signatureAlgorithm(issuer.key, defaultHash(issuer.key), false);
+  const crlNumber = new Uint8Array(extension('2.5.29.20', false, new asn1js.Integer({ value: opts.crlNumber ?? 1 })).toSchema().toBER());
+  const extensions = tlv(0xa0, tlv(0x30, crlNumber));
+  const tbs = tlv(
+    0x30,
+    Buffer.concat([
+      Buffer.from('020101', 'hex'),
+      Buffer.from(alg.id.toSchema().toBER()),
+      Buffer.from(issuer.subjectNameDer),
+      utcTime(opts.thisUpdate ?? new Date(Date.now() - HOUR)),
+      utcTime(opts.nextUpdate ?? new Date(Date.now() + 7 * DAY)),
+      ...(count ? [tlv(0x30, list)] : []),
+      extensions,
+    ]),
+  );
+  const signature = alg.sign(tbs);
+  const der = new Uint8Array(tlv(0x30, Buffer.concat([tbs, Buffer.from(alg.id.toSchema().toBER()), tlv(0x03, Buffer.concat([Buffer.from([0]), signature]))])));
+  return { der, pem: toPem(der, 'X509 CRL') };
+}
+
+function tlv(tag: number, content: Uint8Array): Buffer {
+  return Buffer.concat([Buffer.from([tag]), Buffer.from(derLength(content.length)), content]);
+}
+
+function utcTime(d: Date): Buffer {
+  return Buffer.from(new Uint8Array(time(d).toSchema().toBER()));
+}
+
 // ---------------------------------------------------------------------------------------------
 // Building blocks
 

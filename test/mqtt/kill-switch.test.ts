@@ -63,6 +63,16 @@ describe('MQTT listener: kill switch', async () => {
       drops: ['c3'],
     },
     {
+      name: 'serials of an imported CRL (many in one change)',
+      change: { kind: 'serials', tenantId: 'acme', serialHexes: ['0badc0de', dev2.serialNumberHex, `00${dev3.serialNumberHex}`] },
+      drops: ['c2', 'c3'],
+    },
+    {
+      name: 'serials of an imported CRL, its issuer named',
+      change: { kind: 'serials', tenantId: 'acme', serialHexes: [dev2.serialNumberHex, dev3.serialNumberHex], issuerFingerprint: acme.intermediate.fingerprintSha1 },
+      drops: ['c2'],
+    },
+    {
       name: 'serial of the intermediate',
       change: { kind: 'serial', tenantId: 'acme', serialHex: acme.intermediate.serialNumberHex, issuerFingerprint: acme.root.fingerprintSha1 },
       drops: ['c1', 'c2'],

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { CrlParseError, normalizeSerialHex, parseCrl, verifyCrlSignature } from '../../src/pki/index.js';
-import { makeCrl, makeIntermediate, makeRoot, sharedKey } from '../helpers/pki-fixtures.js';
+import { CrlParseError, crlTimeProblem, normalizeSerialHex, parseCrl, serialLengthProblem, verifyCrlSignature } from '../../src/pki/index.js';
+import { makeCrl, makeIntermediate, makeLargeCrl, makeRoot, sharedKey } from '../helpers/pki-fixtures.js';
 
 const root = makeRoot();
 const ica = makeIntermediate(root);
@@ -91,4 +91,45 @@ describe('normalizeSerialHex', () => {
   ]) {
     it(`${JSON.stringify(input)} -> ${want}`, () => assert.equal(normalizeSerialHex(input), want));
   }
+});
+
+describe('CRL validity window and serial lengths (RFC 5280 6.3.3, 4.1.2.2)', () => {
+  const now = new Date('2026-06-01T12:00:00Z');
+  const at = (iso: string) => new Date(iso);
+  const cases: Array<{ name: string; thisUpdate: string; nextUpdate?: string; skewMs?: number; want: RegExp | null }> = [
+    { name: 'ok/current', thisUpdate: '2026-06-01T00:00:00Z', nextUpdate: '2026-06-08T00:00:00Z', want: null },
+    { name: 'ok/no-next-update', thisUpdate: '2026-06-01T00:00:00Z', want: null },
+    { name: 'ok/next-update-this-second', thisUpdate: '2026-06-01T00:00:00Z', nextUpdate: '2026-06-01T12:00:00Z', want: null },
+    { name: 'fail/expired', thisUpdate: '2026-05-01T00:00:00Z', nextUpdate: '2026-06-01T11:59:59Z', want: /out of date: its nextUpdate was 2026-06-01T11:59:59.000Z/ },
+    { name: 'fail/not-yet-valid', thisUpdate: '2026-06-01T12:00:01Z', nextUpdate: '2026-06-08T00:00:00Z', want: /not valid yet: its thisUpdate is 2026-06-01T12:00:01.000Z/ },
+    { name: 'ok/issuer-clock-ahead-within-skew', thisUpdate: '2026-06-01T12:04:00Z', skewMs: 300_000, want: null },
+    { name: 'fail/issuer-clock-ahead-beyond-skew', thisUpdate: '2026-06-01T12:06:00Z', skewMs: 300_000, want: /not valid yet/ },
+  ];
+  for (const c of cases) {
+    it(c.name, () => {
+      const problem = crlTimeProblem({ thisUpdate: at(c.thisUpdate), ...(c.nextUpdate ? { nextUpdate: at(c.nextUpdate) } : {}) }, now, c.skewMs);
+      if (c.want === null) assert.equal(problem, null);
+      else assert.match(problem ?? '', c.want);
+    });
+  }
+
+  it('serials: 20 octets by value pass, 21 do not', () => {
+    assert.equal(serialLengthProblem('ff'.repeat(20)), null);
+    assert.equal(serialLengthProblem(normalizeSerialHex('00' + 'ff'.repeat(20))), null);
+    assert.match(serialLengthProblem('1' + '00'.repeat(20)) ?? '', /serial number of 21 octets; at most 20 are allowed \(RFC 5280 4\.1\.2\.2\)/);
+    assert.match(serialLengthProblem('ab'.repeat(5000)) ?? '', /5000 octets/);
+  });
+
+  it('a CRL of 100,000 entries reads whole, serials as the registry keeps them', () => {
+    const big = makeLargeCrl(ica, 100_000, { serialOf: (i) => (i % 2 ? '00ff' : '7e') + i.toString(16).padStart(8, '0') });
+    for (const input of [big.der, big.pem]) {
+      const p = parseCrl(input);
+      assert.equal(p.revoked.length, 100_000);
+      assert.equal(p.revoked[0]!.serialHex, '7e00000000');
+      assert.equal(p.revoked[1]!.serialHex, 'ff00000001');
+      assert.equal(p.revoked[99_999]!.serialHex, 'ff0001869f');
+      const check = verifyCrlSignature(p, ica.parsed);
+      assert.equal(check.ok, true);
+    }
+  });
 });

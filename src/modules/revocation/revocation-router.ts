@@ -1,4 +1,4 @@
-import type { FastifyInstance } from 'fastify';
+import type { FastifyInstance, FastifyReply } from 'fastify';
 import type { ZodTypeProvider } from 'fastify-type-provider-zod';
 import { z } from 'zod';
 import { authorizeTenant } from '../../plugins/auth.js';
@@ -12,8 +12,24 @@ import {
   serialParams,
 } from './revocation-schemas.js';
 import type { RevocationService } from './revocation-service.js';
+import { MAX_CRL_BYTES } from '../../pki/crl.js';
+
+/**
+ * The CRL import's own body limit: the largest CRL certgate reads (MAX_CRL_BYTES of DER, some
+ * 230,000 entries) as PEM, base64 with its line breaks, plus room for the armour. A CRL of
+ * 100,000 entries is ~3.5 MB of DER and ~4.7 MB of PEM, beyond the API's general limit.
+ */
+export const CRL_BODY_LIMIT_BYTES = Math.ceil(((MAX_CRL_BYTES * 4) / 3) * (65 / 64)) + 4096;
 
 const tags = ['Revocation'];
+
+/**
+ * Sends a body that is JSON text already (PostgreSQL wrote it: lists of 100,000 holds): Fastify
+ * sends a string with a JSON content type as it is, without the response schema's serializer.
+ */
+function sendJsonText(reply: FastifyReply, status: number, json: string): FastifyReply {
+  return reply.status(status).type('application/json; charset=utf-8').send(json);
+}
 
 export async function revocationRouter(app: FastifyInstance, opts: { service: RevocationService }) {
   const { service } = opts;
@@ -37,9 +53,9 @@ export async function revocationRouter(app: FastifyInstance, opts: { service: Re
       params: revocationParams,
       response: { 200: revocationListSchema, ...errorResponses(401, 403, 404, 429, 503) },
     },
-    handler: async (req) => {
+    handler: async (req, reply) => {
       authorizeTenant(req, req.params.tenantId, 'trusted-certificates', false);
-      return { crls: await service.list(req.params.tenantId) };
+      return sendJsonText(reply, 200, await service.list(req.params.tenantId));
     },
   });
 
@@ -55,9 +71,9 @@ export async function revocationRouter(app: FastifyInstance, opts: { service: Re
       body: putCrlBody,
       response: { 200: revocationListSchema, ...errorResponses(400, 401, 403, 404, 413, 422, 429, 503) },
     },
-    handler: async (req) => {
+    handler: async (req, reply) => {
       authorizeTenant(req, req.params.tenantId, 'trusted-certificates', true);
-      return { crls: await service.add(req.params.tenantId, req.body) };
+      return sendJsonText(reply, 200, await service.add(req.params.tenantId, req.body));
     },
   });
 
@@ -80,12 +96,17 @@ export async function revocationRouter(app: FastifyInstance, opts: { service: Re
 
   r.post(`${base}/:fingerprint/crl`, {
     onRequest: app.authenticate,
+    bodyLimit: Math.max(CRL_BODY_LIMIT_BYTES, app.initialConfig.bodyLimit ?? 0),
     schema: {
       tags,
       operationId: 'importCrl',
       description:
         'Imports a CRL (DER as `application/pkix-crl`, or PEM) signed by this trusted certificate. The signature and ' +
-        'validity are checked (422 otherwise); every listed serial is revoked for this CA.',
+        'validity are checked (422 otherwise: a CRL whose nextUpdate has passed or whose thisUpdate is still to come, ' +
+        'RFC 5280 6.3.3, or a serial longer than 20 octets, RFC 5280 4.1.2.2); every listed serial is revoked for this CA, ' +
+        'all or none. Answers the first 2,000 of this CA\'s holds, oldest first (GET settings/crl lists them all). ' +
+        'The body may be up to ' + Math.round(CRL_BODY_LIMIT_BYTES / 1024 / 1024) + ' MiB (8 MiB of DER, ' +
+        'some 230,000 entries), more than other routes take.',
       params: crlImportParams,
       consumes: ['application/pkix-crl', 'application/x-pem-file', 'text/plain'],
       body: z.any().describe('The CRL, DER or PEM'),
@@ -96,7 +117,7 @@ export async function revocationRouter(app: FastifyInstance, opts: { service: Re
       const body = req.body as unknown;
       const raw = Buffer.isBuffer(body) ? body : typeof body === 'string' ? body : undefined;
       const crls = await service.importCrl(req.params.tenantId, req.params.fingerprint, raw ?? '');
-      return reply.status(201).send({ crls });
+      return sendJsonText(reply, 201, crls);
     },
   });
 }

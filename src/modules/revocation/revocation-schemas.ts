@@ -7,12 +7,18 @@ export function normalizeSerialHex(hex: string): string {
   return normalizeHex(hex.replace(/[:\s]/g, ''));
 }
 
-const serialHex = z
+const hexSerial = z
   .string()
   .trim()
   .min(1)
-  .max(130)
   .regex(/^(0x)?[0-9a-fA-F:\s]+$/, 'must be hexadecimal');
+/** In a path: a serial longer than any held one is simply not found. */
+const serialHex = hexSerial.max(130);
+/**
+ * In a body: any length the body limit lets through is read, so that a serial of more than 20
+ * octets (RFC 5280 4.1.2.2) gets its own 422 rather than a 400 about the string.
+ */
+const serialHexInBody = hexSerial.describe('Hexadecimal, at most 20 octets (RFC 5280 4.1.2.2); `:` and white space ignored');
 
 export const revokedSerialSchema = z
   .object({
@@ -29,7 +35,7 @@ export const putCrlBody = z.strictObject({
   crls: z
     .array(
       z.strictObject({
-        serialNumberInHex: serialHex,
+        serialNumberInHex: serialHexInBody,
         revocationDate: isoDateTimeOrDate,
         issuerFingerprint: z.string().regex(/^[0-9a-fA-F]{40}$/, 'must be a SHA-1 fingerprint').optional(),
       }),
