@@ -40,8 +40,8 @@ export interface SyncRepository {
   trustedCertificates(): Promise<SyncTrustedCertificate[]>;
   /** Devices of the tenant holding a certificate issued by `issuer` (the issuer's subject). */
   devicesWithIssuer(tenantId: string, issuer: string): Promise<string[]>;
-  /** Devices of the tenant holding a certificate with this serial (normalized hex), of `issuer` when given. */
-  devicesWithSerial(tenantId: string, serialHex: string, issuer?: string): Promise<string[]>;
+  /** Devices of the tenant holding a certificate with one of these serials (normalized hex), of `issuer` when given. */
+  devicesWithSerials(tenantId: string, serialHexes: readonly string[], issuer?: string): Promise<string[]>;
   /** Whether the device exists, is ACTIVE, and its tenant is ACTIVE. */
   deviceActive(tenantId: string, deviceId: string): Promise<boolean>;
 }
@@ -125,9 +125,11 @@ export function createBrokerSync(deps: BrokerSyncDeps) {
         if (subject === undefined) return { tenantId: change.tenantId };
         return { tenantId: change.tenantId, devices: new Set(await repository.devicesWithIssuer(change.tenantId, subject)) };
       }
-      case 'serial': {
+      case 'serial':
+      case 'serials': {
         const issuer = change.issuerFingerprint ? await subjectOf(change.tenantId, change.issuerFingerprint) : undefined;
-        const devices = await repository.devicesWithSerial(change.tenantId, normalizeSerial(change.serialHex), issuer);
+        const serials = change.kind === 'serial' ? [change.serialHex] : change.serialHexes;
+        const devices = await repository.devicesWithSerials(change.tenantId, serials.map(normalizeSerial), issuer);
         return { tenantId: change.tenantId, devices: new Set(devices) };
       }
     }

@@ -30,10 +30,10 @@ export function createSyncRepository(prisma: Db): SyncRepository {
     async devicesWithIssuer(tenantId, issuer) {
       return deviceIds(await prisma.deviceCredential.findMany({ where: { tenantId, issuer }, select: { deviceId: true } }));
     },
-    async devicesWithSerial(tenantId, serialHex, issuer) {
+    async devicesWithSerials(tenantId, serialHexes, issuer) {
       // Stored as the certificate prints it, without leading zeros; compared without case.
       const rows = await prisma.deviceCredential.findMany({
-        where: { tenantId, serialNumber: { equals: serialHex, mode: 'insensitive' }, ...(issuer === undefined ? {} : { issuer }) },
+        where: { tenantId, serialNumber: { in: [...serialHexes], mode: 'insensitive' }, ...(issuer === undefined ? {} : { issuer }) },
         select: { deviceId: true },
       });
       return deviceIds(rows);
