@@ -94,7 +94,14 @@ STUNNEL_PID=$!
 sleep 1
 # The suites' clients wait 0.5 s for a CONNACK: the device's first connection (registration,
 # cold caches) is made here, outside the suites.
+# With several listener processes each needs its first connection: a few more, in parallel.
 mosquitto_pub -h 127.0.0.1 -p "$PLAIN_PORT" -i warmup -t warmup -m warmup -q 1
+warmups=()
+for i in 1 2 3 4 5 6 7 8; do
+  mosquitto_pub -h 127.0.0.1 -p "$PLAIN_PORT" -i "warmup$i" -t warmup -m warmup -q 1 &
+  warmups+=($!)
+done
+wait "${warmups[@]}"
 
 # client_test.py hands its own -p to unittest, which refuses it; this runner keeps the suite's
 # code as it is and gives unittest an argv without it.
