@@ -16,6 +16,7 @@ import { connectionRecorderReports, createConnectionRecorder } from './mqtt/conn
 import { listenerDependencies, sessionChangesOf, tenantDeletionsOf, type ListenerDependencies, type ListenerSource } from './mqtt/listener-deps.js';
 import { createMqttCluster, defaultWorkers, type MqttCluster } from './mqtt/mqtt-cluster.js';
 import { createMqttListener, listenerLimits, type MqttListener } from './mqtt/mqtt-listener.js';
+import { createRetainedStore, type RetainedStore } from './mqtt/retained-store.js';
 import { resolveServerTls } from './mqtt/server-tls.js';
 import { createVerifierRepository } from './verifier/verifier-repository.js';
 import type { RecordQueueOptions } from './verifier/records-queue.js';
@@ -115,8 +116,12 @@ export async function startServer(config: Config, mode: ServeMode = 'all', logge
     let mqtt: { listener: MqttListener; port: number } | undefined;
     if (mode === 'all') {
       const workers = mqttWorkers(config);
+      // Retained messages live in the database next to the tenants they belong to; the store
+      // closes after the listener (closers run last first), writing what is still pending.
+      const retainedStore = createRetainedStore(prisma, log.child({ component: 'mqtt' }));
+      closers.push(() => retainedStore.close());
       if (workers > 1) {
-        mqtt = await startListener(config, log, closers, metrics, { workers, source: { verifier: 'in-process', databaseUrl, databaseTimeouts: databaseTimeouts(config), records: recordsOptions(config) } });
+        mqtt = await startListener(config, log, closers, metrics, { retainedStore, workers, source: { verifier: 'in-process', databaseUrl, databaseTimeouts: databaseTimeouts(config), records: recordsOptions(config) } });
       } else {
         const recorder = createConnectionRecorder({
           flush: (batch) => createVerifierRepository(prisma).touchDevices(batch),
@@ -125,6 +130,7 @@ export async function startServer(config: Config, mode: ServeMode = 'all', logge
         });
         closers.push(() => recorder.close());
         mqtt = await startListener(config, log, closers, metrics, {
+          retainedStore,
           deps: {
             verifier: app.verifier,
             sessionChanges: sessionChangesOf(feed),
@@ -182,7 +188,7 @@ async function startListener(
   log: Logger,
   closers: Array<() => Promise<unknown>>,
   metrics: Metrics | undefined,
-  how: { deps: ListenerDependencies } | { workers: number; source: ListenerSource },
+  how: ({ deps: ListenerDependencies } | { workers: number; source: ListenerSource }) & { retainedStore?: RetainedStore },
 ): Promise<{ listener: MqttListener; port: number }> {
   const tls = await resolveServerTls({
     dataDir: config.dataDir,
@@ -206,9 +212,21 @@ async function startListener(
   let listener: MqttListener;
   if ('deps' in how) {
     const { limits, ...rest } = common;
-    listener = createMqttListener({ ...how.deps, ...rest, ...limits, logger: log, ...(metrics ? { metrics: mqttMetricsSink(metrics) } : {}) });
+    listener = createMqttListener({
+      ...how.deps,
+      ...rest,
+      ...limits,
+      logger: log,
+      ...(metrics ? { metrics: mqttMetricsSink(metrics) } : {}),
+      ...(how.retainedStore ? { retainedStore: how.retainedStore } : {}),
+    });
   } else {
-    const workers = createMqttCluster({ workers: how.workers, spec: { ...common, source: how.source, logLevel: config.LOG_LEVEL, logFormat: config.LOG_FORMAT }, logger: log });
+    const workers = createMqttCluster({
+      workers: how.workers,
+      spec: { ...common, source: how.source, logLevel: config.LOG_LEVEL, logFormat: config.LOG_FORMAT },
+      logger: log,
+      ...(how.retainedStore ? { retainedStore: how.retainedStore } : {}),
+    });
     // The workers' verifiers count their decisions; a scrape of this process adds them up.
     metrics?.observeOtherProcesses(() => workers.workerMetrics());
     listener = workers;

@@ -115,6 +115,8 @@ export interface BrokerEvents {
   sessionEnded?(session: Session): void;
   /** A message was not delivered to a session (or not retained). */
   dropped?(tenantId: string, reason: DropReason): void;
+  /** A retained message was stored, or (`message` undefined) removed. */
+  retained?(tenantId: string, topic: string, message: Message | undefined): void;
   /** A shared subscription got its first member in this process (`present`), or lost its last. */
   sharedGroup?(tenantId: string, key: string, filter: string, present: boolean): void;
 }
@@ -478,7 +480,7 @@ export class TenantSpace {
   /** MQTT 3.3.1.3: a retained message with an empty payload removes the retained message. */
   retain(message: Message): void {
     if (message.payload.length === 0) {
-      this.retained.delete(message.topic);
+      if (this.retained.delete(message.topic)) this.events.retained?.(this.tenantId, message.topic, undefined);
       return;
     }
     if (this.retained.size >= this.limits.maxRetainedPerTenant && this.retained.get(message.topic) === undefined) {
@@ -486,7 +488,9 @@ export class TenantSpace {
       return;
     }
     // Stored with QoS and properties as published; the stored copy is always flagged retained.
-    this.retained.set(message.topic, { ...message, retain: true });
+    const { sharedTo: _, ...stored } = { ...message, retain: true };
+    this.retained.set(message.topic, stored);
+    this.events.retained?.(this.tenantId, message.topic, stored);
   }
 
   /**
@@ -516,6 +520,7 @@ export class TenantSpace {
     this.retained.match(filter, (m) => {
       if (expired(m, now)) {
         this.retained.delete(m.topic);
+        this.events.retained?.(this.tenantId, m.topic, undefined);
         return;
       }
       session.deliver(m, Math.min(m.qos, opts.qos) as QoS, true, ids);

@@ -37,7 +37,8 @@ import os from 'node:os';
 import { fileURLToPath } from 'node:url';
 import type { Logger } from 'pino';
 import type { MetricsSnapshot } from '../plugins/metrics.js';
-import { Broker, type Message, type SessionState } from './broker.js';
+import { Broker, DEFAULT_LIMITS, type Message, type SessionState } from './broker.js';
+import type { RetainedStore } from './retained-store.js';
 import type { ListenerSource } from './listener-deps.js';
 import type { ListenerBus, ListenerBusHandlers, ListenerLimits, MqttListener, MqttListenerStats, SessionClaim } from './mqtt-listener.js';
 
@@ -116,6 +117,8 @@ export function defaultWorkers(): number {
 
 export interface MqttClusterOptions {
   workers: number;
+  /** Where the retained messages are kept across restarts; the primary writes and loads them. */
+  retainedStore?: RetainedStore;
   spec: Omit<WorkerSpec, 'handOverTimeoutMs'> & { handOverTimeoutMs?: number };
   logger: Logger;
 }
@@ -156,7 +159,8 @@ export function createMqttCluster(options: MqttClusterOptions): MqttCluster {
   const spec: WorkerSpec = { handOverTimeoutMs: 5_000, ...options.spec };
   const workers = new Map<number, Live>();
   /** A copy of every tenant's retained messages, for workers that start later. */
-  const retained = new Broker();
+  const store = options.retainedStore;
+  const retained = new Broker({ ...DEFAULT_LIMITS, ...spec.limits?.limits }, store ? { retained: store.record } : {});
   /** Workers with members of each shared subscription, by tenant and `$share/...` filter. */
   const shared = new Map<string, { tenantId: string; key: string; filter: string; workers: Set<number> }>();
   const announceShared = (g: { tenantId: string; key: string; filter: string; workers: Set<number> }, only?: Live): void => {
@@ -262,6 +266,7 @@ export function createMqttCluster(options: MqttClusterOptions): MqttCluster {
       }
       case 'drop-tenant': {
         // Every worker reports the same deletion; the first report does the work.
+        store?.forgetTenant(m.tenantId);
         if (!retained.dropTenant(m.tenantId) && droppedTenants.has(m.tenantId)) return;
         droppedTenants.add(m.tenantId);
         setTimeout(() => droppedTenants.delete(m.tenantId), 10_000).unref();
@@ -394,6 +399,10 @@ export function createMqttCluster(options: MqttClusterOptions): MqttCluster {
       // Workers accept from the shared socket themselves unless the environment chose otherwise.
       if (!process.env.NODE_CLUSTER_SCHED_POLICY) cluster.schedulingPolicy = cluster.SCHED_NONE;
       cluster.setupPrimary({ ...workerEntry(), serialization: 'advanced' });
+      if (store) {
+        // The retained messages of before the restart: every worker gets them before it listens.
+        for (const { tenantId, message } of await store.load()) retained.space(tenantId).retained.set(message.topic, message);
+      }
       try {
         const ports = await Promise.all(Array.from({ length: options.workers }, () => fork()));
         port = ports[0]!;

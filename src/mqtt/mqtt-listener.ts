@@ -27,6 +27,7 @@ import { Broker, DEFAULT_LIMITS, type BrokerLimits, type DropReason, type Messag
 import { MqttConnection, RC5, type AuthOutcome, type ConnectionStats, type LimitName } from './mqtt-connection.js';
 import { peerChain, sha1Fingerprint, type PeerChain } from './peer-chain.js';
 import { createBurstLogger } from '../lib/logger.js';
+import type { RetainedStore } from './retained-store.js';
 import { SessionIndex, type SessionKeys } from './session-index.js';
 
 export interface SessionChangeSource {
@@ -152,6 +153,8 @@ export interface MqttListenerOptions {
   publishRatePerSecond?: number;
   tenantDeletions?: TenantDeletionSource;
   metrics?: MqttMetricsSink;
+  /** Where retained messages are kept across restarts (a listener without a bus). */
+  retainedStore?: RetainedStore;
   /** Longest a detached persistent session is kept. Default one day. */
   maxSessionExpirySeconds?: number;
   /** QoS 0 messages to a client are dropped while this much is unsent. Default 8 MiB. */
@@ -259,7 +262,11 @@ export function createMqttListener(options: MqttListenerOptions): MqttListener {
           dropped: (tenantId, reason) => options.metrics?.messageDropped(tenantId, reason),
           sharedGroup: (tenantId, key, filter, present) => bus.sharedGroup(tenantId, key, filter, present),
         }
-      : { dropped: (tenantId, reason) => options.metrics?.messageDropped(tenantId, reason) },
+      : {
+          dropped: (tenantId, reason) => options.metrics?.messageDropped(tenantId, reason),
+          // Alone, this process keeps the retained messages; with a bus, the primary does.
+          ...(options.retainedStore ? { retained: options.retainedStore.record } : {}),
+        },
     bus ? { self: bus.self, groups: new Map() } : undefined,
   );
   const index = new SessionIndex<MqttConnection>();
@@ -383,6 +390,7 @@ export function createMqttListener(options: MqttListenerOptions): MqttListener {
   const dropTenantHere = (tenantId: string): void => {
     onSessionChange({ kind: 'tenant', tenantId });
     for (const [key, held] of claims) if (key.startsWith(`${tenantId}\u0000`) && !held.connecting) claims.delete(key);
+    options.retainedStore?.forgetTenant(tenantId);
     if (broker.dropTenant(tenantId)) {
       stats.tenantsDropped++;
       log.info({ tenantId }, 'tenant deleted: its MQTT sessions, wills, queued and retained messages are gone');
@@ -623,7 +631,11 @@ export function createMqttListener(options: MqttListenerOptions): MqttListener {
   let closed = false;
   return {
     stats,
-    listen() {
+    async listen() {
+      if (options.retainedStore && !bus) {
+        // The retained messages of before the restart, in place before the first client.
+        for (const { tenantId, message } of await options.retainedStore.load()) broker.space(tenantId).retained.set(message.topic, message);
+      }
       return new Promise((resolve, reject) => {
         const onError = (err: Error) => reject(err);
         server.once('error', onError);

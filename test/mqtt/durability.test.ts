@@ -1,0 +1,176 @@
+/**
+ * Retained messages survive a restart of certgate: kept in PostgreSQL, written by the listener
+ * alone or by the primary of the worker processes, loaded before the first client connects, and
+ * deleted with their tenant. Real server (startServer) on a real PostgreSQL, MQTT.js clients; the
+ * restarts switch between one listener process and two, so both ways of writing and loading are
+ * crossed.
+ */
+import assert from 'node:assert/strict';
+import fs from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { after, before, describe, test, type TestContext } from 'node:test';
+import mqtt, { type IPublishPacket, type MqttClient } from 'mqtt';
+import { loadConfig } from '../../src/config.js';
+import { startServer, type RunningServer } from '../../src/server.js';
+import { createTestDatabase, type TestDatabase } from '../helpers/database.js';
+import { device, serverCredentials, tenantPki, waitFor, withoutRoot, type TenantPki } from './harness.js';
+
+process.env.NODE_CLUSTER_SCHED_POLICY = 'rr';
+
+const ADMIN_PASSWORD = 'management-secret-1';
+const TENANT_PASSWORD = 'tenant-secret-1';
+const basic = (login: string, pass: string) => `Basic ${Buffer.from(`${login}:${pass}`).toString('base64')}`;
+
+describe('MQTT retained messages across restarts', async () => {
+  const acme = await tenantPki('acme');
+  const dev1 = await device(acme.intermediate, 'dev1');
+  const { ca: serverCa, server: serverCert } = await serverCredentials();
+  let db: TestDatabase;
+  let dir: string;
+  let server: RunningServer | undefined;
+
+  const start = async (workers: number) => {
+    server = await startServer(
+      loadConfig({
+        DATABASE_URL: db.url,
+        DATA_DIR: dir,
+        HTTP_HOST: '127.0.0.1',
+        HTTP_PORT: '0',
+        MQTT_TLS_HOST: '127.0.0.1',
+        MQTT_TLS_PORT: '0',
+        MQTT_TLS_CERT: path.join(dir, 'server.crt'),
+        MQTT_TLS_KEY: path.join(dir, 'server.key'),
+        MQTT_WORKERS: String(workers),
+        MANAGEMENT_ADMIN_PASSWORD: ADMIN_PASSWORD,
+        VERIFIER_TOKEN: 'test-verifier-token-0123456789',
+        LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? 'silent',
+      }),
+    );
+  };
+  const stop = async () => {
+    await server?.close();
+    server = undefined;
+  };
+
+  const api = async (method: string, url: string, auth: string, body?: unknown) => {
+    const res = await fetch(`${server!.httpAddress}${url}`, {
+      method,
+      headers: { authorization: auth, ...(body ? { 'content-type': 'application/json' } : {}) },
+      ...(body ? { body: JSON.stringify(body) } : {}),
+    });
+    const text = await res.text();
+    assert.ok(res.ok, `${method} ${url}: ${res.status} ${text}`);
+    return text ? JSON.parse(text) : undefined;
+  };
+  const createTenant = async (pki: TenantPki) => {
+    await api('POST', '/tenant/tenants', basic('management/admin', ADMIN_PASSWORD), {
+      id: pki.tenantId,
+      company: `${pki.tenantId} Inc.`,
+      domain: `${pki.tenantId}.example.com`,
+      adminName: 'admin',
+      adminPass: TENANT_PASSWORD,
+    });
+    const auth = basic(`${pki.tenantId}/admin`, TENANT_PASSWORD);
+    await api('POST', `/tenant/tenants/${pki.tenantId}/trusted-certificates`, auth, {
+      name: 'devices',
+      status: 'ENABLED',
+      autoRegistrationEnabled: true,
+      certInPemFormat: pki.root.certPem,
+    });
+    const profiles = await api('GET', `/tenant/tenants/${pki.tenantId}/device-profiles`, auth);
+    const profile = profiles.deviceProfiles.find((p: { default: boolean }) => p.default);
+    await api('PUT', `/tenant/tenants/${pki.tenantId}/device-profiles/${profile.id}`, auth, {
+      clientIdPolicy: 'ANY',
+      acl: { publish: ['fleet/#'], subscribe: ['fleet/#'] },
+    });
+  };
+
+  const open = (t: TestContext, clientId: string): Promise<{ client: MqttClient; got: IPublishPacket[] }> =>
+    new Promise((resolve, reject) => {
+      const client = mqtt.connect(`mqtts://localhost:${server!.mqttPort}`, {
+        ca: serverCa.certPem,
+        key: dev1.keyPem,
+        cert: withoutRoot(dev1),
+        clientId,
+        protocolVersion: 5,
+        reconnectPeriod: 0,
+        connectTimeout: 10_000,
+      });
+      t.after(() => client.end(true));
+      const got: IPublishPacket[] = [];
+      client.on('message', (_topic, _payload, packet) => got.push(packet));
+      client.once('connect', () => resolve({ client, got }));
+      client.once('error', reject);
+    });
+
+  /** The retained messages a new subscriber to `fleet/#` gets, before a marker published after. */
+  const retainedNow = async (t: TestContext): Promise<IPublishPacket[]> => {
+    const { client, got } = await open(t, 'reader');
+    await client.subscribeAsync('fleet/#', { qos: 1 });
+    await client.publishAsync('fleet/marker', 'm', { qos: 1 });
+    await waitFor(() => got.some((p) => p.topic === 'fleet/marker'), 10_000, 'the marker');
+    await client.endAsync();
+    return got.filter((p) => p.topic !== 'fleet/marker');
+  };
+
+  before(async () => {
+    db = await createTestDatabase();
+    dir = await fs.mkdtemp(path.join(os.tmpdir(), 'certgate-mqtt-durable-'));
+    await fs.writeFile(path.join(dir, 'server.crt'), serverCert.certPem);
+    await fs.writeFile(path.join(dir, 'server.key'), serverCert.keyPem);
+  });
+  after(async () => {
+    await stop();
+    await db?.drop();
+    await fs.rm(dir, { recursive: true, force: true });
+  });
+
+  test('ok/retained-survive-restart: written by two workers\' primary, loaded by one process, changed, loaded by two workers; gone with the tenant', async (t) => {
+    await start(2);
+    await createTenant(acme);
+    const { client } = await open(t, 'writer');
+    await client.publishAsync('fleet/config', '{"interval":10}', {
+      qos: 1,
+      retain: true,
+      properties: { contentType: 'application/json', userProperties: { v: '1' }, correlationData: Buffer.from('c1') },
+    });
+    await client.publishAsync('fleet/status', 'online', { qos: 2, retain: true });
+    await client.publishAsync('fleet/short', 'soon gone', { qos: 1, retain: true, properties: { messageExpiryInterval: 2 } });
+    const expiresAt = Date.now() + 2_000;
+    const before = (await retainedNow(t)).map((p) => p.topic);
+    assert.ok(before.includes('fleet/config') && before.includes('fleet/status'), before.join());
+    await client.endAsync();
+    await stop();
+    // Past the expiry of fleet/short.
+    await new Promise((r) => setTimeout(r, Math.max(0, expiresAt - Date.now() + 200)));
+
+    await start(1);
+    let got = await retainedNow(t);
+    assert.deepEqual(got.map((p) => [p.topic, p.payload.toString(), p.qos, p.retain]).sort(), [
+      ['fleet/config', '{"interval":10}', 1, true],
+      ['fleet/status', 'online', 1, true], // at most the subscription's QoS 1
+    ]);
+    const config = got.find((p) => p.topic === 'fleet/config')!;
+    assert.equal(config.properties?.contentType, 'application/json');
+    assert.deepEqual({ ...config.properties?.userProperties }, { v: '1' });
+    assert.equal(Buffer.from(config.properties!.correlationData!).toString(), 'c1');
+    // Changed in one process: one cleared, one replaced.
+    const second = await open(t, 'writer2');
+    await second.client.publishAsync('fleet/status', '', { qos: 1, retain: true });
+    await second.client.publishAsync('fleet/config', '{"interval":20}', { qos: 1, retain: true });
+    await second.client.endAsync();
+    await stop();
+
+    await start(2);
+    got = await retainedNow(t);
+    assert.deepEqual(got.map((p) => [p.topic, p.payload.toString()]), [['fleet/config', '{"interval":20}']]);
+
+    // Deleted with the tenant: a tenant made again with the same id, after a restart, has none.
+    await api('DELETE', `/tenant/tenants/${acme.tenantId}`, basic('management/admin', ADMIN_PASSWORD));
+    await stop();
+    await start(1);
+    await createTenant(acme);
+    assert.deepEqual(await retainedNow(t), []);
+  });
+});
