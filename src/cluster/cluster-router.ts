@@ -65,8 +65,8 @@ export async function clusterRouter(app: FastifyInstance, opts: ClusterRouterOpt
       description:
         'VerneMQ\'s webhooks (vmq_webhooks), named by the `vernemq-hook` header: `auth_on_register(_m5)` decides from ' +
         '`client_cert` (base64 DER; needs `listener.ssl.forward_connection_opts = on`) and answers `ok` with the ' +
-        'modifiers `mountpoint` (the tenant id: tenants\' topics and sessions apart), `client_id` and `username` (the ' +
-        'device id), or `{result: {error}}`; `auth_on_publish(_m5)` and `auth_on_subscribe(_m5)` decide from the device\'s ' +
+        'modifiers `mountpoint` (the tenant id: tenants\' topics and sessions apart), `client_id`, `username` (the ' +
+        'device id) and `max_connection_lifetime` (seconds until the leaf expires), or `{result: {error}}`; `auth_on_publish(_m5)` and `auth_on_subscribe(_m5)` decide from the device\'s ' +
         'current ACL (refused subscriptions get qos 128). The token goes as the password of HTTP Basic in the endpoint URL.',
       security: [{ verifierToken: [] }],
       headers: vernemqHeaders,

@@ -10,7 +10,8 @@
  *   subscriber id), so both are sent: the mountpoint is the tenant id, which keeps tenants' topics and
  *   sessions apart (two tenants' `dev1` are different sessions). `username` is set to the device id,
  *   so the publish and subscribe hooks, which carry only username, mountpoint and client id, know the
- *   device without any state kept here.
+ *   device without any state kept here. `max_connection_lifetime` ends the session when the leaf
+ *   expires (apps/vmq_server/src/vmq_mqtt_fsm.erl, set_maxlifetime_timer).
  * - `auth_on_publish(_m5)`: `{"result": "ok"}` or an error.
  * - `auth_on_subscribe`: `{"result": "ok", "topics": [{topic, qos}]}`, `auth_on_subscribe_m5`:
  *   `{"result": "ok", "modifiers": {"topics": [...]}}`, where a refused topic has qos 128.
@@ -32,6 +33,12 @@ export const VERNEMQ_HOOKS = [
   'auth_on_subscribe_m5',
 ] as const;
 export type VernemqHook = (typeof VERNEMQ_HOOKS)[number];
+
+/**
+ * Longest `max_connection_lifetime`, in seconds: vmq_mqtt_fsm:set_maxlifetime_timer passes it times
+ * 1000 to erlang:send_after, whose limit is 2^32 - 1 ms.
+ */
+export const MAX_LIFETIME_SECONDS = Math.floor((2 ** 32 - 1) / 1000);
 
 /** VerneMQ refuses a subscription whose qos is 128 (vmq_plugin_util:to_internal_qos). */
 export const REFUSED_QOS = 128;
@@ -88,9 +95,17 @@ export async function answerVernemqHook(hook: VernemqHook, body: unknown, deps: 
         ...(b.username ? { username: b.username } : {}),
       });
       if (decision.result !== 'allow') return NOT_ALLOWED;
+      // The session ends when the certificate does; VerneMQ arms an Erlang timer in milliseconds,
+      // which takes at most 2^32 - 1, so a longer lifetime is cut to ~49 days (then a reconnect).
+      const lifetime = Math.min(Math.max(1, decision.expire_at - Math.floor(Date.now() / 1000)), MAX_LIFETIME_SECONDS);
       return {
         result: 'ok',
-        modifiers: { mountpoint: decision.tenantId, client_id: b.client_id, username: decision.device.id },
+        modifiers: {
+          mountpoint: decision.tenantId,
+          client_id: b.client_id,
+          username: decision.device.id,
+          max_connection_lifetime: lifetime,
+        },
       };
     }
     case 'auth_on_publish':

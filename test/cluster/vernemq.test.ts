@@ -102,7 +102,15 @@ test('ok/vernemq-register: client_cert decides; the tenant becomes the mountpoin
     if (!read.ok) return;
     assert.deepEqual(read.subscriberId, ['acme', 'dev1']);
     assert.match(read.username!, /^[0-9a-f-]{36}$/);
+    // Seconds (vmq_mqtt_fsm: set_maxlifetime_timer(S) arms erlang:send_after(S * 1000)), at most 2^32 - 1 ms.
+    const lifetime = r.body.modifiers.max_connection_lifetime;
+    assert.ok(Number.isInteger(lifetime) && lifetime > 0 && lifetime * 1000 <= 2 ** 32 - 1, String(lifetime));
   }
+
+  // A leaf that expires in an hour: the session ends with it.
+  const shortLived = await createDevice({ issuer: ca, cn: 'dev1', notAfter: new Date(Date.now() + 3_600_000) });
+  const short = (await hook(s, 'auth_on_register', registerBody('dev1', shortLived))).body.modifiers.max_connection_lifetime;
+  assert.ok(short <= 3600 && short > 3000, String(short));
 
   // Denied: another CA, a wrong client id, no certificate forwarded.
   const rogue = await createDevice({ issuer: await createCa(), cn: 'dev1' });
