@@ -96,3 +96,36 @@ test('a tenant deleted by another process before its notification arrives: regis
   assert.equal(reply.body.reason, 'NO_TRUSTED_ANCHOR', reply.text);
   assert.equal(await s.prisma.device.count({ where: { tenantId: 'acme' } }), 0);
 });
+
+test('a profile deleted by another process before its notification arrives: that registration denies, the next one uses the profile left', async (t) => {
+  const s = await build(t, { changeFeed: true });
+  const { acme } = await trustingTenant(s);
+  const lineProfile = await profile(s, acme, { clientIdPolicy: 'ANY' });
+  const lineCa = await createCa({ cn: 'Line CA' });
+  await trust(s, acme, lineCa.certPem, { deviceProfileId: lineProfile });
+  const leaf = await createDevice({ issuer: lineCa, cn: 'line-1' });
+  const req = { clientId: 'line-1', certificateChain: [leaf.certPem] };
+  // The caches learn the trusted certificate and its profile from an explanation (nothing registered).
+  const explained = await s.app.inject({
+    method: 'POST',
+    url: '/tenant/tenants/acme/trusted-certificates/verify-cert-chain',
+    headers: { authorization: acme.auth },
+    payload: { chain: leaf.certPem },
+  });
+  assert.equal(explained.json().device.wouldBeRegistered, true, explained.body);
+
+  // Deleted as another process would, whose notification has not reached this one yet: the
+  // trusted certificate falls back to the tenant's default profile.
+  await s.prisma.deviceProfile.delete({ where: { id: lineProfile } });
+  const refused = await authenticate(s, req);
+  assert.equal(refused.status, 200, refused.text);
+  assert.deepEqual([refused.body.result, refused.body.reason], ['deny', 'DEVICE_NOT_FOUND'], refused.text);
+  assert.match(refused.body.message, /profile was deleted/);
+  assert.equal(await s.prisma.device.count({ where: { tenantId: 'acme', name: 'line-1' } }), 0);
+
+  // What this process knew of the tenant was dropped: the next attempt registers under the default profile.
+  const allowed = await authenticate(s, req);
+  assert.equal(allowed.body.result, 'allow', allowed.text);
+  const device = await s.prisma.device.findUniqueOrThrow({ where: { id: allowed.body.device.id }, include: { deviceProfile: true } });
+  assert.equal(device.deviceProfile.isDefault, true);
+});
