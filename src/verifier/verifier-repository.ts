@@ -251,8 +251,20 @@ export function createVerifierRepository(prisma: VerifierPrisma) {
       });
     },
 
+    /**
+     * The tenant's serial holds. Past Prisma's pipeline: a tenant that imported a CRL of 100,000
+     * entries has as many rows, read in ~0.3 s instead of ~1.3 s of this process's thread (measured
+     * on the loaded 2-core machine), while other tenants' decisions wait for it.
+     */
     revocations(tenantId: string): Promise<RevocationRef[]> {
-      return prisma.revokedSerial.findMany({ where: { tenantId }, select: { serialHex: true, issuerFingerprint: true } });
+      return queryBulk<RevocationRef>(
+        prisma,
+        {
+          name: 'certgate_tenant_revocations',
+          text: `SELECT "serialHex" AS "serialHex", "issuerFingerprint" AS "issuerFingerprint" FROM "RevokedSerial" WHERE "tenantId" = $1`,
+        },
+        [tenantId],
+      );
     },
 
     /** Whether the profile's hourly quota is used up: for a dry run (`registerDevice` decides under its lock). */
