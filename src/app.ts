@@ -9,7 +9,7 @@ import {
 } from 'fastify-type-provider-zod';
 import type { Logger } from 'pino';
 import type { PrismaClient } from './db/prisma.js';
-import type { ChangeEvent, ChangeFeed, ChangePublisher } from './db/change-feed.js';
+import type { ChangeFeed, ChangePublisher } from './db/change-feed.js';
 import { clientErrorHandler, errorHandlerPlugin, expectationFailed, frameworkErrorHandler } from './plugins/error-handler.js';
 import { inputGuardPlugin } from './plugins/input-guard.js';
 import { authPlugin } from './plugins/auth.js';
@@ -26,9 +26,8 @@ import { createDevicesService } from './modules/devices/devices-service.js';
 import { revocationRouter } from './modules/revocation/revocation-router.js';
 import { createRevocationService } from './modules/revocation/revocation-service.js';
 import { authEventsRouter } from './modules/auth-events/auth-events-router.js';
-import { createTrustCache } from './verifier/trust-cache.js';
-import { createVerifier, type CertgateVerifier } from './verifier/verifier-service.js';
-import { createVerifierRepository } from './verifier/verifier-repository.js';
+import type { CertgateVerifier } from './verifier/verifier-service.js';
+import { createVerifierRuntime, type VerifierRuntime } from './verifier/runtime.js';
 import { verifierRouter } from './verifier/verifier-router.js';
 import type { RecordQueueOptions } from './verifier/records-queue.js';
 import { explainRouter } from './verifier/explain-router.js';
@@ -41,10 +40,10 @@ import { createUsersService } from './modules/users/users-service.js';
 
 export interface AppDeps {
   prisma: PrismaClient;
-  /** Announces changes to other processes (PostgreSQL NOTIFY). */
-  publisher: ChangePublisher;
+  /** Announces changes to other processes (PostgreSQL NOTIFY); by default through `prisma`. */
+  publisher?: ChangePublisher;
   /** Changes announced by any process, this one included. */
-  changeFeed?: Pick<ChangeFeed, 'subscribe' | 'onLost' | 'onResync'>;
+  changeFeed?: Pick<ChangeFeed, 'subscribe' | 'onNotice' | 'onResync' | 'readCounter' | 'connected'>;
   /** SHA-256 (hex) of the verifier bearer token. */
   verifierTokenSha256: string;
   metrics: Metrics;
@@ -72,6 +71,8 @@ declare module 'fastify' {
     verifier: CertgateVerifier;
     /** PUBLIC_URL without a trailing slash, when configured. */
     publicUrl: string | undefined;
+    /** The verifier's runtime: a co-located listener re-checks its sessions when changes were missed. */
+    verifierRuntime: VerifierRuntime;
   }
   interface FastifyRequest {
     /** What a route adds to the request's log line (the verifier: tenant, device, result, reason). */
@@ -182,16 +183,18 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   });
 
   const { prisma } = deps;
-  const repository = createVerifierRepository(prisma);
-  const cache = createTrustCache(repository, { onError: (err) => app.log.warn({ err }, 'verifier cache not loaded') });
-  // Every service publishes through this one, so this process applies its own changes at once
-  // (even without a feed); the feed brings everyone's, this process's again, harmlessly.
-  const publisher: ChangePublisher = {
-    async publish(events: ChangeEvent[]) {
-      for (const e of events) cache.apply(e);
-      await deps.publisher.publish(events);
-    },
-  };
+  const runtime = createVerifierRuntime({
+    prisma,
+    ...(deps.changeFeed ? { feed: deps.changeFeed } : {}),
+    ...(deps.publisher ? { publisher: deps.publisher } : {}),
+    metrics: deps.metrics,
+    logger: app.log as never,
+    ...(deps.records ? { records: deps.records } : {}),
+  });
+  const { verifier, publisher } = runtime;
+  app.decorate('verifier', verifier);
+  app.decorate('verifierRuntime', runtime);
+  app.addHook('onClose', () => runtime.close());
   const tenantsService = createTenantsService({
     prisma,
     repository: createTenantsRepository(prisma),
@@ -199,18 +202,6 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   });
   await app.register(tenantsRouter, { service: tenantsService });
   await app.register(usersRouter, { service: createUsersService({ db: prisma }) });
-  const unsubscribe = deps.changeFeed?.subscribe((e) => cache.apply(e));
-  // Without the feed this process would not hear of a revocation: it trusts no cache meanwhile.
-  const unlost = deps.changeFeed?.onLost(() => cache.suspend());
-  const unresync = deps.changeFeed?.onResync(() => cache.resume());
-  const verifier = createVerifier({ repository, cache, publisher, metrics: deps.metrics, logger: app.log as never, ...(deps.records ? { records: deps.records } : {}) });
-  app.decorate('verifier', verifier);
-  app.addHook('onClose', async () => {
-    unsubscribe?.();
-    unlost?.();
-    unresync?.();
-    await verifier.close();
-  });
   await app.register(trustedCertificatesRouter, { service: createTrustedCertificatesService({ prisma, publisher }) });
   await app.register(deviceProfilesRouter, { service: createDeviceProfilesService({ prisma, publisher }) });
   await app.register(devicesRouter, { service: createDevicesService({ prisma, publisher }) });
@@ -218,7 +209,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   await app.register(authEventsRouter, { prisma });
   await app.register(verifierRouter, { verifier, tokenSha256: deps.verifierTokenSha256 });
   await app.register(explainRouter, { verifier });
-  const cluster = createClusterService({ cache, ...createClusterRepository(prisma) });
+  const cluster = createClusterService({ cache: runtime.cache, current: () => runtime.state.current(), ...createClusterRepository(prisma) });
   await app.register(clusterRouter, { verifier, cluster, tokenSha256: deps.verifierTokenSha256 });
 
   return app;

@@ -3,7 +3,7 @@ import { pathToFileURL } from 'node:url';
 import type { Logger } from 'pino';
 import { buildApp } from './app.js';
 import { ConfigError, loadConfig, type Config } from './config.js';
-import { createChangeFeed, createChangePublisher, type ChangeFeed } from './db/change-feed.js';
+import { createChangeFeed, type ChangeFeed } from './db/change-feed.js';
 import { embeddedDatabaseUrl, releaseShutdownSignals, startEmbeddedPostgres, type EmbeddedDatabase } from './db/embedded-postgres.js';
 import { applyMigrations, pendingMigrations } from './db/migrate.js';
 import { createPrismaClient, type DatabaseTimeouts, type PrismaClient } from './db/prisma.js';
@@ -82,7 +82,6 @@ export async function startServer(config: Config, mode: ServeMode = 'all', logge
 
     const feed: ChangeFeed = await createChangeFeed(databaseUrl, feedLog);
     closers.push(() => feed.close());
-    const publisher = createChangePublisher((sql, ...params) => prisma.$executeRawUnsafe(sql, ...params));
     const metrics = createMetrics();
 
     const readiness = async () => {
@@ -97,7 +96,6 @@ export async function startServer(config: Config, mode: ServeMode = 'all', logge
 
     const app = await buildApp({
       prisma,
-      publisher,
       metrics,
       readiness,
       changeFeed: feed,
@@ -133,7 +131,7 @@ export async function startServer(config: Config, mode: ServeMode = 'all', logge
           retainedStore,
           deps: {
             verifier: app.verifier,
-            sessionChanges: sessionChangesOf(feed),
+            sessionChanges: sessionChangesOf(feed, app.verifierRuntime),
             tenantDeletions: tenantDeletionsOf(feed),
             connectionRecorder: recorder,
           },

@@ -25,6 +25,8 @@ export interface TrustedCertificateRow {
 
 export interface ClusterServiceDeps {
   cache: Pick<TrustCache, 'deviceById' | 'tenantStatus' | 'profile'>;
+  /** Resolves once the caches reflect every committed change (the verifier's trust state); rejects when the store is down. */
+  current?: () => Promise<void>;
   /** Every ENABLED trusted certificate of every tenant. */
   enabledTrustedCertificates(): Promise<TrustedCertificateRow[]>;
 }
@@ -81,6 +83,7 @@ export function createClusterService(deps: ClusterServiceDeps) {
    */
   async function currentAcl(tenantId: string, deviceId: string): Promise<AclRule[] | null> {
     if (!tenantId || !isUuid(deviceId)) return null;
+    await deps.current?.();
     const device = await cache.deviceById(tenantId, deviceId);
     if (!device || device.tenantId !== tenantId || device.status !== 'ACTIVE') return null;
     if ((await cache.tenantStatus(tenantId)) !== 'ACTIVE') return null;

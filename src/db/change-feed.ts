@@ -32,85 +32,150 @@ export type ChangeEvent =
    */
   | { type: 'tenant-deleted'; tenantId: string };
 
+/**
+ * One notification. `seq` is the change counter's value after the change (absent for hints such
+ * as `credentials-observed`, which change no decision and count nothing). `events: null` says the
+ * change was too large to describe in one notification: everything counts as changed.
+ */
+export interface ChangeNotice {
+  seq?: bigint;
+  events: ChangeEvent[] | null;
+}
+
 export const CHANNEL = 'certgate_changes';
 
+/** Something that runs SQL: a Prisma client or an interactive transaction. */
+export interface SqlExecutor {
+  $executeRawUnsafe(sql: string, ...params: unknown[]): Promise<number>;
+}
+
 export interface ChangePublisher {
-  publish(events: ChangeEvent[]): Promise<void>;
+  /**
+   * Announces a change. Pass the change's own transaction: the counter is increased and the
+   * notification queued in it, so both take effect exactly when the change commits, and neither
+   * when it rolls back (PostgreSQL delivers NOTIFY at commit). Without `db`, the statement runs
+   * on its own, which suits only events that change no decision.
+   */
+  publish(events: ChangeEvent[], db?: SqlExecutor): Promise<void>;
 }
 
 export interface ChangeFeed {
+  /** Every event of every notification, in commit order. */
   subscribe(listener: (event: ChangeEvent) => void): () => void;
-  /**
-   * Called when the connection is lost: from then on changes may go unseen, so caches must not
-   * be trusted (nor filled) until `onResync`.
-   */
+  /** Every notification, in commit order, before its events reach `subscribe`'s listeners. */
+  onNotice(listener: (notice: ChangeNotice) => void): () => void;
+  /** The LISTEN connection was lost: notifications may go unseen until `onResync`. */
   onLost(listener: () => void): () => void;
-  /** Called after a reconnect: a notification may have been missed, so caches must be dropped. */
+  /** The LISTEN connection is back: notifications sent meanwhile were lost. */
   onResync(listener: () => void): () => void;
+  /**
+   * Reads the change counter on the LISTEN connection itself. PostgreSQL sends a listening session
+   * the notifications waiting for it before it reports ready for the next query, so, but for one
+   * committed in the very instant of the read, every notification of a change the read counts has
+   * reached `onNotice` when this resolves. Rejects while the connection is down.
+   */
+  readCounter(): Promise<bigint>;
+  /** Whether the LISTEN connection is up. */
+  readonly connected: boolean;
   close(): Promise<void>;
 }
 
-/** NOTIFY payloads are limited to 8000 bytes. */
+/** NOTIFY payloads are limited to 8000 bytes; the counter and the frame take the rest. */
 export const MAX_PAYLOAD_BYTES = 7_900;
+const EVENTS_LIMIT = MAX_PAYLOAD_BYTES - 60;
 
-/** NOTIFY through any query function (a pool, a Prisma client, a transaction). */
-export function createChangePublisher(
-  exec: (sql: string, ...params: unknown[]) => Promise<unknown>,
-): ChangePublisher {
+export const COUNTER_SQL = 'SELECT "seq"::text AS seq FROM "ChangeCounter" WHERE "id" = 1';
+
+/** Events that count as a change: any but the hints that change no decision. */
+function counts(events: readonly ChangeEvent[]): boolean {
+  return events.some((e) => e.type !== 'credentials-observed');
+}
+
+/** NOTIFY (and the counter) through any query function: a pool, a Prisma client, a transaction. */
+export function createChangePublisher(defaultDb: SqlExecutor): ChangePublisher {
   return {
-    async publish(events) {
+    async publish(events, db = defaultDb) {
       if (events.length === 0) return;
-      const payloads = events.map((e) => JSON.stringify(e));
-      if (payloads.length === 1) {
-        await exec('SELECT pg_notify($1, $2)', CHANNEL, payloads[0]);
+      let json = JSON.stringify(events);
+      if (Buffer.byteLength(json) > EVENTS_LIMIT) {
+        if (!counts(events)) {
+          // Hints are split by their publisher (credentialsObserved); one still too large is dropped.
+          return;
+        }
+        json = 'null';
+      }
+      if (!counts(events)) {
+        await db.$executeRawUnsafe(`SELECT pg_notify($1, '{"events":' || $2::text || '}')`, CHANNEL, json);
         return;
       }
-      // One statement for the lot, sent in array order (the order of one transaction's notifications).
-      await exec('SELECT pg_notify($1, p) FROM unnest($2::text[]) AS p', CHANNEL, payloads);
+      const bumped = await db.$executeRawUnsafe(
+        `WITH c AS (UPDATE "ChangeCounter" SET "seq" = "seq" + 1 WHERE "id" = 1 RETURNING "seq")
+         SELECT pg_notify($1, '{"seq":"' || c."seq" || '","events":' || $2::text || '}') FROM c`,
+        CHANNEL,
+        json,
+      );
+      if (bumped !== 1) throw new Error('the change counter is missing (migrations not applied?)');
     },
   };
 }
 
 /** Splits an event's id list so each NOTIFY payload stays under the size limit. */
-export function credentialsObserved(tenantId: string, ids: readonly string[]): ChangeEvent[] {
+export function credentialsObserved(tenantId: string, ids: readonly string[]): ChangeEvent[][] {
   // A SHA-256 hex id takes 67 bytes in the JSON list; leave room for the rest of the event.
-  const perEvent = Math.floor((MAX_PAYLOAD_BYTES - 200 - tenantId.length) / 67);
-  const out: ChangeEvent[] = [];
+  const perEvent = Math.floor((EVENTS_LIMIT - 200 - tenantId.length) / 67);
+  const out: ChangeEvent[][] = [];
   for (let i = 0; i < ids.length; i += perEvent) {
-    out.push({ type: 'credentials-observed', tenantId, credentialsIds: ids.slice(i, i + perEvent) });
+    out.push([{ type: 'credentials-observed', tenantId, credentialsIds: ids.slice(i, i + perEvent) }]);
   }
   return out;
 }
 
-/** LISTENs on its own connection and reconnects with backoff if the connection drops. */
+function parseNotice(payload: string): ChangeNotice | undefined {
+  try {
+    const raw = JSON.parse(payload) as { seq?: string; events?: ChangeEvent[] | null };
+    if (raw.events !== null && !Array.isArray(raw.events)) return undefined;
+    return { ...(raw.seq !== undefined ? { seq: BigInt(raw.seq) } : {}), events: raw.events };
+  } catch {
+    return undefined;
+  }
+}
+
+/** How long after a lost LISTEN connection the next attempt is made, and between attempts. */
+const RECONNECT_MS = 250;
+
+/**
+ * LISTENs on its own connection. A lost connection is tried again every quarter of a second, not
+ * with a growing backoff: a change made just after the database came back must reach every
+ * process within seconds, and a connection attempt costs the database little.
+ */
 export async function createChangeFeed(
   databaseUrl: string,
   log: { warn(obj: object, msg: string): void } = { warn: () => {} },
 ): Promise<ChangeFeed> {
   const listeners = new Set<(e: ChangeEvent) => void>();
+  const noticeListeners = new Set<(n: ChangeNotice) => void>();
   const resyncListeners = new Set<() => void>();
   const lostListeners = new Set<() => void>();
   let client: pg.Client | undefined;
   let closed = false;
   let retryTimer: NodeJS.Timeout | undefined;
+  let failures = 0;
 
   const connect = async (): Promise<void> => {
-    const c = new pg.Client({ connectionString: databaseUrl, keepAlive: true });
+    const c = new pg.Client({ connectionString: databaseUrl, keepAlive: true, application_name: 'certgate change feed' });
     c.on('notification', (msg) => {
       if (msg.channel !== CHANNEL || !msg.payload) return;
-      let event: ChangeEvent;
-      try {
-        event = JSON.parse(msg.payload) as ChangeEvent;
-      } catch {
-        return;
-      }
-      for (const l of listeners) l(event);
+      const notice = parseNotice(msg.payload);
+      if (!notice) return;
+      for (const l of noticeListeners) l(notice);
+      if (notice.events) for (const event of notice.events) for (const l of listeners) l(event);
     });
     const lost = (why: string) => {
       if (closed || client !== c) return;
       log.warn({ err: why }, 'change feed connection lost');
+      client = undefined;
       for (const l of lostListeners) l();
-      scheduleReconnect(1_000);
+      scheduleReconnect();
     };
     c.on('error', (err) => lost(err.message));
     c.on('end', () => lost('connection ended'));
@@ -121,23 +186,27 @@ export async function createChangeFeed(
       c.end().catch(() => {});
       throw err;
     }
+    if (closed) {
+      await c.end().catch(() => {});
+      return;
+    }
     client = c;
   };
 
-  const scheduleReconnect = (delay: number): void => {
+  const scheduleReconnect = (): void => {
     if (closed || retryTimer) return;
-    const old = client;
-    client = undefined;
-    old?.end().catch(() => {});
     retryTimer = setTimeout(async () => {
       retryTimer = undefined;
       try {
         await connect();
-        for (const l of resyncListeners) l();
-      } catch {
-        scheduleReconnect(Math.min(delay * 2, 10_000));
+        failures = 0;
+        if (!closed) for (const l of resyncListeners) l();
+      } catch (err) {
+        // Once per outage, not every quarter of a second.
+        if (failures++ === 0) log.warn({ err: (err as Error).message }, 'change feed cannot reconnect yet');
+        scheduleReconnect();
       }
-    }, delay);
+    }, RECONNECT_MS);
     retryTimer.unref();
   };
 
@@ -148,6 +217,10 @@ export async function createChangeFeed(
       listeners.add(listener);
       return () => listeners.delete(listener);
     },
+    onNotice(listener) {
+      noticeListeners.add(listener);
+      return () => noticeListeners.delete(listener);
+    },
     onLost(listener) {
       lostListeners.add(listener);
       return () => lostListeners.delete(listener);
@@ -156,10 +229,21 @@ export async function createChangeFeed(
       resyncListeners.add(listener);
       return () => resyncListeners.delete(listener);
     },
+    async readCounter() {
+      const c = client;
+      if (!c) throw new Error('the change feed is not connected');
+      const { rows } = await c.query<{ seq: string }>(COUNTER_SQL);
+      return BigInt(rows[0]!.seq);
+    },
+    get connected() {
+      return client !== undefined;
+    },
     async close() {
       closed = true;
       if (retryTimer) clearTimeout(retryTimer);
-      await client?.end().catch(() => {});
+      const c = client;
+      client = undefined;
+      await c?.end().catch(() => {});
     },
   };
 }

@@ -188,3 +188,12 @@ export type Db = Pick<
   | '$queryRawUnsafe'
   | '$executeRawUnsafe'
 >;
+
+/**
+ * A `pgTransaction` as something that runs SQL the way a Prisma client does, so a change can be
+ * announced in its own transaction (`ChangePublisher.publish(events, sqlOf(tx))`). The count is
+ * of the rows the statement answered.
+ */
+export function sqlOf(tx: PgTransaction): { $executeRawUnsafe(sql: string, ...params: unknown[]): Promise<number> } {
+  return { $executeRawUnsafe: async (text, ...values) => (await tx.query({ text, values })).length };
+}

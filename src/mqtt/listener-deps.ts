@@ -3,13 +3,13 @@
  * listener alone (`certgate mqtt`) and every worker of a multi-process listener (mqtt-worker.ts).
  */
 import type { Logger } from 'pino';
-import { createChangeFeed, createChangePublisher, type ChangeEvent, type ChangeFeed } from '../db/change-feed.js';
+import { COUNTER_SQL, createChangeFeed, type ChangeFeed } from '../db/change-feed.js';
 import type { Metrics } from '../plugins/metrics.js';
-import { createPrismaClient, type DatabaseTimeouts } from '../db/prisma.js';
+import { createPrismaClient, queryBulk, type DatabaseTimeouts } from '../db/prisma.js';
 import { createRemoteVerifier } from '../verifier/remote-verifier.js';
-import { createTrustCache } from '../verifier/trust-cache.js';
+import { createVerifierRuntime } from '../verifier/runtime.js';
+import { createTrustState } from '../verifier/trust-state.js';
 import { createVerifierRepository } from '../verifier/verifier-repository.js';
-import { createVerifier } from '../verifier/verifier-service.js';
 import { connectionRecorderReports, createConnectionRecorder } from './connection-recorder.js';
 import type { RecordQueueOptions } from '../verifier/records-queue.js';
 import type { MqttListenerOptions, SessionChangeSource, TenantDeletionSource } from './mqtt-listener.js';
@@ -29,10 +29,17 @@ export type ListenerDependencies = Pick<MqttListenerOptions, 'verifier' | 'sessi
 /** Database connections of one listener process besides its LISTEN connection. */
 const POOL_SIZE = 4;
 
-/** Session drops carried by the change feed, for the listener's kill switch. */
-export function sessionChangesOf(feed: Pick<ChangeFeed, 'subscribe'>): SessionChangeSource {
+/**
+ * Session drops carried by the change feed, for the listener's kill switch, and the moments when
+ * changes were missed (`onMissed`), when every live session must be decided again.
+ */
+export function sessionChangesOf(
+  feed: Pick<ChangeFeed, 'subscribe'>,
+  missed?: { onMissed(listener: () => void): () => void },
+): SessionChangeSource {
   return {
     subscribe: (fn) => feed.subscribe((e) => (e.type === 'session-drop' ? fn(e.change) : undefined)),
+    ...(missed ? { onMissed: (fn: () => void) => missed.onMissed(fn) } : {}),
   };
 }
 
@@ -66,29 +73,34 @@ export async function listenerDependencies(
     ...(source.records?.closeWaitMs !== undefined ? { closeWaitMs: source.records.closeWaitMs } : {}),
   });
   closers.push(() => recorder.close());
-  const deps = { sessionChanges: sessionChangesOf(feed), tenantDeletions: tenantDeletionsOf(feed), connectionRecorder: recorder };
-  if (source.verifier === 'remote') return { ...deps, verifier: remoteVerifierOf(source) };
-
-  // The same wiring as the API's verifier (app.ts): caches filled on demand, dropped by the feed,
-  // and this process's own changes applied at once.
-  const cache = createTrustCache(repository, { onError: (err) => log.warn({ err }, 'verifier cache not loaded') });
-  const notify = createChangePublisher((sql, ...params) => prisma.$executeRawUnsafe(sql, ...params));
-  const publisher = {
-    async publish(events: ChangeEvent[]) {
-      for (const e of events) cache.apply(e);
-      await notify.publish(events);
-    },
-  };
-  const unsubscribe = feed.subscribe((e) => cache.apply(e));
-  const unresync = feed.onResync(() => cache.clear());
-  const verifier = createVerifier({ repository, cache, publisher, logger: log, ...(metrics ? { metrics } : {}), ...(source.records ? { records: source.records } : {}) });
-  closers.push(async () => {
-    unsubscribe();
-    unresync();
-    // Both wait for the database at once, within the one shutdown wait.
-    await Promise.all([verifier.close(), recorder.close()]);
+  const deps = (missed: { onMissed(listener: () => void): () => void }) => ({
+    sessionChanges: sessionChangesOf(feed, missed),
+    tenantDeletions: tenantDeletionsOf(feed),
+    connectionRecorder: recorder,
   });
-  return { ...deps, verifier };
+  if (source.verifier === 'remote') {
+    // The decisions are the API's; this process only needs to know when it missed a change.
+    const state = createTrustState({
+      feed,
+      readCounter: async () => BigInt((await queryBulk<{ seq: string }>(prisma, { name: 'certgate_change_counter', text: COUNTER_SQL }, []))[0]!.seq),
+      apply: () => {},
+      clear: () => {},
+      onError: (err) => log.warn({ err }, 'change counter not read'),
+    });
+    closers.push(async () => state.close());
+    return { ...deps(state), verifier: remoteVerifierOf(source) };
+  }
+
+  const runtime = createVerifierRuntime({
+    prisma,
+    feed,
+    logger: log,
+    ...(metrics ? { metrics } : {}),
+    ...(source.records ? { records: source.records } : {}),
+  });
+  // Both wait for the database at once, within the one shutdown wait.
+  closers.push(() => Promise.all([runtime.close(), recorder.close()]));
+  return { ...deps(runtime), verifier: runtime.verifier };
 }
 
 function remoteVerifierOf(source: ListenerSource) {

@@ -32,6 +32,8 @@ import { SessionIndex, type SessionKeys } from './session-index.js';
 
 export interface SessionChangeSource {
   subscribe(fn: (change: SessionChange) => void): () => void;
+  /** Changes were missed (the change feed was down): every live session is decided again. */
+  onMissed?(fn: () => void): () => void;
 }
 
 /** Tenants deleted (their broker state must go: a tenant made again with the same id starts empty). */
@@ -221,6 +223,8 @@ export interface MqttListener {
 interface Attachment {
   keys: SessionKeys;
   decision: AllowDecision;
+  /** What the verifier was asked, to ask again when changes were missed. */
+  request: AuthenticateRequest;
   /** The session claim made for this CONNECT, with a bus. */
   claim?: { key: string; tenantId: string; clientId: string; claimId: number };
 }
@@ -376,6 +380,7 @@ export function createMqttListener(options: MqttListenerOptions): MqttListener {
   /** Did a change that matches these keys arrive after `since`? */
   const changedSince = (since: number, keys: SessionKeys): boolean => {
     if (since === changeSeq) return false;
+    if (missedAt > since) return true;
     probe.add(true, keys);
     try {
       return recentChanges.some((c) => c.seq > since && probe.match(c.change).length > 0);
@@ -400,6 +405,64 @@ export function createMqttListener(options: MqttListenerOptions): MqttListener {
     dropTenantHere(tenantId);
     bus?.dropTenant(tenantId);
   });
+  // Changes were missed: which sessions they closed is unknown, so every live session is decided
+  // again (in small groups, to leave room for new CONNECTs), and those denied now are closed. A
+  // session whose recheck cannot be decided (the store is down again) is tried again a second later.
+  let missedAt = 0;
+  let rechecking: Promise<void> | undefined;
+  let recheckAgain = false;
+  let recheckTimer: NodeJS.Timeout | undefined;
+  const recheckOne = async (conn: MqttConnection): Promise<boolean> => {
+    const attachment = conn.attachment as Attachment | undefined;
+    if (!attachment?.request || conn.closed) return true;
+    let decision: Decision;
+    try {
+      decision = await (options.verifier.recheck ?? options.verifier.authenticate).call(options.verifier, attachment.request);
+    } catch {
+      return false;
+    }
+    const kept =
+      decision.result === 'allow' &&
+      decision.tenantId === attachment.decision.tenantId &&
+      decision.device.id === attachment.decision.device.id;
+    if (kept || conn.closed) return true;
+    stats.sessionsKilled++;
+    log.info(
+      { tenantId: conn.tenantId, deviceId: conn.deviceId, clientId: conn.clientId, reason: decision.result === 'deny' ? decision.reason : 'DEVICE_CHANGED' },
+      'session closed: decided again after missed changes, no longer allowed',
+    );
+    conn.terminate('kill-switch', { will: false, reasonCode: RC5.administrativeAction, endSession: true });
+    return true;
+  };
+  const recheckAll = async (): Promise<void> => {
+    const live = [...connections].filter((c) => (c.attachment as Attachment | undefined)?.request);
+    let undecided = false;
+    for (let i = 0; i < live.length; i += 32) {
+      const done = await Promise.all(live.slice(i, i + 32).map(recheckOne));
+      if (done.includes(false)) undecided = true;
+    }
+    if (undecided && !closing) {
+      recheckTimer = setTimeout(() => onMissed(), 1_000);
+      recheckTimer.unref();
+    }
+  };
+  const onMissed = (): void => {
+    missedAt = ++changeSeq;
+    if (rechecking) {
+      recheckAgain = true;
+      return;
+    }
+    rechecking = (async () => {
+      do {
+        recheckAgain = false;
+        await recheckAll();
+      } while (recheckAgain && !closing);
+    })()
+      .catch((err: unknown) => log.warn({ err }, 'live sessions not decided again'))
+      .finally(() => (rechecking = undefined));
+  };
+  let closing = false;
+  const unsubscribeMissed = options.sessionChanges?.onMissed?.(onMissed);
 
   // ---------------------------------------------------------------------------------------
   // CONNECT
@@ -478,7 +541,7 @@ export function createMqttListener(options: MqttListenerOptions): MqttListener {
         log.info({ clientId, ...leaf(), tenantId: decision.tenantId, deviceId: decision.device.id, result: 'deny', reason: 'REVOKED_DURING_CONNECT', responseTime: took() }, 'MQTT authentication denied');
         return { ok: false, code: 'not-authorized' };
       }
-      const attachment: Attachment = { ...(conn.attachment as Attachment | undefined), keys, decision };
+      const attachment: Attachment = { ...(conn.attachment as Attachment | undefined), keys, decision, request };
       conn.attachment = attachment;
       if (log.isLevelEnabled('info')) {
         log.info(
@@ -650,8 +713,11 @@ export function createMqttListener(options: MqttListenerOptions): MqttListener {
     async close() {
       if (closed) return;
       closed = true;
+      closing = true;
+      clearTimeout(recheckTimer);
       unsubscribeChanges?.();
       unsubscribeDeletions?.();
+      unsubscribeMissed?.();
       stopReceiving?.();
       const done = new Promise<void>((resolve) => server.close(() => resolve()));
       for (const conn of [...connections]) {

@@ -9,6 +9,7 @@ import {
 import { isDatabaseUnavailable } from '../db/prisma-errors.js';
 import { AppError, TooManyRequestsError } from '../errors.js';
 import { createBurstLogger } from '../lib/logger.js';
+import { VerifierUnavailableError } from '../verifier/verifier-types.js';
 
 const INFO = '/docs';
 
@@ -152,6 +153,10 @@ function toHttp(err: FastifyError): { status: number; body: ErrorBody } {
         status: 415,
         body: { error: 'request/UnsupportedMediaType', message: err.message, info: INFO },
       };
+  }
+  if (err instanceof VerifierUnavailableError) {
+    // The trust state cannot be shown current (src/verifier/trust-state.ts): fail closed.
+    return { status: 503, body: { error: 'service/Unavailable', message: 'The verifier store is unavailable', info: INFO } };
   }
   if (isDatabaseUnavailable(err)) {
     return { status: 503, body: { error: 'service/Unavailable', message: 'The database is not reachable', info: INFO } };

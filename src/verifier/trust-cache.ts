@@ -66,8 +66,6 @@ interface TenantDevices {
 
 export function createTrustCache(repo: VerifierRepository, opts: TrustCacheOptions = {}) {
   let generation = 0;
-  // False while the change feed is down: changes may go unseen, so nothing read is kept.
-  let live = true;
   // Issuers come back in every chain below them. A leaf comes back only when its device
   // reconnects, mostly answered by the decision cache, and a storm of new leaves must not fill
   // the heap (a parse is ~6 KB): leaves get a small cache of their own, and only those the
@@ -108,7 +106,6 @@ export function createTrustCache(repo: VerifierRepository, opts: TrustCacheOptio
    * not cached is still looked up, so a page cannot hide a device created meanwhile.
    */
   function noteFound(tenantId: string): void {
-    if (!live) return;
     const at = now();
     let t = tenantDevices.get(tenantId);
     if (!t) tenantDevices.set(tenantId, (t = { state: 'counting', found: 0, since: at, notBefore: 0 }));
@@ -124,8 +121,8 @@ export function createTrustCache(repo: VerifierRepository, opts: TrustCacheOptio
   }
 
   async function preloadDevices(tenantId: string, t: TenantDevices): Promise<void> {
-    // Dropped meanwhile (the tenant's devices changed as a whole, or the feed was lost): stop.
-    const current = () => live && tenantDevices.get(tenantId) === t;
+    // Dropped meanwhile (the tenant's devices changed as a whole, or changes were missed): stop.
+    const current = () => tenantDevices.get(tenantId) === t;
     const later = () => {
       t.state = 'counting';
       t.found = 0;
@@ -198,7 +195,6 @@ export function createTrustCache(repo: VerifierRepository, opts: TrustCacheOptio
     const hit = map.get(key);
     if (hit) return hit;
     const p = load();
-    if (!live) return p;
     map.set(key, p);
     p.catch(() => {
       if (map.get(key) === p) map.delete(key);
@@ -224,11 +220,6 @@ export function createTrustCache(repo: VerifierRepository, opts: TrustCacheOptio
   const api = {
     get generation() {
       return generation;
-    },
-
-    /** Whether what is cached (decisions included) may be used: the change feed is up. */
-    get live() {
-      return live;
     },
 
     /**
@@ -281,7 +272,7 @@ export function createTrustCache(repo: VerifierRepository, opts: TrustCacheOptio
     },
 
     credential(credentialsId: string): Promise<CredentialRef | null> {
-      if (live && !credentialIndex.mayContain(credentialsId)) return NO_CREDENTIAL;
+      if (!credentialIndex.mayContain(credentialsId)) return NO_CREDENTIAL;
       return memo(credentials, credentialsId, () => repo.credential(credentialsId));
     },
 
@@ -344,22 +335,7 @@ export function createTrustCache(repo: VerifierRepository, opts: TrustCacheOptio
       }
     },
 
-    /**
-     * The change feed is down: a change made now would go unseen, so everything is dropped and
-     * every read goes to the database (a 503 when it is down too) until `resume`.
-     */
-    suspend(): void {
-      live = false;
-      api.clear();
-    },
-
-    /** The change feed is back: notifications may have been missed meanwhile, so start afresh. */
-    resume(): void {
-      live = true;
-      api.clear();
-    },
-
-    /** After a lost notification connection nothing cached can be trusted. */
+    /** Changes were missed (see trust-state.ts): nothing cached can be trusted. */
     clear(): void {
       generation++;
       trustedBySubject.clear();

@@ -4,6 +4,7 @@ import type { ParsedCertificate } from '../pki/certificate.js';
 import { recordQueue, type RecordQueueOptions } from './records-queue.js';
 import { credentialsObserved, type ChangePublisher } from '../db/change-feed.js';
 import type { Metrics } from '../plugins/metrics.js';
+import type { TrustState } from './trust-state.js';
 import { SeenBefore } from './seen-before.js';
 import { GenerationalCache } from '../lib/generational-cache.js';
 import { createDecision, type DecideOptions, type Resolution } from './decision.js';
@@ -30,6 +31,8 @@ export interface VerifierDeps {
   repository: VerifierRepository;
   cache: TrustCache;
   publisher: ChangePublisher;
+  /** Whether the caches may be trusted; every decision waits for it (see trust-state.ts). */
+  state?: Pick<TrustState, 'current'>;
   metrics?: Metrics;
   logger?: Logger;
   clock?: () => Date;
@@ -102,7 +105,7 @@ export function createVerifier(deps: VerifierDeps) {
         if (ids) ids.push(l.credentialsId);
         else fresh.set(l.tenantId, [l.credentialsId]);
       }
-      if (fresh.size) await publisher.publish([...fresh].flatMap(([tenantId, ids]) => credentialsObserved(tenantId, ids)));
+      for (const [tenantId, ids] of fresh) for (const events of credentialsObserved(tenantId, ids)) await publisher.publish(events);
     },
     deps,
   );
@@ -196,18 +199,21 @@ export function createVerifier(deps: VerifierDeps) {
   }
 
   const verifier: Verifier & {
-    decide: typeof decide;
+    decide(req: AuthenticateRequest, opts?: DecideOptions): Promise<Resolution>;
+    recheck(req: AuthenticateRequest): Promise<Decision>;
     flush(): Promise<void>;
     close(): Promise<void>;
   } = {
     async authenticate(req: AuthenticateRequest): Promise<Decision> {
       const started = process.hrtime.bigint();
+      // Before anything kept is used: every change committed before this request is applied.
+      await deps.state?.current();
       const now = clock();
       const key = cacheKey(req);
       const found = decisions.get(key);
       const hit = found && found.expires > now.getTime() ? found : undefined;
       let r: Recorded;
-      if (hit && cache.live && hit.generation === cache.generation && (!hit.resolution.leaf || hit.resolution.leaf.notAfter > now)) {
+      if (hit && hit.generation === cache.generation && (!hit.resolution.leaf || hit.resolution.leaf.notAfter > now)) {
         r = hit.resolution;
         cacheHits?.inc();
       } else {
@@ -219,14 +225,25 @@ export function createVerifier(deps: VerifierDeps) {
         const decided = await decide(req, req.tenantId === undefined ? { repeated } : { repeated, tenantId: req.tenantId });
         const { leaf, ...rest } = decided;
         r = leaf ? { ...rest, leaf: leafFacts(leaf) } : decided;
-        // A decision made while a change arrived, or while changes cannot be seen, may be stale: do
-        // not keep it.
-        if (repeated && generation === cache.generation && cache.live) keep(key, req, r, generation, now);
+        // A decision made while a change arrived may be stale: do not keep it.
+        if (repeated && generation === cache.generation) keep(key, req, r, generation, now);
       }
       record(req, r, now, started);
       return r.decision;
     },
-    decide,
+    /** A decision on its own (the explain endpoint), on a current trust state as `authenticate`'s. */
+    async decide(req: AuthenticateRequest, opts?: DecideOptions): Promise<Resolution> {
+      await deps.state?.current();
+      return decide(req, opts);
+    },
+    async recheck(req: AuthenticateRequest): Promise<Decision> {
+      await deps.state?.current();
+      const { decision, wouldRegister } = await decide(req, { dryRun: true });
+      if (decision.result === 'allow' && wouldRegister) {
+        return { result: 'deny', reason: 'DEVICE_NOT_FOUND', message: 'the device of this session no longer exists' };
+      }
+      return decision;
+    },
     async flush() {
       await observed.flush();
       await authEvents.flush();

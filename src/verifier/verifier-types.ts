@@ -67,6 +67,12 @@ export type Decision = AllowDecision | DenyDecision;
  */
 export interface Verifier {
   authenticate(request: AuthenticateRequest): Promise<Decision>;
+  /**
+   * Decides again for a live session, without side effects (nothing registered or recorded): a
+   * device that would have to be registered anew no longer exists, which is a deny. Without it,
+   * `authenticate` serves.
+   */
+  recheck?(request: AuthenticateRequest): Promise<Decision>;
 }
 
 export class VerifierUnavailableError extends Error {

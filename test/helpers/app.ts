@@ -49,13 +49,13 @@ export async function build(t: TestContext, opts: BuildOptions = {}): Promise<Te
   const boot = await bootstrapManagement(prisma, { adminPassword: MANAGEMENT_PASSWORD, verifierToken: VERIFIER_TOKEN });
   const changeFeed = opts.changeFeed ? await createChangeFeed(db.url) : undefined;
   const published: ChangeEvent[] = [];
-  const notify = createChangePublisher((sql, ...params) => prisma.$executeRawUnsafe(sql, ...params));
+  const notify = createChangePublisher(prisma);
   const app = await buildApp({
     prisma,
     publisher: {
-      async publish(events) {
+      async publish(events, tx) {
+        await notify.publish(events, tx);
         published.push(...events);
-        await notify.publish(events);
       },
     },
     metrics: createMetrics(),

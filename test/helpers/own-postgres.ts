@@ -101,7 +101,7 @@ export async function appOn(t: Pick<TestContext, 'after'>, url: string, extra: P
   const metrics = createMetrics();
   const app = await buildApp({
     prisma,
-    publisher: createChangePublisher((sql, ...params) => prisma.$executeRawUnsafe(sql, ...params)),
+    publisher: createChangePublisher(prisma),
     changeFeed: feed,
     metrics,
     readiness: async () => {},

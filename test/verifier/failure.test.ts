@@ -68,7 +68,7 @@ async function appOn(t: TestContext, urls: { store: string; feed: string }) {
   await bootstrapManagement(prisma, { adminPassword: MANAGEMENT_PASSWORD, verifierToken: VERIFIER_TOKEN });
   const app = await buildApp({
     prisma,
-    publisher: createChangePublisher((sql, ...params) => prisma.$executeRawUnsafe(sql, ...params)),
+    publisher: createChangePublisher(prisma),
     changeFeed: feed,
     metrics: createMetrics(),
     readiness: async () => {},
@@ -93,7 +93,7 @@ test('a store that cannot be reached from the start: 503 with the error shape, f
   const prisma = createPrismaClient(`postgresql://certgate:nothing@127.0.0.1:${port}/certgate`);
   const app = await buildApp({
     prisma,
-    publisher: createChangePublisher((sql, ...params) => prisma.$executeRawUnsafe(sql, ...params)),
+    publisher: createChangePublisher(prisma),
     metrics: createMetrics(),
     readiness: async () => {
       throw new Error('database unreachable');

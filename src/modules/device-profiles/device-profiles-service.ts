@@ -1,7 +1,7 @@
 import type { DeviceProfile } from '../../generated/prisma/client.js';
 import type { PrismaClient } from '../../db/prisma.js';
 import { isUniqueViolation } from '../../db/prisma-errors.js';
-import type { ChangePublisher } from '../../db/change-feed.js';
+import type { ChangePublisher, SqlExecutor } from '../../db/change-feed.js';
 import { ConflictError, NotFoundError, UnprocessableError } from '../../errors.js';
 import { isUuid } from '../../lib/ids.js';
 import { checkRegexSafety } from '../../pki/identity.js';
@@ -45,7 +45,7 @@ export interface DeviceProfilesServiceDeps {
 }
 
 export function createDeviceProfilesService({ prisma, publisher }: DeviceProfilesServiceDeps) {
-  const changed = (tenantId: string) => publisher.publish([{ type: 'invalidate', tenantId, what: 'device-profiles' }]);
+  const changed = (tenantId: string, tx: SqlExecutor) => publisher.publish([{ type: 'invalidate', tenantId, what: 'device-profiles' }], tx);
 
   async function find(tenantId: string, id: string): Promise<DeviceProfile> {
     const p = isUuid(id) ? await prisma.deviceProfile.findFirst({ where: { id, tenantId } }) : null;
@@ -63,6 +63,7 @@ export function createDeviceProfilesService({ prisma, publisher }: DeviceProfile
       try {
         const p = await prisma.$transaction(async (tx) => {
           if (input.default) await tx.deviceProfile.updateMany({ where: { tenantId, isDefault: true }, data: { isDefault: false } });
+          await changed(tenantId, tx);
           return tx.deviceProfile.create({
             data: {
               tenantId,
@@ -78,7 +79,6 @@ export function createDeviceProfilesService({ prisma, publisher }: DeviceProfile
             },
           });
         });
-        await changed(tenantId);
         return toDeviceProfileView(p);
       } catch (err) {
         if (isUniqueViolation(err)) throw new ConflictError(`Device profile ${input.name} already exists`, 'deviceProfile/Duplicate');
@@ -107,6 +107,7 @@ export function createDeviceProfilesService({ prisma, publisher }: DeviceProfile
           if (input.default) {
             await tx.deviceProfile.updateMany({ where: { tenantId, isDefault: true, NOT: { id } }, data: { isDefault: false } });
           }
+          await changed(tenantId, tx);
           return tx.deviceProfile.update({
             where: { id: current.id },
             data: {
@@ -125,7 +126,6 @@ export function createDeviceProfilesService({ prisma, publisher }: DeviceProfile
             },
           });
         });
-        await changed(tenantId);
         return toDeviceProfileView(p);
       } catch (err) {
         if (isUniqueViolation(err)) throw new ConflictError(`Device profile ${input.name} already exists`, 'deviceProfile/Duplicate');
@@ -142,8 +142,10 @@ export function createDeviceProfilesService({ prisma, publisher }: DeviceProfile
       if (inUse > 0) {
         throw new ConflictError(`Device profile ${p.name} is used by ${inUse} device(s)`, 'deviceProfile/InUse');
       }
-      await prisma.deviceProfile.delete({ where: { id: p.id } });
-      await changed(tenantId);
+      await prisma.$transaction(async (tx) => {
+        await tx.deviceProfile.delete({ where: { id: p.id } });
+        await changed(tenantId, tx);
+      });
     },
 
     /** The profile a device or trusted certificate falls back to. */

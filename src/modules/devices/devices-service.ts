@@ -81,17 +81,20 @@ export function createDevicesService({ prisma, publisher }: DevicesServiceDeps) 
     async create(tenantId: string, input: CreateDeviceInput): Promise<DeviceView> {
       const deviceProfileId = await profileIdFor(tenantId, input.deviceProfileId);
       try {
-        const d = await prisma.device.create({
-          data: {
-            tenantId,
-            name: input.name,
-            deviceProfileId,
-            status: input.status ?? 'ACTIVE',
-            pinCredentials: input.pinCredentials ?? false,
-            createdBy: 'API',
-          },
+        const d = await prisma.$transaction(async (tx) => {
+          const created = await tx.device.create({
+            data: {
+              tenantId,
+              name: input.name,
+              deviceProfileId,
+              status: input.status ?? 'ACTIVE',
+              pinCredentials: input.pinCredentials ?? false,
+              createdBy: 'API',
+            },
+          });
+          await publisher.publish([changed(tenantId, created)], tx);
+          return created;
         });
-        await publisher.publish([changed(tenantId, d)]);
         return toDeviceView(d);
       } catch (err) {
         if (isUniqueViolation(err)) throw new ConflictError(`Device ${input.name} already exists`, 'device/Duplicate');
@@ -128,7 +131,7 @@ export function createDevicesService({ prisma, publisher }: DevicesServiceDeps) 
       const found = await find(tenantId, id);
       const deviceProfileId = input.deviceProfileId === undefined ? undefined : await profileIdFor(tenantId, input.deviceProfileId);
       try {
-        const { before, d } = await prisma.$transaction(async (tx) => {
+        const d = await prisma.$transaction(async (tx) => {
           // The device as it is right before this write, read under its row lock: a rename that
           // came in between must be named by this change too, or a cache could keep that name.
           await tx.$executeRaw`SELECT 1 FROM "Device" WHERE id = ${found.id}::uuid FOR UPDATE`;
@@ -138,15 +141,15 @@ export function createDevicesService({ prisma, publisher }: DevicesServiceDeps) 
             where: { id: found.id },
             data: { name: input.name, deviceProfileId, status: input.status, pinCredentials: input.pinCredentials },
           });
-          return { before, d };
+          // Anything that can narrow what the device may do closes its live sessions.
+          const narrowed =
+            (before.status === 'ACTIVE' && d.status === 'DISABLED') ||
+            (!before.pinCredentials && d.pinCredentials) ||
+            before.name !== d.name ||
+            before.deviceProfileId !== d.deviceProfileId;
+          await publisher.publish(narrowed ? dropSessions(tenantId, before, d) : [changed(tenantId, before, d)], tx);
+          return d;
         });
-        // Anything that can narrow what the device may do closes its live sessions.
-        const narrowed =
-          (before.status === 'ACTIVE' && d.status === 'DISABLED') ||
-          (!before.pinCredentials && d.pinCredentials) ||
-          before.name !== d.name ||
-          before.deviceProfileId !== d.deviceProfileId;
-        await publisher.publish(narrowed ? dropSessions(tenantId, before, d) : [changed(tenantId, before, d)]);
         return toDeviceView(d);
       } catch (err) {
         if (isUniqueViolation(err)) throw new ConflictError(`Device ${input.name} already exists`, 'device/Duplicate');
@@ -156,16 +159,17 @@ export function createDevicesService({ prisma, publisher }: DevicesServiceDeps) 
 
     async remove(tenantId: string, id: string): Promise<void> {
       const d = await find(tenantId, id);
-      let gone: Device;
       try {
-        // The row as it was deleted: its name then is the one caches may hold (see `update`).
-        gone = await prisma.device.delete({ where: { id: d.id } });
+        await prisma.$transaction(async (tx) => {
+          // The row as it was deleted: its name then is the one caches may hold (see `update`).
+          const gone: Device = await tx.device.delete({ where: { id: d.id } });
+          // Its credentials went with it: cached ones would still name it. (No ids to add to the indexes.)
+          await publisher.publish([{ type: 'invalidate', tenantId, what: 'credentials', credentialsIds: [] }, ...dropSessions(tenantId, gone)], tx);
+        });
       } catch (err) {
         if (isRecordMissing(err)) throw deviceNotFound(id);
         throw err;
       }
-      // Its credentials went with it: cached ones would still name it. (No ids to add to the indexes.)
-      await publisher.publish([{ type: 'invalidate', tenantId, what: 'credentials', credentialsIds: [] }, ...dropSessions(tenantId, gone)]);
     },
 
     async listCredentials(tenantId: string, deviceId: string, skip: number, take: number, withTotal: boolean) {
@@ -197,7 +201,8 @@ export function createDevicesService({ prisma, publisher }: DevicesServiceDeps) 
         );
       }
       try {
-        const c = await prisma.deviceCredential.create({
+        const c = await prisma.$transaction(async (tx) => {
+          const created = await tx.deviceCredential.create({
           data: {
             credentialsId: cert.sha256,
             tenantId,
@@ -210,9 +215,11 @@ export function createDevicesService({ prisma, publisher }: DevicesServiceDeps) 
             notAfter: cert.notAfter,
             source: 'API',
           },
+          });
+          // Naming the credential lets every verifier's credential index learn it without a reload.
+          await publisher.publish([{ type: 'invalidate', tenantId, what: 'credentials', credentialsIds: [cert.sha256] }], tx);
+          return created;
         });
-        // Naming the credential lets every verifier's credential index learn it without a reload.
-        await publisher.publish([{ type: 'invalidate', tenantId, what: 'credentials', credentialsIds: [cert.sha256] }]);
         return toCredentialView(c);
       } catch (err) {
         if (isUniqueViolation(err)) {
@@ -236,31 +243,37 @@ export function createDevicesService({ prisma, publisher }: DevicesServiceDeps) 
       status: 'ACTIVE' | 'REVOKED',
     ): Promise<CredentialView> {
       const d = await find(tenantId, deviceId);
-      const { count } = await prisma.deviceCredential.updateMany({
-        where: { credentialsId: credentialsId.toLowerCase(), deviceId: d.id },
-        data: { status },
+      await prisma.$transaction(async (tx) => {
+        const { count } = await tx.deviceCredential.updateMany({
+          where: { credentialsId: credentialsId.toLowerCase(), deviceId: d.id },
+          data: { status },
+        });
+        if (count === 0) throw new NotFoundError(`Credentials ${credentialsId} not found`, 'credentials/NotFound');
+        await publisher.publish(
+          status === 'REVOKED'
+            ? [{ type: 'invalidate', tenantId, what: 'credentials', credentialsIds: [credentialsId.toLowerCase()] }, ...dropSessions(tenantId, d)]
+            : [{ type: 'invalidate', tenantId, what: 'credentials', credentialsIds: [credentialsId.toLowerCase()] }],
+          tx,
+        );
       });
-      if (count === 0) throw new NotFoundError(`Credentials ${credentialsId} not found`, 'credentials/NotFound');
-      await publisher.publish(
-        status === 'REVOKED'
-          ? [{ type: 'invalidate', tenantId, what: 'credentials', credentialsIds: [credentialsId.toLowerCase()] }, ...dropSessions(tenantId, d)]
-          : [{ type: 'invalidate', tenantId, what: 'credentials', credentialsIds: [credentialsId.toLowerCase()] }],
-      );
       return this.getCredential(tenantId, deviceId, credentialsId);
     },
 
     async removeCredential(tenantId: string, deviceId: string, credentialsId: string): Promise<void> {
       const d = await find(tenantId, deviceId);
-      const { count } = await prisma.deviceCredential.deleteMany({
-        where: { credentialsId: credentialsId.toLowerCase(), deviceId: d.id },
+      await prisma.$transaction(async (tx) => {
+        const { count } = await tx.deviceCredential.deleteMany({
+          where: { credentialsId: credentialsId.toLowerCase(), deviceId: d.id },
+        });
+        if (count === 0) throw new NotFoundError(`Credentials ${credentialsId} not found`, 'credentials/NotFound');
+        // A pinned device loses a certificate it may be connected with right now.
+        await publisher.publish(
+          d.pinCredentials
+            ? [{ type: 'invalidate', tenantId, what: 'credentials', credentialsIds: [credentialsId.toLowerCase()] }, ...dropSessions(tenantId, d)]
+            : [{ type: 'invalidate', tenantId, what: 'credentials', credentialsIds: [credentialsId.toLowerCase()] }],
+          tx,
+        );
       });
-      if (count === 0) throw new NotFoundError(`Credentials ${credentialsId} not found`, 'credentials/NotFound');
-      // A pinned device loses a certificate it may be connected with right now.
-      await publisher.publish(
-        d.pinCredentials
-          ? [{ type: 'invalidate', tenantId, what: 'credentials', credentialsIds: [credentialsId.toLowerCase()] }, ...dropSessions(tenantId, d)]
-          : [{ type: 'invalidate', tenantId, what: 'credentials', credentialsIds: [credentialsId.toLowerCase()] }],
-      );
     },
   };
 }

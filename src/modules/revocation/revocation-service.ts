@@ -1,4 +1,4 @@
-import { pgTransaction, queryBulk, type PrismaClient } from '../../db/prisma.js';
+import { pgTransaction, queryBulk, sqlOf, type PrismaClient } from '../../db/prisma.js';
 import { MAX_PAYLOAD_BYTES, type ChangeEvent, type ChangePublisher } from '../../db/change-feed.js';
 import { NotFoundError, UnprocessableError } from '../../errors.js';
 import { parseCertificate } from '../../pki/certificate.js';
@@ -150,10 +150,11 @@ export function createRevocationService({ prisma, publisher, clock = () => new D
           });
           for (const r of result) if (r.inserted) out.push({ serialHex: r.serialHex, issuerFingerprint: r.issuerFingerprint });
         }
+        // The holds and their announcement commit together (see src/db/change-feed.ts).
+        await publisher.publish(events(tenantId, out), sqlOf(tx));
         return out;
       }),
     );
-    await publisher.publish(events(tenantId, added));
   }
 
   /** RFC 5280 4.1.2.2 for every serial written: a clear 422 instead of an index row too big. */
@@ -196,11 +197,13 @@ export function createRevocationService({ prisma, publisher, clock = () => new D
     /** Lifts a hold: every entry of the serial, or only the one of `issuerFingerprint`. */
     async lift(tenantId: string, serialInput: string, issuerFingerprint?: string): Promise<void> {
       const serialHex = normalizeSerialHex(serialInput);
-      const { count } = await prisma.revokedSerial.deleteMany({
-        where: { tenantId, serialHex, ...(issuerFingerprint ? { issuerFingerprint: issuerFingerprint.toLowerCase() } : {}) },
+      await prisma.$transaction(async (tx) => {
+        const { count } = await tx.revokedSerial.deleteMany({
+          where: { tenantId, serialHex, ...(issuerFingerprint ? { issuerFingerprint: issuerFingerprint.toLowerCase() } : {}) },
+        });
+        if (count === 0) throw new NotFoundError(`Serial ${serialHex} is not revoked`, 'revocation/NotFound');
+        await publisher.publish([{ type: 'invalidate', tenantId, what: 'revocations' }], tx);
       });
-      if (count === 0) throw new NotFoundError(`Serial ${serialHex} is not revoked`, 'revocation/NotFound');
-      await publisher.publish([{ type: 'invalidate', tenantId, what: 'revocations' }]);
     },
 
     /**

@@ -74,13 +74,19 @@ export function createTenantsService({ prisma, repository, publisher }: TenantsS
       try {
         const before = await repository.find(id);
         if (!before) throw new NotFoundError(`Tenant ${id} not found`, 'tenant/NotFound');
-        const t = await prisma.tenant.update({ where: { id }, data: input });
-        await publisher.publish([
-          { type: 'invalidate', tenantId: id, what: 'tenant' },
-          ...(before.status !== 'SUSPENDED' && t.status === 'SUSPENDED'
-            ? [{ type: 'session-drop' as const, change: { kind: 'tenant' as const, tenantId: id } }]
-            : []),
-        ]);
+        const t = await prisma.$transaction(async (tx) => {
+          const updated = await tx.tenant.update({ where: { id }, data: input });
+          await publisher.publish(
+            [
+              { type: 'invalidate', tenantId: id, what: 'tenant' },
+              ...(before.status !== 'SUSPENDED' && updated.status === 'SUSPENDED'
+                ? [{ type: 'session-drop' as const, change: { kind: 'tenant' as const, tenantId: id } }]
+                : []),
+            ],
+            tx,
+          );
+          return updated;
+        });
         return toTenantView(t);
       } catch (err) {
         if (isRecordMissing(err)) throw new NotFoundError(`Tenant ${id} not found`, 'tenant/NotFound');
@@ -92,16 +98,21 @@ export function createTenantsService({ prisma, repository, publisher }: TenantsS
     async remove(id: string): Promise<void> {
       if (id === MANAGEMENT_TENANT) throw new ForbiddenError('The management tenant cannot be deleted');
       try {
-        await prisma.tenant.delete({ where: { id } });
+        await prisma.$transaction(async (tx) => {
+          await tx.tenant.delete({ where: { id } });
+          await publisher.publish(
+            [
+              { type: 'invalidate', tenantId: id, what: 'tenant' },
+              { type: 'session-drop', change: { kind: 'tenant', tenantId: id } },
+              { type: 'tenant-deleted', tenantId: id },
+            ],
+            tx,
+          );
+        });
       } catch (err) {
         if (isRecordMissing(err)) throw new NotFoundError(`Tenant ${id} not found`, 'tenant/NotFound');
         throw err;
       }
-      await publisher.publish([
-        { type: 'invalidate', tenantId: id, what: 'tenant' },
-        { type: 'session-drop', change: { kind: 'tenant', tenantId: id } },
-        { type: 'tenant-deleted', tenantId: id },
-      ]);
     },
   };
 }

@@ -128,8 +128,11 @@ export function createTrustedCertificatesService({ prisma, publisher, clock = ()
       const cert = parseTrustedCa(input.certInPemFormat, clock());
       await assertProfile(tenantId, input.deviceProfileId);
       try {
-        const row = await prisma.trustedCertificate.create({ data: rowData(tenantId, input, cert) });
-        await publisher.publish([invalidate(tenantId)]);
+        const row = await prisma.$transaction(async (tx) => {
+          const created = await tx.trustedCertificate.create({ data: rowData(tenantId, input, cert) });
+          await publisher.publish([invalidate(tenantId)], tx);
+          return created;
+        });
         return toTrustedCertificateView(row, clock());
       } catch (err) {
         if (isUniqueViolation(err)) throw duplicate(cert.sha1);
@@ -153,9 +156,9 @@ export function createTrustedCertificatesService({ prisma, publisher, clock = ()
           for (let i = 0; i < inputs.length; i++) {
             out.push(await tx.trustedCertificate.create({ data: rowData(tenantId, inputs[i]!, parsed[i]!) }));
           }
+          await publisher.publish([invalidate(tenantId)], tx);
           return out;
         });
-        await publisher.publish([invalidate(tenantId)]);
         return rows.map((r) => toTrustedCertificateView(r, now));
       } catch (err) {
         if (isUniqueViolation(err)) {
@@ -186,22 +189,28 @@ export function createTrustedCertificatesService({ prisma, publisher, clock = ()
     async update(tenantId: string, fingerprint: string, input: UpdateTrustedCertificateInput): Promise<TrustedCertificateView> {
       const before = await find(tenantId, fingerprint);
       await assertProfile(tenantId, input.deviceProfileId);
-      const row = await prisma.trustedCertificate.update({
-        where: { id: before.id },
-        data: {
-          name: input.name,
-          status: input.status,
-          autoRegistrationEnabled: input.autoRegistrationEnabled,
-          deviceProfileId: input.deviceProfileId,
-        },
+      const row = await prisma.$transaction(async (tx) => {
+        const updated = await tx.trustedCertificate.update({
+          where: { id: before.id },
+          data: {
+            name: input.name,
+            status: input.status,
+            autoRegistrationEnabled: input.autoRegistrationEnabled,
+            deviceProfileId: input.deviceProfileId,
+          },
+        });
+        const disabled = before.status === 'ENABLED' && updated.status === 'DISABLED';
+        await publisher.publish(
+          [
+            invalidate(tenantId),
+            ...(disabled
+              ? [{ type: 'session-drop' as const, change: { kind: 'trusted-certificate' as const, tenantId, fingerprint: updated.fingerprint } }]
+              : []),
+          ],
+          tx,
+        );
+        return updated;
       });
-      const disabled = before.status === 'ENABLED' && row.status === 'DISABLED';
-      await publisher.publish([
-        invalidate(tenantId),
-        ...(disabled
-          ? [{ type: 'session-drop' as const, change: { kind: 'trusted-certificate' as const, tenantId, fingerprint: row.fingerprint } }]
-          : []),
-      ]);
       return toTrustedCertificateView(row, clock());
     },
 
@@ -235,9 +244,14 @@ export function createTrustedCertificatesService({ prisma, publisher, clock = ()
       if (!valid) {
         throw new BadRequestError('The signature does not verify with the certificate\'s public key', 'trustedCertificate/ProofOfPossessionInvalid');
       }
-      const row = await prisma.trustedCertificate.update({
-        where: { id: c.id },
-        data: { popValid: true, popCode: null, popCodeUsableUntil: null },
+      // Possession decides which tenant a CA shared by several tenants serves: a change to trust.
+      const row = await prisma.$transaction(async (tx) => {
+        const updated = await tx.trustedCertificate.update({
+          where: { id: c.id },
+          data: { popValid: true, popCode: null, popCodeUsableUntil: null },
+        });
+        await publisher.publish([invalidate(tenantId)], tx);
+        return updated;
       });
       // A proof decides where connections with no tenant hint go when several tenants trust the CA.
       await publisher.publish([invalidate(tenantId)]);
@@ -246,11 +260,13 @@ export function createTrustedCertificatesService({ prisma, publisher, clock = ()
 
     async remove(tenantId: string, fingerprint: string): Promise<void> {
       const c = await find(tenantId, fingerprint);
-      await prisma.trustedCertificate.delete({ where: { id: c.id } });
-      await publisher.publish([
-        invalidate(tenantId),
-        { type: 'session-drop', change: { kind: 'trusted-certificate', tenantId, fingerprint: c.fingerprint } },
-      ]);
+      await prisma.$transaction(async (tx) => {
+        await tx.trustedCertificate.delete({ where: { id: c.id } });
+        await publisher.publish(
+          [invalidate(tenantId), { type: 'session-drop', change: { kind: 'trusted-certificate', tenantId, fingerprint: c.fingerprint } }],
+          tx,
+        );
+      });
     },
   };
 }
