@@ -198,6 +198,16 @@ export function createVerifier(deps: VerifierDeps) {
     }
   }
 
+  /** Whether a certificate of the chain cannot be parsed (a deny that needs no store). */
+  function unreadable(req: AuthenticateRequest): boolean {
+    try {
+      for (const c of req.certificateChain) cache.parse(c, false);
+      return false;
+    } catch {
+      return true;
+    }
+  }
+
   const verifier: Verifier & {
     decide(req: AuthenticateRequest, opts?: DecideOptions): Promise<Resolution>;
     recheck(req: AuthenticateRequest): Promise<Decision>;
@@ -206,8 +216,11 @@ export function createVerifier(deps: VerifierDeps) {
   } = {
     async authenticate(req: AuthenticateRequest): Promise<Decision> {
       const started = process.hrtime.bigint();
-      // Before anything kept is used: every change committed before this request is applied.
-      await deps.state?.current();
+      // Before anything kept is used: every change committed before this request is applied. A
+      // chain that cannot even be read is refused without the store.
+      await deps.state?.current().catch((err: unknown) => {
+        if (!unreadable(req)) throw err;
+      });
       const now = clock();
       const key = cacheKey(req);
       const found = decisions.get(key);
