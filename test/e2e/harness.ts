@@ -28,6 +28,8 @@ export interface Split {
   serverCaPath: string;
   /** A scratch directory for certificates, removed after the file's tests. */
   dir: string;
+  /** The database both processes use. */
+  databaseUrl: string;
 }
 
 /** `certgate api` and `certgate mqtt` for the test file, on a database of the test PostgreSQL. */
@@ -57,6 +59,7 @@ export function splitForFile(): () => Split {
       serverCa: await fs.readFile(mqtt.serverCaPath),
       serverCaPath: mqtt.serverCaPath,
       dir,
+      databaseUrl: db.url,
     };
   });
   after(async () => {

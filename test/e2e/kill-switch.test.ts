@@ -7,6 +7,7 @@
 import assert from 'node:assert/strict';
 import { describe, test, type TestContext } from 'node:test';
 import type { MqttClient } from 'mqtt';
+import pg from 'pg';
 import { closedWithin, connectDevice, refusedWith } from '../helpers/mqtt-client.js';
 import { api, apiOk } from '../helpers/service.js';
 import {
@@ -174,5 +175,25 @@ describe('e2e: kill switch with certgate api and certgate mqtt apart', () => {
     assert.ok(ms < DEADLINE_MS, `closed after ${ms} ms`);
     const r = await api(s.http, 'GET', `${tenant.base}/devices?name=device123`, tenant.auth);
     assert.equal(r.body.devices[0].status, 'ACTIVE', 'the device itself is untouched');
+  });
+
+  test('fail/notification-lost: a change whose NOTIFY never arrives still closes the sessions once the feed is back', async (t) => {
+    const s = env();
+    const f = await fleet(t, s, 'ks-lost');
+    const db = new pg.Client({ connectionString: s.databaseUrl });
+    await db.connect();
+    db.on('error', () => {});
+    t.after(() => db.end());
+    await expectDrops(f, [f.c2], async () => {
+      // Written as a change is, but without its notification: no process hears of it.
+      await db.query('BEGIN');
+      await db.query(`UPDATE "Device" SET status = 'DISABLED' WHERE "tenantId" = $1 AND name = 'dev2'`, [f.tenant.id]);
+      await db.query('UPDATE "ChangeCounter" SET seq = seq + 1 WHERE id = 1');
+      await db.query('COMMIT');
+      // The LISTEN connections drop (a restarted database, a proxy timeout): once back, each
+      // process finds the counter ahead of what it applied and decides its sessions again.
+      await db.query(`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'certgate change feed'`);
+    });
+    assert.equal(await refusedWith(t, { ...(await tlsOf(s, f.dev2)), clientId: 'dev2' }), 5);
   });
 });

@@ -1,0 +1,213 @@
+/**
+ * The trust state's guarantee: a decision is made on a state at least as new as every change
+ * committed before it began, or it is not made. First its rules on a feed the test drives, then
+ * on a real PostgreSQL: the counter moves with the change's transaction, a change whose
+ * notification never arrives is still seen by the next decision, and the sessions are re-checked.
+ */
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import pg from 'pg';
+import { createChangeFeed, createChangePublisher, type ChangeEvent, type ChangeNotice } from '../../src/db/change-feed.js';
+import { createPrismaClient } from '../../src/db/prisma.js';
+import { createTrustState } from '../../src/verifier/trust-state.js';
+import { VerifierUnavailableError } from '../../src/verifier/verifier-types.js';
+import { createDevice } from '../../src/certs/certs-service.js';
+import { build } from '../helpers/app.js';
+import { createTestDatabase } from '../helpers/database.js';
+import { expectAllow, expectDeny, eventually, trustingTenant } from './fixtures.js';
+
+/** A feed the test drives: notices are delivered when the test says, the counter is a variable. */
+function fakeFeed() {
+  let onNotice: ((n: ChangeNotice) => void) | undefined;
+  let onResync: (() => void) | undefined;
+  const feed = {
+    counter: 0n,
+    connected: true,
+    reads: 0,
+    /** A read the test holds open until it calls `release`. */
+    hold: undefined as undefined | { release: () => void },
+    onNotice(l: (n: ChangeNotice) => void) {
+      onNotice = l;
+      return () => (onNotice = undefined);
+    },
+    onResync(l: () => void) {
+      onResync = l;
+      return () => (onResync = undefined);
+    },
+    async readCounter() {
+      feed.reads++;
+      const value = feed.counter;
+      if (feed.hold) await new Promise<void>((resolve) => (feed.hold!.release = resolve));
+      return value;
+    },
+    notice(n: ChangeNotice) {
+      onNotice?.(n);
+    },
+    resync() {
+      onResync?.();
+    },
+  };
+  return feed;
+}
+
+function stateOn(feed: ReturnType<typeof fakeFeed>, extra: { readCounter?: () => Promise<bigint>; timeoutMs?: number } = {}) {
+  const applied: ChangeEvent[] = [];
+  let clears = 0;
+  let missed = 0;
+  const state = createTrustState({
+    feed,
+    readCounter: extra.readCounter ?? (async () => feed.counter),
+    apply: (e) => applied.push(e),
+    clear: () => clears++,
+    ...(extra.timeoutMs ? { timeoutMs: extra.timeoutMs } : {}),
+  });
+  state.onMissed(() => missed++);
+  return { state, applied, counts: () => ({ clears, missed }) };
+}
+
+const revoke = (tenantId: string): ChangeEvent => ({ type: 'invalidate', tenantId, what: 'revocations' });
+
+test('ok/in-order: notices move the state on one by one; nothing is dropped while none is missed', async () => {
+  const feed = fakeFeed();
+  const { state, applied, counts } = stateOn(feed);
+  feed.counter = 5n;
+  await state.current(); // the first read sets the starting point
+  assert.deepEqual(counts(), { clears: 1, missed: 1 });
+  for (const seq of [6n, 7n]) {
+    feed.counter = seq;
+    feed.notice({ seq, events: [revoke('acme')] });
+    await state.current();
+  }
+  assert.equal(applied.length, 2);
+  assert.deepEqual(counts(), { clears: 1, missed: 1 }, 'nothing missed after the start');
+});
+
+test('fail/notice-gap: a notice that skips a number means some were lost: caches dropped, sessions re-checked', async () => {
+  const feed = fakeFeed();
+  const { state, counts } = stateOn(feed);
+  await state.current();
+  feed.counter = 3n;
+  feed.notice({ seq: 1n, events: [revoke('acme')] });
+  feed.notice({ seq: 3n, events: [revoke('acme')] });
+  assert.deepEqual(counts(), { clears: 2, missed: 2 });
+  await state.current();
+  assert.deepEqual(counts(), { clears: 2, missed: 2 }, 'the counter agrees with what was applied');
+});
+
+test('fail/notice-never-arrives: a counter ahead of the notices drops the caches before the decision', async () => {
+  const feed = fakeFeed();
+  const { state, counts } = stateOn(feed);
+  await state.current();
+  feed.counter = 1n; // committed, its notice lost
+  await state.current();
+  assert.deepEqual(counts(), { clears: 2, missed: 2 });
+  // The late notice changes nothing more.
+  feed.notice({ seq: 1n, events: [revoke('acme')] });
+  assert.deepEqual(counts(), { clears: 2, missed: 2 });
+});
+
+test('fail/too-large: a notice without its events counts as every change', async () => {
+  const feed = fakeFeed();
+  const { state, counts } = stateOn(feed);
+  await state.current();
+  feed.counter = 1n;
+  feed.notice({ seq: 1n, events: null });
+  assert.deepEqual(counts(), { clears: 2, missed: 2 });
+  await state.current();
+  assert.deepEqual(counts(), { clears: 2, missed: 2 });
+});
+
+test('fail/resync: a LISTEN connection that comes back re-checks only when the counter moved meanwhile', async () => {
+  const feed = fakeFeed();
+  const { state, counts } = stateOn(feed);
+  await state.current();
+  feed.resync();
+  await eventually(async () => feed.reads >= 2, 5_000, 'the counter read after the resync');
+  assert.deepEqual(counts(), { clears: 1, missed: 1 }, 'nothing changed: caches kept');
+  feed.counter = 4n;
+  feed.resync();
+  await eventually(async () => counts().missed === 2, 5_000, 'sessions re-checked after changes were missed');
+});
+
+test('fail/read-in-flight: a decision never relies on a counter read that began before it', async () => {
+  const feed = fakeFeed();
+  const { state, counts } = stateOn(feed);
+  await state.current();
+  feed.hold = { release: () => {} };
+  const first = state.current(); // a read begins, counter 0
+  await eventually(async () => feed.reads === 2, 5_000, 'the first read under way');
+  feed.counter = 1n; // a change commits while that read is under way
+  const hold = feed.hold;
+  feed.hold = undefined;
+  const second = state.current(); // must wait for a read of its own
+  hold.release();
+  await first;
+  await second;
+  assert.equal(feed.reads, 3, 'the second decision read the counter itself');
+  assert.deepEqual(counts(), { clears: 2, missed: 2 }, 'and found the change');
+});
+
+test('fail/store-down: no counter, no decision: unavailable, within the timeout', async () => {
+  const feed = fakeFeed();
+  feed.connected = false;
+  const { state } = stateOn(feed, { readCounter: () => Promise.reject(new Error('connection refused')) });
+  await assert.rejects(state.current(), VerifierUnavailableError);
+  const frozen = stateOn(feed, { readCounter: () => new Promise<bigint>(() => {}), timeoutMs: 200 });
+  const started = Date.now();
+  await assert.rejects(frozen.state.current(), VerifierUnavailableError);
+  assert.ok(Date.now() - started < 2_000, 'a frozen store is unavailable after the timeout, not a hang');
+});
+
+test('the counter moves with the change: a rolled back change neither counts nor notifies', async (t) => {
+  const db = await createTestDatabase();
+  const prisma = createPrismaClient(db.url);
+  const feed = await createChangeFeed(db.url);
+  t.after(async () => {
+    await feed.close();
+    await prisma.$disconnect();
+    await db.drop();
+  });
+  const notices: ChangeNotice[] = [];
+  feed.onNotice((n) => notices.push(n));
+  const publisher = createChangePublisher(prisma);
+  const before = await feed.readCounter();
+
+  await assert.rejects(
+    prisma.$transaction(async (tx) => {
+      await publisher.publish([revoke('acme')], tx);
+      throw new Error('the write fails after its publish');
+    }),
+  );
+  await prisma.$transaction(async (tx) => publisher.publish([revoke('acme')], tx));
+  // Read on the LISTEN connection: the notices it counts have arrived when it answers.
+  const after = await feed.readCounter();
+  assert.equal(after, before + 1n, 'only the committed change counts');
+  assert.deepEqual(notices, [{ seq: after, events: [revoke('acme')] }]);
+
+  // Hints count nothing.
+  await publisher.publish([{ type: 'credentials-observed', tenantId: 'acme', credentialsIds: ['ab'] }]);
+  assert.equal(await feed.readCounter(), after);
+  assert.equal(notices.length, 2);
+  assert.equal(notices[1]!.seq, undefined);
+});
+
+test('a change whose notification never arrives is seen by the next decision all the same', async (t) => {
+  const s = await build(t, { changeFeed: true });
+  const { acme, ca } = await trustingTenant(s);
+  const leaf = await createDevice({ issuer: ca, cn: 'sensor-1' });
+  const req = { clientId: 'sensor-1', certificateChain: [leaf.certPem] };
+  await expectAllow(s, req);
+  await expectAllow(s, req); // now kept by every cache
+
+  // Another process disables the device but its notification is lost: the row and the counter
+  // change in one transaction, and no NOTIFY is sent.
+  const other = new pg.Client({ connectionString: s.databaseUrl });
+  await other.connect();
+  await other.query('BEGIN');
+  await other.query(`UPDATE "Device" SET status = 'DISABLED' WHERE "tenantId" = $1 AND name = 'sensor-1'`, [acme.id]);
+  await other.query(`UPDATE "ChangeCounter" SET seq = seq + 1 WHERE id = 1`);
+  await other.query('COMMIT');
+  await other.end();
+
+  await expectDeny(s, req, 'DEVICE_DISABLED', 'the very next decision');
+});
