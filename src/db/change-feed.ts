@@ -160,6 +160,7 @@ export async function createChangeFeed(
   let closed = false;
   let retryTimer: NodeJS.Timeout | undefined;
   let failures = 0;
+  let reading: Promise<void> = Promise.resolve();
 
   const connect = async (): Promise<void> => {
     const c = new pg.Client({ connectionString: databaseUrl, keepAlive: true, application_name: 'certgate change feed' });
@@ -200,6 +201,7 @@ export async function createChangeFeed(
       try {
         await connect();
         failures = 0;
+        reading = Promise.resolve();
         if (!closed) for (const l of resyncListeners) l();
       } catch (err) {
         // Once per outage, not every quarter of a second.
@@ -229,11 +231,20 @@ export async function createChangeFeed(
       resyncListeners.add(listener);
       return () => resyncListeners.delete(listener);
     },
-    async readCounter() {
+    readCounter() {
       const c = client;
-      if (!c) throw new Error('the change feed is not connected');
-      const { rows } = await c.query<{ seq: string }>(COUNTER_SQL);
-      return BigInt(rows[0]!.seq);
+      if (!c) return Promise.reject(new Error('the change feed is not connected'));
+      // One query at a time on the connection: a read that outlived its caller's timeout (a frozen
+      // database) is waited for, not run beside.
+      const read = reading.then(
+        () => c.query<{ seq: string }>(COUNTER_SQL),
+        () => c.query<{ seq: string }>(COUNTER_SQL),
+      );
+      reading = read.then(
+        () => undefined,
+        () => undefined,
+      );
+      return read.then(({ rows }) => BigInt(rows[0]!.seq));
     },
     get connected() {
       return client !== undefined;

@@ -467,11 +467,17 @@ export function createMqttListener(options: MqttListenerOptions): MqttListener {
   // ---------------------------------------------------------------------------------------
   // CONNECT
 
-  const decide = async (request: AuthenticateRequest): Promise<Decision> => {
+  /**
+   * The verifier's decision for a CONNECT. `again`: the CONNECT was decided already and a change
+   * landed meanwhile; the second look has no side effects (the first decision is the one on
+   * record), where the verifier offers one.
+   */
+  const decide = async (request: AuthenticateRequest, again = false): Promise<Decision> => {
     let timer: NodeJS.Timeout | undefined;
+    const verifier = options.verifier;
     try {
       return await Promise.race([
-        options.verifier.authenticate(request),
+        again && verifier.recheck ? verifier.recheck(request) : verifier.authenticate(request),
         new Promise<never>((_, reject) => {
           timer = setTimeout(() => reject(new VerifierUnavailableError('verifier did not answer in time')), authenticateTimeoutMs);
         }),
@@ -515,7 +521,7 @@ export function createMqttListener(options: MqttListenerOptions): MqttListener {
       const mark = changeSeq;
       let decision: Decision;
       try {
-        decision = await decide(request);
+        decision = await decide(request, attempt > 0);
       } catch (err) {
         stats.serverUnavailable++;
         unavailable.warn(

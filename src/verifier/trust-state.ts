@@ -61,7 +61,7 @@ export function createTrustState(deps: TrustStateDeps): TrustState {
     }
     if (events === null) {
       // Too large to describe: everything counts as changed, sessions included.
-      missed(applied === undefined || seq > applied ? seq : applied);
+      if (applied === undefined || seq > applied) missed(seq);
       return;
     }
     for (const e of events) deps.apply(e);
@@ -107,8 +107,17 @@ export function createTrustState(deps: TrustStateDeps): TrustState {
 
   const sync = (seq: bigint): void => {
     if (applied === seq) return;
+    if (applied === undefined) {
+      // The starting point: nothing was kept or decided before it, so nothing was missed.
+      deps.clear();
+      applied = seq;
+      return;
+    }
     missed(seq);
   };
+  // Read at once, so a change missed before the first decision is still found (a listener that
+  // asks another process's verifier decides nothing here, but holds sessions).
+  read().then(sync, () => {});
 
   // A LISTEN connection that comes back has missed what was sent meanwhile, or not: the counter says.
   const unresync = deps.feed?.onResync(() => {

@@ -41,6 +41,7 @@ const REPEATABLE_CREATES: Record<string, string> = {
 /** Operations that accept unknown fields, and why. */
 const OPEN_BODIES: Record<string, string> = {
   authenticate: 'the verifier is called by MQTT brokers (EMQX\'s HTTP authenticator) whose request templates may add fields',
+  vernemqWebhook: 'VerneMQ\'s webhooks send every field of the hook, and newer versions add fields',
 };
 
 /**

@@ -168,7 +168,7 @@ test('malformed requests: 400 for the request shape, a deny reason for the certi
     ['fail/no-client-id', { certificateChain: [leaf.certPem] }],
     ['fail/no-chain', { clientId: 'dev-1' }],
     ['fail/empty-chain', { clientId: 'dev-1', certificateChain: [] }],
-    ['fail/chain-not-array', { clientId: 'dev-1', certificateChain: leaf.certPem }],
+    ['fail/chain-a-number', { clientId: 'dev-1', certificateChain: 42 }],
     ['fail/client-id-number', { clientId: 42, certificateChain: [leaf.certPem] }],
     ['fail/chain-of-numbers', { clientId: 'dev-1', certificateChain: [1, 2] }],
     ['fail/empty-string-certificate', { clientId: 'dev-1', certificateChain: [''] }],
