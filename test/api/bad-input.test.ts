@@ -42,6 +42,16 @@ const REPEATABLE_CREATES: Record<string, string> = {
 const OPEN_BODIES: Record<string, string> = {
   authenticate: 'the verifier is called by MQTT brokers (EMQX\'s HTTP authenticator) whose request templates may add fields',
   vernemqWebhook: 'VerneMQ\'s webhooks send every field of the hook, and newer versions add fields',
+  authorize: 'EMQX\'s HTTP authorizer sends the body template its operator wrote, which may hold more placeholders',
+};
+
+/**
+ * Operations whose body the route schema leaves open and a second schema reads, chosen by a
+ * header (the VerneMQ webhook: one route, one body shape per hook); their wrong types are checked
+ * by their own tests.
+ */
+const SCHEMALESS_BODIES: Record<string, string> = {
+  vernemqWebhook: 'the body is read per `vernemq-hook` (test/cluster/vernemq.test.ts checks the bad ones)',
 };
 
 /**
@@ -76,8 +86,14 @@ function actorFor(c: Context, op: Operation): string {
   return authFor(op, op.operationId === 'createTenant' ? c.s.management : c.acme.admin);
 }
 
+/** Headers an operation needs besides its body (the VerneMQ webhook names its hook in one). */
+const HEADERS: Record<string, Record<string, string>> = {
+  vernemqWebhook: { 'vernemq-hook': 'auth_on_publish' },
+};
+
 async function send(c: Context, op: Operation, payload: string | Buffer | undefined, contentType = 'application/json'): Promise<Reply> {
-  const res = await call(c.s, op.method, fillPath(op, c.acme.params), actorFor(c, op), payload, payload === undefined ? {} : { 'content-type': contentType });
+  const headers = { ...HEADERS[op.operationId], ...(payload === undefined ? {} : { 'content-type': contentType }) };
+  const res = await call(c.s, op.method, fillPath(op, c.acme.params), actorFor(c, op), payload, headers);
   // The verifier records its decisions behind the answer; write them now so snapshots see them.
   await c.s.app.verifier.flush();
   return res;
@@ -214,6 +230,7 @@ test('every write route: unparsable JSON, non-object bodies, other media types a
 
     const valid = validBodyFor(op, m)!.payload as Record<string, unknown>;
     const cases = wrongTypeCases(op.jsonSchema!, valid);
+    if (op.operationId in SCHEMALESS_BODIES) continue;
     assert.ok(cases.length > 0, `${name}: has fields to get wrong`);
     for (const { field, body } of cases) {
       const res = await send(c, op, JSON.stringify(body));
