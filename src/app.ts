@@ -8,6 +8,7 @@ import {
   validatorCompiler,
 } from 'fastify-type-provider-zod';
 import type { Logger } from 'pino';
+import { z } from 'zod';
 import type { PrismaClient } from './db/prisma.js';
 import type { ChangeFeed, ChangePublisher } from './db/change-feed.js';
 import { clientErrorHandler, errorHandlerPlugin, expectationFailed, frameworkErrorHandler } from './plugins/error-handler.js';
@@ -96,10 +97,26 @@ const TAGS = [
   },
   { name: 'Device profiles', description: 'How a device name is read from a certificate, which client ids are accepted and which topics a device may use.' },
   { name: 'Devices', description: 'Devices of a tenant and the certificates (credentials) pinned or observed for them.' },
+  { name: 'Device credentials', description: 'Certificates of one device: pinned through the API, or observed when the device connected.' },
+  { name: 'Revocation', description: 'Revoked serial numbers and imported CRLs of a tenant\'s CAs; a revoked device is refused and its sessions closed.' },
   { name: 'Auth events', description: 'Every verifier decision about a tenant\'s devices: why a device was allowed or refused.' },
   { name: 'Verifier', description: 'What MQTT brokers and standalone listeners call on CONNECT, with the verifier token (Bearer).' },
   { name: 'Operations', description: 'Liveness, readiness and Prometheus metrics, for load balancers and monitoring; no login.' },
 ];
+
+/**
+ * The route schemas as OpenAPI, keeping a body's `examples` (zod's `.meta`) that the conversion of
+ * request bodies drops when a field transforms its input (e.g. `"true"` to `true`), so Swagger UI
+ * shows the example bodies.
+ */
+const withBodyExamples: typeof jsonSchemaTransform = (input) => {
+  const out = jsonSchemaTransform(input);
+  const body = input.schema?.body;
+  const examples = body instanceof z.ZodType ? z.globalRegistry.get(body)?.examples : undefined;
+  const converted = out.schema?.body as Record<string, unknown> | undefined;
+  if (!examples || !converted || 'examples' in converted) return out;
+  return { ...out, schema: { ...out.schema, body: { ...converted, examples } } };
+};
 
 /** Builds the REST API: external plugins, then certgate's plugins, then feature routes. Never listens. */
 export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
@@ -142,7 +159,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
       security: [{ basicAuth: [] }],
       tags: TAGS,
     },
-    transform: jsonSchemaTransform,
+    transform: withBodyExamples,
     // Schemas registered with an id (`.meta({ id })`) become components referenced by `$ref`.
     transformObject: jsonSchemaTransformObject,
   });

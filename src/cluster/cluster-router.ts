@@ -39,6 +39,7 @@ export async function clusterRouter(app: FastifyInstance, opts: ClusterRouterOpt
     schema: {
       tags: ['Verifier'],
       operationId: 'authorize',
+      summary: 'Authorize a publish or subscribe (EMQX HTTP authorizer)',
       description:
         'EMQX\'s HTTP authorizer: may this device publish to (or subscribe to) this topic now? Decided from the ' +
         'device\'s current state (device ACTIVE, tenant ACTIVE, the profile\'s ACL templates filled in), so ACL changes, ' +
@@ -62,6 +63,7 @@ export async function clusterRouter(app: FastifyInstance, opts: ClusterRouterOpt
     schema: {
       tags: ['Verifier'],
       operationId: 'vernemqWebhook',
+      summary: 'VerneMQ webhooks (register, publish, subscribe)',
       description:
         'VerneMQ\'s webhooks (vmq_webhooks), named by the `vernemq-hook` header: `auth_on_register(_m5)` decides from ' +
         '`client_cert` (base64 DER; needs `listener.ssl.forward_connection_opts = on`) and answers `ok` with the ' +
@@ -84,6 +86,7 @@ export async function clusterRouter(app: FastifyInstance, opts: ClusterRouterOpt
     schema: {
       tags: ['Verifier'],
       operationId: 'caBundle',
+      summary: 'Every enabled trusted certificate as one PEM file',
       description:
         'Every ENABLED trusted certificate of every tenant as one PEM file (`application/x-pem-file`), each CA once, ' +
         'for the `cacertfile` of a broker that terminates TLS itself. A strong `ETag` names the content; ' +

@@ -27,6 +27,8 @@ declare module 'fastify' {
   }
   interface FastifyInstance {
     authenticate: (req: FastifyRequest) => Promise<void>;
+    /** Clears the failed-login count of a login (`tenantId/userName`) from every client: its password changed. */
+    forgetLoginFailures: (login: string) => void;
   }
 }
 
@@ -108,6 +110,10 @@ export const authPlugin = fp(async function auth(app: FastifyInstance, opts: Aut
   const lockoutMs = (opts.lockoutSeconds ?? 300) * 1000;
 
   app.decorateRequest('principal', undefined);
+  app.decorate('forgetLoginFailures', (login: string) => {
+    const suffix = `|${login}`;
+    for (const key of [...failures.keys()]) if (key.endsWith(suffix)) failures.delete(key);
+  });
   app.decorate('authenticate', async (req: FastifyRequest) => {
     const header = req.headers.authorization;
     if (!header?.startsWith('Basic ')) throw new UnauthorizedError('Basic authentication is required');

@@ -52,6 +52,7 @@ export async function explainRouter(app: FastifyInstance, opts: { verifier: Cert
     schema: {
       tags: ['Trusted certificates'],
       operationId: 'verifyCertChain',
+      summary: 'Explain how a certificate chain would be decided',
       description:
         'Explains how the verifier would decide for this chain in this tenant: anchor found, each link, validity, extensions, ' +
         'revocation, identity extraction, device match. The chain is the body\'s `chain` (PEM bundle) or the ' +

@@ -39,6 +39,7 @@ export async function verifierRouter(app: FastifyInstance, opts: VerifierRouterO
     schema: {
       tags: ['Verifier'],
       operationId: 'authenticate',
+      summary: 'Authenticate an MQTT client by its certificate chain',
       description:
         'Resolves a presented certificate chain to one tenant and one device for an MQTT CONNECT. Answers 200 with ' +
         '`result: allow` (ACL ending in a deny of everything else, string `client_attrs`, `expire_at` no later than the ' +

@@ -71,6 +71,8 @@ export const authenticateBody = z.object({
       'Decide for this tenant only: a chain of another tenant is denied (NO_TRUSTED_ANCHOR). A broker that prefixes ' +
         'client ids with the tenant (EMQX `mqtt.clientid_override`) sends the prefix here; empty is denied.',
     ),
+}).meta({
+  examples: [{ clientId: 'device001', certificateChain: ['-----BEGIN CERTIFICATE-----\nMIIBgDCCASWgAwIBAgIUS6+KqmwRSLlgZM70GgtZmMFyTI4wCgYIKoZIzj0EAwIw\nFDESMBAGA1UEAwwJZGV2aWNlMDAxMCAXDTI2MTIwNDIzNDI1OVoYDzIxMjYxMTEw\nMjM0MjU5WjAUMRIwEAYDVQQDDAlkZXZpY2UwMDEwWTATBgcqhkjOPQIBBggqhkjO\nPQMBBwNCAAT7Ak60gdQpcuzRYmZOtjmPtYbx/vCxOnX5zQTImmTPO+kckjhlBW0p\n/NbT3JHKuQT6f2SVG2KHhl63nRuX6ncmo1MwUTAdBgNVHQ4EFgQUSI9F9VVTyzLe\nFK/hj88cjuUCs24wHwYDVR0jBBgwFoAUSI9F9VVTyzLeFK/hj88cjuUCs24wDwYD\nVR0TAQH/BAUwAwEB/zAKBggqhkjOPQQDAgNJADBGAiEAjOQc5vY5oTfjAaQj1DDI\n6NGH6034JWJIahDPb//BogQCIQC6qTuMe38H+dEc1LFrYy0QDSGIbwO/gdzJjkXW\nPdfkdw==\n-----END CERTIFICATE-----\n'] }],
 });
 
 const aclRuleSchema = z.object({

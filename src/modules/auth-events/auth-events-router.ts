@@ -34,6 +34,7 @@ export async function authEventsRouter(app: FastifyInstance, opts: { prisma: Pic
     schema: {
       tags: ['Auth events'],
       operationId: 'listAuthEvents',
+      summary: 'Why a device was allowed or refused (auth events)',
       description: 'Lists the verifier\'s decisions for the tenant, newest first; filter by `deviceName`, `result`, `since`.',
       params: z.strictObject({ tenantId: z.string().min(1).max(64) }),
       querystring: query,

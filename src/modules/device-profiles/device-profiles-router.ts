@@ -30,6 +30,7 @@ export async function deviceProfilesRouter(app: FastifyInstance, opts: { service
     schema: {
       tags,
       operationId: 'createDeviceProfile',
+      summary: 'Create a device profile',
       description:
         'Creates a device profile: how a device name is taken from a certificate (identity source and regex), ' +
         'the client id policy, the auto-registration quota and the topic ACL. The regex must be RE2 syntax (no backreferences, no lookaround) ' +
@@ -50,6 +51,7 @@ export async function deviceProfilesRouter(app: FastifyInstance, opts: { service
     schema: {
       tags,
       operationId: 'listDeviceProfiles',
+      summary: 'List device profiles',
       description: 'Lists the tenant\'s device profiles, paged.',
       params: profilesParams,
       querystring: pagingQuery,
@@ -69,6 +71,7 @@ export async function deviceProfilesRouter(app: FastifyInstance, opts: { service
     schema: {
       tags,
       operationId: 'getDeviceProfile',
+      summary: 'Get a device profile',
       description: 'Reads one device profile.',
       params: profileParams,
       response: { 200: deviceProfileSchema, ...errorResponses(401, 403, 404, 429, 503) },
@@ -84,6 +87,7 @@ export async function deviceProfilesRouter(app: FastifyInstance, opts: { service
     schema: {
       tags,
       operationId: 'updateDeviceProfile',
+      summary: 'Change a device profile',
       description: 'Changes a device profile; fields left out keep their value. `default: true` moves the default here.',
       params: profileParams,
       body: updateDeviceProfileBody,
@@ -100,6 +104,7 @@ export async function deviceProfilesRouter(app: FastifyInstance, opts: { service
     schema: {
       tags,
       operationId: 'deleteDeviceProfile',
+      summary: 'Delete a device profile',
       description: 'Deletes a device profile that is neither the default nor used by a device.',
       params: profileParams,
       response: { 204: z.null().describe('Deleted'), ...errorResponses(401, 403, 404, 409, 422, 429, 503) },

@@ -39,6 +39,7 @@ export async function devicesRouter(app: FastifyInstance, opts: { service: Devic
     schema: {
       tags,
       operationId: 'createDevice',
+      summary: 'Create a device',
       description: 'Registers a device by name (unique in the tenant).',
       params: devicesParams,
       body: createDeviceBody,
@@ -56,6 +57,7 @@ export async function devicesRouter(app: FastifyInstance, opts: { service: Devic
     schema: {
       tags,
       operationId: 'listDevices',
+      summary: 'List devices',
       description: 'Lists devices, paged; `?name=` and `?credentialsId=` filter.',
       params: devicesParams,
       querystring: pagingQuery.extend(devicesQuery.shape),
@@ -75,6 +77,7 @@ export async function devicesRouter(app: FastifyInstance, opts: { service: Devic
     schema: {
       tags,
       operationId: 'getDevice',
+      summary: 'Get a device',
       description: 'Reads one device.',
       params: deviceParams,
       response: { 200: deviceSchema, ...errorResponses(401, 403, 404, 429, 503) },
@@ -90,6 +93,7 @@ export async function devicesRouter(app: FastifyInstance, opts: { service: Devic
     schema: {
       tags,
       operationId: 'updateDevice',
+      summary: 'Change a device',
       description:
         'Renames, moves to another profile, disables or pins a device. Changes that narrow what it may do close its live MQTT sessions.',
       params: deviceParams,
@@ -107,6 +111,7 @@ export async function devicesRouter(app: FastifyInstance, opts: { service: Devic
     schema: {
       tags,
       operationId: 'deleteDevice',
+      summary: 'Delete a device',
       description: 'Deletes a device and its credentials and closes its live MQTT sessions.',
       params: deviceParams,
       response: { 204: z.null().describe('Deleted'), ...errorResponses(401, 403, 404, 429, 503) },
@@ -123,6 +128,7 @@ export async function devicesRouter(app: FastifyInstance, opts: { service: Devic
     schema: {
       tags: credentialTags,
       operationId: 'listDeviceCredentials',
+      summary: 'List a device\'s certificates',
       description: 'Lists the device\'s certificates: listed through the API or observed when they authenticated.',
       params: deviceParams,
       querystring: pagingQuery,
@@ -142,6 +148,7 @@ export async function devicesRouter(app: FastifyInstance, opts: { service: Devic
     schema: {
       tags: credentialTags,
       operationId: 'createDeviceCredential',
+      summary: 'Pin a certificate to a device',
       description:
         'Lists a certificate for the device. `credentialsId` is the SHA-256 of its DER; a certificate belongs to at most one device.',
       params: deviceParams,
@@ -161,6 +168,7 @@ export async function devicesRouter(app: FastifyInstance, opts: { service: Devic
     schema: {
       tags: credentialTags,
       operationId: 'getDeviceCredential',
+      summary: 'Get a device certificate',
       description: 'Reads one of the device\'s certificates.',
       params: credentialParams,
       response: { 200: credentialSchema, ...errorResponses(401, 403, 404, 429, 503) },
@@ -177,6 +185,7 @@ export async function devicesRouter(app: FastifyInstance, opts: { service: Devic
     schema: {
       tags: credentialTags,
       operationId: 'updateDeviceCredential',
+      summary: 'Change a device certificate\'s status',
       description: 'Revokes or reactivates one certificate of the device; revoking closes the device\'s live sessions.',
       params: credentialParams,
       body: updateCredentialBody,
@@ -194,6 +203,7 @@ export async function devicesRouter(app: FastifyInstance, opts: { service: Devic
     schema: {
       tags: credentialTags,
       operationId: 'deleteDeviceCredential',
+      summary: 'Remove a device certificate',
       description: 'Removes one certificate from the device.',
       params: credentialParams,
       response: { 204: z.null().describe('Deleted'), ...errorResponses(401, 403, 404, 429, 503) },

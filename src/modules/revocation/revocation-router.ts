@@ -49,6 +49,7 @@ export async function revocationRouter(app: FastifyInstance, opts: { service: Re
     schema: {
       tags,
       operationId: 'listRevokedSerials',
+      summary: 'List revoked serial numbers',
       description: 'The tenant\'s revoked serial numbers: holds set through the API and entries of imported CRLs.',
       params: revocationParams,
       response: { 200: revocationListSchema, ...errorResponses(401, 403, 404, 429, 503) },
@@ -64,6 +65,7 @@ export async function revocationRouter(app: FastifyInstance, opts: { service: Re
     schema: {
       tags,
       operationId: 'addRevokedSerials',
+      summary: 'Revoke serial numbers',
       description:
         'Revokes serial numbers. Without `issuerFingerprint` a serial is revoked for every CA of the tenant; hex is compared ' +
         'case-insensitively, leading zeros ignored. Live MQTT sessions of revoked certificates are closed.',
@@ -82,6 +84,7 @@ export async function revocationRouter(app: FastifyInstance, opts: { service: Re
     schema: {
       tags,
       operationId: 'liftRevokedSerial',
+      summary: 'Lift a serial number\'s revocation',
       description: 'Lifts a hold on a serial number (all of its entries, or the one of `?issuerFingerprint=`).',
       params: serialParams,
       querystring: liftQuery,
@@ -100,6 +103,7 @@ export async function revocationRouter(app: FastifyInstance, opts: { service: Re
     schema: {
       tags,
       operationId: 'importCrl',
+      summary: 'Import a CRL issued by a trusted certificate',
       description:
         'Imports a CRL (DER as `application/pkix-crl`, or PEM) signed by this trusted certificate. The signature and ' +
         'validity are checked (422 otherwise: a CRL whose nextUpdate has passed or whose thisUpdate is still to come, ' +

@@ -19,6 +19,7 @@ export async function tenantsRouter(app: FastifyInstance, opts: { service: Tenan
     schema: {
       tags,
       operationId: 'createTenant',
+      summary: 'Create a tenant',
       description: 'Creates a tenant with its first administrator and default device profile. Management tenant only.',
       body: createTenantBody,
       response: { 201: tenantSchema, ...errorResponses(400, 401, 403, 409, 413, 429, 503) },
@@ -35,6 +36,7 @@ export async function tenantsRouter(app: FastifyInstance, opts: { service: Tenan
     schema: {
       tags,
       operationId: 'listTenants',
+      summary: 'List tenants',
       description: 'Lists tenants, paged. Management tenant only.',
       querystring: pagingQuery,
       response: {
@@ -55,6 +57,7 @@ export async function tenantsRouter(app: FastifyInstance, opts: { service: Tenan
     schema: {
       tags,
       operationId: 'getTenant',
+      summary: 'Get a tenant',
       description: 'Reads one tenant: its own users, or the management tenant.',
       params: tenantParams,
       response: { 200: tenantSchema, ...errorResponses(401, 403, 404, 429, 503) },
@@ -70,6 +73,7 @@ export async function tenantsRouter(app: FastifyInstance, opts: { service: Tenan
     schema: {
       tags,
       operationId: 'updateTenant',
+      summary: 'Change a tenant (company, domain, status)',
       description:
         'Changes company or domain (tenant admin or management), or suspends/activates the tenant (management only). ' +
         'A suspended tenant\'s devices are denied with TENANT_SUSPENDED and their live sessions are closed.',
@@ -89,6 +93,7 @@ export async function tenantsRouter(app: FastifyInstance, opts: { service: Tenan
     schema: {
       tags,
       operationId: 'deleteTenant',
+      summary: 'Delete a tenant and everything in it',
       description: 'Deletes the tenant and everything it owns. Management tenant only.',
       params: tenantParams,
       response: { 204: z.null().describe('Deleted'), ...errorResponses(401, 403, 404, 429, 503) },

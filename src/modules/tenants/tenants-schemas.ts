@@ -24,6 +24,8 @@ export const createTenantBody = z.strictObject({
   adminName: z.string().trim().min(1).max(100).regex(/^[^/:\s]+$/, 'must not contain "/", ":" or spaces'),
   adminPass: z.string().min(8).max(256),
   adminEmail: z.email().max(254).optional(),
+}).meta({
+  examples: [{ id: 'acme', company: 'ACME', domain: 'acme.example.com', adminName: 'admin', adminPass: 'acme-admin-pass' }],
 });
 
 export const updateTenantBody = z.strictObject({

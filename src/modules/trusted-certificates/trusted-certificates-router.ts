@@ -33,6 +33,7 @@ export async function trustedCertificatesRouter(app: FastifyInstance, opts: { se
     schema: {
       tags,
       operationId: 'createTrustedCertificate',
+      summary: 'Upload a trusted CA certificate',
       description:
         'Uploads a CA certificate the tenant trusts (Cumulocity-compatible). It must be one X.509 v3 certificate with ' +
         'basicConstraints CA:true, keyCertSign when keyUsage is present, not expired, and without weak keys or signatures ' +
@@ -54,6 +55,7 @@ export async function trustedCertificatesRouter(app: FastifyInstance, opts: { se
     schema: {
       tags,
       operationId: 'createTrustedCertificatesBulk',
+      summary: 'Upload several trusted CA certificates',
       description: `Uploads several CA certificates at once, all or nothing. ${SHARED_CA_RULE}`,
       params: certsParams,
       body: bulkBody,
@@ -74,6 +76,7 @@ export async function trustedCertificatesRouter(app: FastifyInstance, opts: { se
     schema: {
       tags,
       operationId: 'listTrustedCertificates',
+      summary: 'List trusted certificates',
       description: 'Lists the tenant\'s trusted certificates, paged as Cumulocity does.',
       params: certsParams,
       querystring: pagingQuery,
@@ -93,6 +96,7 @@ export async function trustedCertificatesRouter(app: FastifyInstance, opts: { se
     schema: {
       tags,
       operationId: 'getTrustedCertificate',
+      summary: 'Get a trusted certificate',
       description: 'Reads one trusted certificate by its SHA-1 fingerprint.',
       params: certParams,
       response: { 200: trustedCertificateSchema, ...errorResponses(401, 403, 404, 429, 503) },
@@ -108,6 +112,7 @@ export async function trustedCertificatesRouter(app: FastifyInstance, opts: { se
     schema: {
       tags,
       operationId: 'updateTrustedCertificate',
+      summary: 'Change a trusted certificate (status, name, auto-registration, profile)',
       description:
         'Changes name, status, auto-registration or device profile. Disabling closes the live MQTT sessions of devices that authenticated through it.',
       params: certParams,
@@ -127,6 +132,7 @@ export async function trustedCertificatesRouter(app: FastifyInstance, opts: { se
     schema: {
       tags,
       operationId: 'createVerificationCode',
+      summary: 'Get a proof-of-possession verification code',
       description: 'Proof of possession, step 1: returns the certificate with an unsigned verification code usable for 10 minutes.',
       params: certParams,
       response: { 200: trustedCertificateSchema, ...errorResponses(401, 403, 404, 429, 503) },
@@ -142,6 +148,7 @@ export async function trustedCertificatesRouter(app: FastifyInstance, opts: { se
     schema: {
       tags,
       operationId: 'proveProofOfPossession',
+      summary: 'Prove possession of the CA key',
       description:
         'Proof of possession, step 2: `proofOfPossessionSignedVerificationCode` is the base64 SHA-256 signature of the code ' +
         'by the CA key (`openssl dgst -sha256 -sign ca.key`). 400 on a wrong signature or an expired code; 422 when the ' +
@@ -166,6 +173,7 @@ export async function trustedCertificatesRouter(app: FastifyInstance, opts: { se
     schema: {
       tags,
       operationId: 'deleteTrustedCertificate',
+      summary: 'Delete a trusted certificate',
       description: 'Stops trusting the certificate and closes the live MQTT sessions that depend on it.',
       params: certParams,
       response: { 204: z.null().describe('Deleted'), ...errorResponses(401, 403, 404, 429, 503) },

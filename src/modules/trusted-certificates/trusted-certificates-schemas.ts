@@ -39,6 +39,16 @@ export const createTrustedCertificateBody = z.strictObject({
     .max(64 * 1024)
     .describe('PEM, with or without BEGIN/END lines and line breaks'),
   deviceProfileId: z.string().max(64).optional(),
+}).meta({
+  // The Cumulocity guide's upload: the PEM without its line breaks.
+  examples: [
+    {
+      status: 'ENABLED',
+      name: 'certificateName',
+      autoRegistrationEnabled: 'true',
+      certInPemFormat: 'MIIBnzCCAUWgAwIBAgIUGtEQNueQG/rVAQxzgXoUWqr4iwgwCgYIKoZIzj0EAwIwHDEaMBgGA1UEAwwRRXhhbXBsZSBEZXZpY2UgQ0EwIBcNMjYxMjA0MjM0MjU5WhgPMjEyNjExMTAyMzQyNTlaMBwxGjAYBgNVBAMMEUV4YW1wbGUgRGV2aWNlIENBMFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAECs83qoTUBhIYG25quXDdqYqWS9yRRMDWP2onEkcK6HDbwhWQKi2p3mXUULP4p0rthsgxNzL1ajfSvUmJJI6Re6NjMGEwHQYDVR0OBBYEFJa+QSf5pFN39H/uNVl9YjnbMTvwMB8GA1UdIwQYMBaAFJa+QSf5pFN39H/uNVl9YjnbMTvwMA8GA1UdEwEB/wQFMAMBAf8wDgYDVR0PAQH/BAQDAgEGMAoGCCqGSM49BAMCA0gAMEUCIBHSykBPaW21IJ0lay/6TUIliQ/9qm/qXwdKM5/23mb9AiEAqNxzyTxmP8SCc+LW3L/oiYCiIkFP9S7LbTgy/9c3CkE=',
+    },
+  ],
 });
 
 export const updateTrustedCertificateBody = z.strictObject({

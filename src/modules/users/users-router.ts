@@ -1,10 +1,11 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { ZodTypeProvider } from 'fastify-type-provider-zod';
 import { z } from 'zod';
+import { ForbiddenError } from '../../errors.js';
 import { authorizeTenant, principalOf } from '../../plugins/auth.js';
 import { collectionSchema, errorResponses, pagingQuery } from '../../lib/http-schemas.js';
 import { baseUrl, collection, pageWindow } from '../../lib/paging.js';
-import { createUserBody, userParams, userSchema, usersParams, type UserView } from './users-schemas.js';
+import { createUserBody, updateUserBody, userParams, userSchema, usersParams, type UserView } from './users-schemas.js';
 import type { UsersService } from './users-service.js';
 
 const tags = ['Users'];
@@ -22,6 +23,7 @@ export async function usersRouter(app: FastifyInstance, opts: { service: UsersSe
     schema: {
       tags,
       operationId: 'createUser',
+      summary: 'Create a user',
       description: 'Creates a user of the tenant with the given roles. Tenant admins only.',
       params: usersParams,
       body: createUserBody,
@@ -39,6 +41,7 @@ export async function usersRouter(app: FastifyInstance, opts: { service: UsersSe
     schema: {
       tags,
       operationId: 'listUsers',
+      summary: 'List users',
       description: 'Lists the users of the tenant, paged. Tenant admins only.',
       params: usersParams,
       querystring: pagingQuery,
@@ -56,11 +59,37 @@ export async function usersRouter(app: FastifyInstance, opts: { service: UsersSe
     },
   });
 
+  r.put('/user/:tenantId/users/:userName', {
+    onRequest: app.authenticate,
+    schema: {
+      tags,
+      operationId: 'updateUser',
+      summary: 'Change a user\'s password or roles',
+      description:
+        'Sets a user\'s password and/or roles. Tenant admins change any user of their tenant; every user may change ' +
+        'its own password, but not its own roles (403). A new password clears the failed-login count of that login.',
+      params: userParams,
+      body: updateUserBody,
+      response: { 200: userSchema, ...errorResponses(400, 401, 403, 404, 413, 422, 429, 503) },
+    },
+    handler: async (req) => {
+      const { tenantId, userName } = req.params;
+      const actor = principalOf(req);
+      const own = actor.tenantId === tenantId && actor.userName === userName;
+      if (!own) authorizeTenant(req, tenantId, 'users', true);
+      else if (req.body.roles !== undefined) throw new ForbiddenError('A user cannot change its own roles', 'user/OwnRoles');
+      const u = await service.update(tenantId, userName, req.body);
+      if (req.body.password !== undefined) app.forgetLoginFailures(`${tenantId}/${userName}`);
+      return withSelf(req, tenantId, u);
+    },
+  });
+
   r.delete('/user/:tenantId/users/:userName', {
     onRequest: app.authenticate,
     schema: {
       tags,
       operationId: 'deleteUser',
+      summary: 'Delete a user',
       description: 'Deletes a user of the tenant. Tenant admins only; nobody deletes their own user.',
       params: userParams,
       response: { 204: z.null().describe('Deleted'), ...errorResponses(401, 403, 404, 422, 429, 503) },

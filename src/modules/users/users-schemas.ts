@@ -24,8 +24,16 @@ export const createUserBody = z.strictObject({
   email: z.email().max(254).optional(),
 });
 
+export const updateUserBody = z
+  .strictObject({
+    password: z.string().min(8).max(256).optional().describe('The new password (at least 8 characters); clears the failed-login count'),
+    roles: z.array(z.enum(ROLES)).min(1).max(ROLES.length).optional().describe('The new roles, replacing the old ones'),
+  })
+  .refine((b) => b.password !== undefined || b.roles !== undefined, { message: 'give password, roles or both' });
+
 export const usersParams = z.strictObject({ tenantId: z.string().min(1).max(64) });
 export const userParams = usersParams.extend({ userName: z.string().min(1).max(100) });
 
 export type CreateUserInput = z.output<typeof createUserBody>;
+export type UpdateUserInput = z.output<typeof updateUserBody>;
 export type UserView = Omit<z.output<typeof userSchema>, 'self'>;

@@ -1,9 +1,9 @@
 import type { Db } from '../../db/prisma.js';
-import { isUniqueViolation } from '../../db/prisma-errors.js';
+import { isRecordMissing, isUniqueViolation } from '../../db/prisma-errors.js';
 import { ConflictError, NotFoundError, UnprocessableError } from '../../errors.js';
 import { hashPassword } from '../../lib/passwords.js';
 import { MANAGEMENT_TENANT, type Role } from '../../plugins/auth.js';
-import type { CreateUserInput, UserView } from './users-schemas.js';
+import type { CreateUserInput, UpdateUserInput, UserView } from './users-schemas.js';
 
 type UserRow = { id: string; userName: string; email: string | null; roles: string[]; creationTime: Date };
 
@@ -31,6 +31,23 @@ export function createUsersService({ db }: { db: Pick<Db, 'user'> }) {
         return toView(u);
       } catch (err) {
         if (isUniqueViolation(err)) throw new ConflictError(`User ${input.userName} already exists`, 'user/Duplicate');
+        throw err;
+      }
+    },
+
+    /** Sets the password and/or the roles of a user; who may is the router's decision. */
+    async update(tenantId: string, userName: string, input: UpdateUserInput): Promise<UserView> {
+      if (input.roles?.includes('ROLE_TENANT_MANAGEMENT') && tenantId !== MANAGEMENT_TENANT) {
+        throw new UnprocessableError('ROLE_TENANT_MANAGEMENT exists only in the management tenant', 'user/InvalidRole');
+      }
+      const data = {
+        ...(input.password !== undefined ? { passwordHash: await hashPassword(input.password) } : {}),
+        ...(input.roles !== undefined ? { roles: [...new Set(input.roles)] } : {}),
+      };
+      try {
+        return toView(await db.user.update({ where: { tenantId_userName: { tenantId, userName } }, data }));
+      } catch (err) {
+        if (isRecordMissing(err)) throw new NotFoundError(`User ${userName} not found`, 'user/NotFound');
         throw err;
       }
     },
