@@ -160,6 +160,10 @@ test('ok/certificate-chain-shapes: an array, a PEM bundle, one PEM, one base64 D
     const r = await api(s, 'POST', '/verifier/v1/authenticate', `Bearer ${VERIFIER_TOKEN}`, { clientId: 'dev1', certificateChain });
     assert.equal(r.body.result, 'allow', `${JSON.stringify(certificateChain).slice(0, 40)}: ${r.text}`);
   }
+  // The token as the password of HTTP Basic authenticates too.
+  const viaBasic = await api(s, 'POST', '/verifier/v1/authenticate', basic('emqx', VERIFIER_TOKEN), { clientId: 'dev1', certificateChain: b64 });
+  assert.equal(viaBasic.body.result, 'allow', viaBasic.text);
+  assert.equal((await api(s, 'POST', '/verifier/v1/authenticate', basic('emqx', 'wrong-token'), { clientId: 'dev1', certificateChain: b64 })).status, 401);
   // No certificate: EMQX renders an absent ${cert_pem} as "".
   const none = await api(s, 'POST', '/verifier/v1/authenticate', `Bearer ${VERIFIER_TOKEN}`, { clientId: 'dev1', certificateChain: '' });
   assert.deepEqual([none.status, none.body.result, none.body.reason], [200, 'deny', 'MALFORMED_CERTIFICATE']);
