@@ -4,6 +4,7 @@
  * must hold on the next CONNECT whichever worker takes it, and a kill reaches every worker.
  */
 import assert from 'node:assert/strict';
+import crypto from 'node:crypto';
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -77,6 +78,46 @@ describe('e2e: npm start with MQTT workers', () => {
     assert.deepEqual(dev2.map((c) => c.connected), [true, true, true, true], 'dev2 keeps its sessions');
     // Refused on whichever worker takes the next CONNECT.
     for (let i = 0; i < 4; i++) assert.equal(await refusedWith(t, { ...tls1, clientId: `again-${i}` }), 5);
+  });
+
+  test('ok/shared-ca-upload-takes-nothing: another tenant uploading a CA keeps its devices where they were; a proof of possession moves them', async (t) => {
+    const owner = await createTenant(service.httpUrl, 'owner');
+    const squatter = await createTenant(service.httpUrl, 'squat');
+    const ca = await cumulocityCa(dir, 'Owner Devices CA');
+    await trust(service.httpUrl, owner, ca.certPem);
+    const tlsOf = async (cn: string) => {
+      const d = await cumulocityDevice(ca, cn);
+      return { port: service.mqttPort, serverCa, cert: await fs.readFile(d.chainPath), key: await fs.readFile(d.keyPath), clientId: cn };
+    };
+    const filedUnder = async (tenant: TenantLogin, name: string) =>
+      (await apiOk(service.httpUrl, 'GET', `${tenant.base}/auth-events?pageSize=50&deviceName=${name}&result=allow`, tenant.auth)).events.length;
+    const meter1 = await tlsOf('meter-1');
+    (await connectDevice(t, meter1)).end(true);
+
+    // The squatter uploads the owner's public CA certificate, without its key: whichever worker
+    // takes them, the owner's devices, known or new, still connect as the owner's (they used to be
+    // refused as AMBIGUOUS_TENANT).
+    await trust(service.httpUrl, squatter, ca.certPem);
+    for (let i = 0; i < 4; i++) (await connectDevice(t, { ...meter1, clientId: 'meter-1' })).end(true);
+    for (let i = 2; i < 6; i++) (await connectDevice(t, await tlsOf(`meter-${i}`))).end(true);
+    await until(async () => (await filedUnder(owner, 'meter-5')) === 1, 5_000, 'the owner\'s auth event');
+    assert.equal(await filedUnder(squatter, 'meter-5'), 0);
+
+    // The squatter proves possession of the CA key (so it is not a squatter): a device with no
+    // tenant hint now goes to it, and the owner's devices name the owner.
+    const fingerprint = (await apiOk(service.httpUrl, 'GET', `${squatter.base}/trusted-certificates`, squatter.auth)).certificates[0].fingerprint;
+    const pop = `${squatter.base}/trusted-certificates-pop/${fingerprint}`;
+    const code = (await apiOk(service.httpUrl, 'POST', `${pop}/verification-code`, squatter.auth, undefined, 200)).proofOfPossessionUnsignedVerificationCode;
+    const signature = crypto.sign('sha256', Buffer.from(code), await fs.readFile(path.join(ca.dir, 'caKey.pem'))).toString('base64');
+    await apiOk(service.httpUrl, 'POST', `${pop}/pop`, squatter.auth, { proofOfPossessionSignedVerificationCode: signature }, 200);
+    let n = 0;
+    await until(async () => {
+      const name = `moved-${n++}`;
+      (await connectDevice(t, await tlsOf(name))).end(true);
+      return (await filedUnder(squatter, name)) === 1;
+    }, 15_000, 'a device with no hint to go to the tenant that proved possession');
+    (await connectDevice(t, { ...(await tlsOf('meter-9')), username: owner.id })).end(true);
+    await until(async () => (await filedUnder(owner, 'meter-9')) === 1, 5_000, 'the hinted device filed under the owner');
   });
 
   test('ok/tenant-recreated-empty: a deleted tenant leaves no retained message, session, queued message or will on any worker', async (t) => {
