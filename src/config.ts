@@ -2,7 +2,7 @@ import { z } from 'zod';
 import path from 'node:path';
 
 /** How long a database call may take unless configured (`DATABASE_STATEMENT_TIMEOUT_MS`, `DATABASE_ACQUIRE_TIMEOUT_MS`). */
-export const DATABASE_TIMEOUT_DEFAULTS = { statementTimeoutMs: 3_000, acquireTimeoutMs: 2_000 } as const;
+export const DATABASE_TIMEOUT_DEFAULTS = { statementTimeoutMs: 3_000, acquireTimeoutMs: 3_000 } as const;
 
 const port = z.coerce.number().int().min(0).max(65535);
 const count = z.coerce.number().int().min(0);
@@ -68,7 +68,11 @@ const configSchema = z
      * about this (plus the wait for a connection), never hangs a request.
      */
     DATABASE_STATEMENT_TIMEOUT_MS: z.coerce.number().int().min(100).max(600_000).default(DATABASE_TIMEOUT_DEFAULTS.statementTimeoutMs),
-    /** Longest a request waits for a pooled database connection, or for a new one to open. */
+    /**
+     * Longest a request waits for a database connection while the database answers nothing: no
+     * statement completes, no connection opens. While statements keep completing (a storm queued
+     * behind the pool) it waits on, up to 10 s.
+     */
     DATABASE_ACQUIRE_TIMEOUT_MS: z.coerce.number().int().min(100).max(600_000).default(DATABASE_TIMEOUT_DEFAULTS.acquireTimeoutMs),
     /**
      * Auth events, and sightings, that may wait in memory for a database that is away (each kind,

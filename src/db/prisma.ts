@@ -59,10 +59,17 @@ export function createPrismaClient(databaseUrl: string, options: PrismaClientOpt
   url.searchParams.delete('schema');
   // allowExitOnIdle: Prisma ends the pool on $disconnect only if it ever connected itself, so idle
   // connections opened by executeBulk alone must not keep the process alive.
+  const bounded = boundedConnection(opts);
   const pool = new pg.Pool({
     connectionString: url.toString(),
     max: opts.poolSize ?? 10,
-    ...boundedConnection(opts),
+    ...bounded,
+    // The pool's own limit is the longest wait of a busy database (see `acquireWhileAnswering`).
+    connectionTimeoutMillis: Math.max(BUSY_WAIT_MS, bounded.connectionTimeoutMillis),
+    // The client's side of the statement bound is the pool's watchdog (`watchSilentConnections`):
+    // `pg`'s own read timer fires after an event loop held up by a burst of work before the
+    // answers that arrived meanwhile are read, and fails statements the server did answer.
+    query_timeout: undefined,
     allowExitOnIdle: true,
     // `?schema=` is Prisma's: raw SQL (and the batch statements) find unqualified tables through
     // the connection's search_path, as the Prisma CLI's connections do (scripts/prisma-schema-engine.mjs).
@@ -77,11 +84,122 @@ export function createPrismaClient(databaseUrl: string, options: PrismaClientOpt
   pool.on('release', (err, client) => {
     if (!err && hasStatementInFlight(client)) void client.end().catch(() => {});
   });
+  acquireWhileAnswering(pool, bounded.connectionTimeoutMillis);
+  watchSilentConnections(pool, bounded.query_timeout!);
   const adapter = new PrismaPg(pool, { ...(schema ? { schema } : {}), disposeExternalPool: true });
   const client = new PrismaClient({ adapter });
   pools.set(client, pool);
   return client;
 }
+
+/** The longest a caller waits for a connection while the database answers (a storm), in ms. */
+const BUSY_WAIT_MS = 10_000;
+
+/**
+ * Bounds the wait for a pooled connection by the database's progress rather than by the clock
+ * alone: a caller waits while the pool's statements keep completing (a storm queues hundreds of
+ * requests behind a few connections, and each is served in turn), but no longer than `acquireMs`
+ * without one statement completing or one connection opening: what a database that stopped
+ * answering looks like. `pg-pool` has a single timeout for both; its own stays as the limit of
+ * a busy wait (BUSY_WAIT_MS). A caller given up on takes its connection later and gives it back.
+ */
+function acquireWhileAnswering(pool: pg.Pool, acquireMs: number): void {
+  let progress = 0;
+  pool.on('connect', () => (progress = Date.now()));
+  pool.on('release', (err, client) => {
+    if (!err && !hasStatementInFlight(client)) progress = Date.now();
+  });
+  const connect = pool.connect.bind(pool) as () => Promise<pg.PoolClient>;
+  const bounded = (): Promise<pg.PoolClient> =>
+    new Promise((resolve, reject) => {
+      const started = Date.now();
+      let settled = false;
+      let timer: NodeJS.Timeout;
+      const left = () => Math.max(started, progress) + acquireMs - Date.now();
+      const check = () => {
+        if (left() > 0) {
+          timer = setTimeout(check, left());
+          return;
+        }
+        // Timers run before the I/O that arrived meanwhile: after an event loop held up by a burst
+        // of work, the statements completed during it are counted first (the check phase follows
+        // the poll phase).
+        setImmediate(() => {
+          if (settled) return;
+          if (left() > 0) {
+            timer = setTimeout(check, left());
+            return;
+          }
+          settled = true;
+          reject(new Error('timeout exceeded when trying to connect'));
+        });
+      };
+      timer = setTimeout(check, acquireMs);
+      connect().then(
+        (client) => {
+          clearTimeout(timer);
+          if (settled) client.release();
+          else resolve(client);
+        },
+        (err: unknown) => {
+          clearTimeout(timer);
+          if (!settled) reject(err);
+        },
+      );
+    });
+  // `pool.query` checks out through `connect` with a callback; Prisma's transactions and
+  // `pgTransaction` through its promise.
+  (pool as unknown as { connect: unknown }).connect = (cb?: (err: unknown, client?: pg.PoolClient, done?: () => void) => void) => {
+    if (!cb) return bounded();
+    bounded().then(
+      (client) => cb(undefined, client, (err?: unknown) => client.release(err as Error | undefined)),
+      (err: unknown) => cb(err),
+    );
+  };
+}
+
+/**
+ * Closes a pooled connection that waits for the server and has heard nothing from it for
+ * `silentMs` (the statement timeout and a grace): the server would have cancelled the statement
+ * itself by then, so it is frozen or cut off. The statements of the connection fail ("Connection
+ * terminated"), the caller answers 503, and the session on the server, if it ever wakes, ends
+ * with its transaction rolled back. Checked a few times a second, after the I/O that arrived by
+ * then has been read (a check phase), so an event loop held up by work does not count as silence.
+ */
+function watchSilentConnections(pool: pg.Pool, silentMs: number): void {
+  const heard = new Map<pg.PoolClient, () => number>();
+  let timer: NodeJS.Timeout | undefined;
+  const check = () => {
+    timer = undefined;
+    setImmediate(() => {
+      const now = Date.now();
+      for (const [client, last] of heard) {
+        const waiting = (client as unknown as { readyForQuery?: boolean }).readyForQuery === false;
+        if (waiting && now - last() > silentMs) {
+          heard.delete(client);
+          (client as unknown as { connection: { stream: { destroy(): void } } }).connection.stream.destroy();
+        }
+      }
+      if (heard.size && !timer) (timer = setTimeout(check, WATCH_INTERVAL_MS)).unref();
+    });
+  };
+  pool.on('connect', (client) => {
+    const stream = (client as unknown as { connection: { stream: NodeJS.EventEmitter & { write: (...args: unknown[]) => boolean } } }).connection.stream;
+    let last = Date.now();
+    stream.on('data', () => (last = Date.now()));
+    const write = stream.write.bind(stream);
+    stream.write = (...args: unknown[]) => {
+      last = Date.now();
+      return write(...args);
+    };
+    heard.set(client, () => last);
+    if (!timer) (timer = setTimeout(check, WATCH_INTERVAL_MS)).unref();
+  });
+  pool.on('remove', (client) => heard.delete(client));
+}
+
+/** How often pooled connections are checked for silence. */
+const WATCH_INTERVAL_MS = 250;
 
 /**
  * Whether the connection is not at rest: a statement of it still runs (the server never answered

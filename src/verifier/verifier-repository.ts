@@ -1,6 +1,6 @@
 import { CopyText, copyField } from '../db/copy-text.js';
 import { executeBulk, pgTransaction, queryBulk, type PrismaClient } from '../db/prisma.js';
-import { isForeignKeyViolation, isUniqueViolation } from '../db/prisma-errors.js';
+import { createRegistrationBatches, registerBatch, type RegistrationResult } from './registration-batches.js';
 
 /** Everything the verifier reads and writes, in one place (Prisma, and `pg` for batch writes). */
 export interface TrustedRef {
@@ -143,6 +143,7 @@ const BATCH_PRUNE_INTERVAL_MS = 3_600_000;
 
 export function createVerifierRepository(prisma: VerifierPrisma) {
   let lastBatchPrune = 0;
+  const registrations = createRegistrationBatches((batch) => pgTransaction(prisma, (tx) => registerBatch(tx, batch)));
   return {
     trustedBySubjectHash(subjectHashes: string[]): Promise<Array<TrustedRef & { subjectHash: string }>> {
       return prisma.trustedCertificate.findMany({
@@ -274,39 +275,21 @@ export function createVerifierRepository(prisma: VerifierPrisma) {
     },
 
     /**
-     * Creates the device unless it exists, under a per-tenant advisory lock so the hourly quota
-     * holds and many simultaneous first connections make exactly one device.
+     * Creates the device unless it exists. Concurrent registrations of one tenant are gathered
+     * while the tenant's previous batch is written and then written together, in one transaction
+     * under the tenant's advisory lock (registration-batches.ts): a storm of first connections
+     * costs a transaction per batch, not one per device queued behind that lock, and the hourly
+     * quota holds exactly because it is counted under the lock. Answers the device (`created`: by
+     * this call), 'QUOTA_EXCEEDED', or 'GONE' when the tenant or the profile no longer exists
+     * (deleted by another process a moment ago).
      */
-    async registerDevice(
+    registerDevice(
       tenantId: string,
       name: string,
       profile: { id: string; maxNewDevicesPerHour: number | null },
       now: Date,
-    ): Promise<{ device: DeviceRef; created: boolean } | 'QUOTA_EXCEEDED' | 'GONE'> {
-      try {
-        return await prisma.$transaction(async (tx) => {
-          await tx.$executeRawUnsafe('SELECT pg_advisory_xact_lock(hashtext($1))', `certgate-register:${tenantId}`);
-          const existing = await tx.device.findUnique({ where: { tenantId_name: { tenantId, name } }, select: deviceSelect });
-          if (existing) return { device: existing, created: false };
-          if (profile.maxNewDevicesPerHour !== null) {
-            const recent = await recentRegistrations(tx, tenantId, profile.id, now);
-            if (recent >= profile.maxNewDevicesPerHour) return 'QUOTA_EXCEEDED' as const;
-          }
-          const device = await tx.device.create({
-            data: { tenantId, name, deviceProfileId: profile.id, createdBy: 'AUTO_REGISTRATION' },
-            select: deviceSelect,
-          });
-          return { device, created: true };
-        });
-      } catch (err) {
-        // The caller decided on cached data: the tenant or the profile may have been deleted by
-        // another process a moment ago, and the device's foreign keys point nowhere.
-        if (isForeignKeyViolation(err)) return 'GONE';
-        if (!isUniqueViolation(err)) throw err;
-        const device = await prisma.device.findUnique({ where: { tenantId_name: { tenantId, name } }, select: deviceSelect });
-        if (!device) throw err;
-        return { device, created: false };
-      }
+    ): Promise<RegistrationResult> {
+      return registrations.register({ tenantId, name, profile, now });
     },
 
     /**
