@@ -253,8 +253,6 @@ export function createTrustedCertificatesService({ prisma, publisher, clock = ()
         await publisher.publish([invalidate(tenantId)], tx);
         return updated;
       });
-      // A proof decides where connections with no tenant hint go when several tenants trust the CA.
-      await publisher.publish([invalidate(tenantId)]);
       return toTrustedCertificateView(row, now);
     },
 
