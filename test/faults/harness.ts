@@ -173,7 +173,10 @@ async function childrenOf(pid: number): Promise<number[]> {
 
 export interface FaultEnv {
   db: FaultDatabase;
-  service: Service;
+  /** The process serving the REST API and its verifier. */
+  api: Service;
+  /** The process whose workers serve MQTT: the same as `api`, or `certgate mqtt` in split mode. */
+  mqtt: Service;
   http: string;
   mqttPort: number;
   serverCa: Buffer;
@@ -181,44 +184,52 @@ export interface FaultEnv {
   dir: string;
 }
 
+export interface FaultEnvOptions {
+  /**
+   * `together` (default): `src/server.ts` with MQTT_WORKERS workers, each deciding with its own
+   * verifier. `split`: `certgate api`, and `certgate mqtt` with MQTT_WORKERS workers asking the
+   * API's verifier over HTTP and following changes on the database for their live sessions.
+   */
+  layout?: 'together' | 'split';
+  env?: Record<string, string>;
+}
+
 /**
- * A database and certgate (API + MQTT_WORKERS worker processes) for the test file. The returned
- * function gives them to the tests.
+ * A database and certgate (the API and MQTT_WORKERS worker processes) for the test file. The
+ * returned function gives them to the tests.
  */
-export function faultEnvForFile(env: Record<string, string> = {}): () => FaultEnv {
+export function faultEnvForFile(opts: FaultEnvOptions = {}): () => FaultEnv {
   let state: FaultEnv | undefined;
   let db: FaultDatabase | undefined;
-  let service: Service | undefined;
+  const services: Service[] = [];
   let dir = '';
   before(async () => {
     dir = await fs.mkdtemp(path.join(os.tmpdir(), 'certgate-fault-'));
     db = await startFaultDatabase();
-    service = await startService({
-      mode: 'all',
-      startTimeoutMs: 120_000,
-      env: {
-        DATABASE_URL: db.url,
-        MQTT_WORKERS: String(WORKERS),
-        VERIFIER_TOKEN,
-        MANAGEMENT_ADMIN_PASSWORD: MGMT_PASSWORD,
-        ...env,
-      },
-    });
-    await until(() => workersListening(service!) >= WORKERS, 60_000, 'both MQTT workers listening');
-    state = {
-      db,
-      service,
-      http: service.httpUrl,
-      mqttPort: service.mqttPort,
-      serverCa: await fs.readFile(service.serverCaPath),
-      dir,
-    };
+    const common = { DATABASE_URL: db.url, VERIFIER_TOKEN, MANAGEMENT_ADMIN_PASSWORD: MGMT_PASSWORD };
+    let api: Service;
+    let mqtt: Service;
+    if (opts.layout === 'split') {
+      api = await startService({ mode: 'api', startTimeoutMs: 120_000, env: { ...common, ...opts.env } });
+      services.push(api);
+      mqtt = await startService({
+        mode: 'mqtt',
+        startTimeoutMs: 120_000,
+        env: { ...common, MQTT_WORKERS: String(WORKERS), VERIFIER_URL: api.httpUrl, ...opts.env },
+      });
+      services.push(mqtt);
+    } else {
+      api = mqtt = await startService({ mode: 'all', startTimeoutMs: 120_000, env: { ...common, MQTT_WORKERS: String(WORKERS), ...opts.env } });
+      services.push(api);
+    }
+    await until(() => workersListening(mqtt) >= WORKERS, 60_000, 'both MQTT workers listening');
+    state = { db, api, mqtt, http: api.httpUrl, mqttPort: mqtt.mqttPort, serverCa: await fs.readFile(mqtt.serverCaPath), dir };
   });
   after(async () => {
     // Thawed first: a frozen database would hold certgate's shutdown.
     await db?.thaw().catch(() => {});
     if (db && !db.running()) await db.start().catch(() => {});
-    await service?.stop();
+    for (const s of services.reverse()) await s.stop();
     await db?.destroy();
     if (dir) await fs.rm(dir, { recursive: true, force: true });
   });
@@ -381,7 +392,7 @@ export async function attempt(
 ): Promise<Attempt> {
   const clientId = opts.clientId ?? uniqueClientId(device.name);
   // Client ids may repeat: this attempt's decision is the first line after those seen so far.
-  const seen = decisionLines(env.service, clientId).length;
+  const seen = decisionLines(env.mqtt, clientId).length;
   const started = Date.now();
   const client = mqtt.connect(`mqtts://localhost:${env.mqttPort}`, {
     ca: env.serverCa,
@@ -407,7 +418,7 @@ export async function attempt(
   const ms = Date.now() - started;
   if (outcome.code !== 0 || !opts.keep) client.end(true);
   // The worker logs its decision right before it answers; the line may still be on its way.
-  const line = () => decisionLines(env.service, clientId)[seen];
+  const line = () => decisionLines(env.mqtt, clientId)[seen];
   if (!line() && typeof outcome.code === 'number') await until(() => line() !== undefined, 2_000).catch(() => undefined);
   const worker = line()?.worker;
   return {
