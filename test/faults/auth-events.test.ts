@@ -16,6 +16,7 @@ import {
   attempt,
   createTenant,
   faultEnvForFile,
+  logLines,
   makeDevice,
   report,
   tenantId,
@@ -59,6 +60,7 @@ describe('faults: every decision around an outage has its auth event', () => {
       const tenant = await createTenant(e.http, tenantId('events'));
       const tally: Tally = { allow: 0, deny: 0, unavailable: 0, unknown: 0, decidedDuringOutage: 0, allowDuringOutage: 0 };
       let down = false;
+      const clientIds = new Set<string>();
       const count = (kind: 'allow' | 'deny' | 'unavailable' | 'unknown'): void => {
         tally[kind]++;
         if (down && (kind === 'allow' || kind === 'deny')) tally.decidedDuringOutage++;
@@ -66,6 +68,7 @@ describe('faults: every decision around an outage has its auth event', () => {
       };
       const mqttDecision = async (d: Device, protocolVersion: 4 | 5): Promise<void> => {
         const a = await attempt(e, d, { protocolVersion });
+        clientIds.add(a.clientId);
         if (a.code === 0) count('allow');
         else if (a.code === 5 || a.code === 0x87) count('deny');
         else if (a.code === 3 || a.code === 0x88) count('unavailable');
@@ -119,11 +122,20 @@ describe('faults: every decision around an outage has its auth event', () => {
         (ms) => ms,
         () => undefined,
       );
+      // What the MQTT workers logged about their refusals (a refusal the listener makes on its own
+      // after the verifier allowed, REVOKED_DURING_CONNECT, has the verifier's allow event).
+      const workerDenials = new Map<string, number>();
+      for (const l of logLines(e.mqtt)) {
+        if (l.msg === 'MQTT authentication denied' && typeof l.reason === 'string' && clientIds.has(l.clientId ?? '')) {
+          workerDenials.set(l.reason, (workerDenials.get(l.reason) ?? 0) + 1);
+        }
+      }
       report(
         `auth events round ${round + 1}: decisions ${decided} (allow ${tally.allow}, deny ${tally.deny}; ${tally.decidedDuringOutage} while down, ` +
           `${tally.allowDuringOutage} allows while down), unavailable ${tally.unavailable}, unknown ${tally.unknown}; ` +
           `events ${events.allow + events.deny} (allow ${events.allow}, deny ${events.deny})` +
-          (flushed === undefined ? ` after ${FLUSH_TIMEOUT_MS} ms: ${decided - events.allow - events.deny} missing` : `, all there ${flushed} ms after the load`),
+          (flushed === undefined ? ` after ${FLUSH_TIMEOUT_MS} ms: ${decided - events.allow - events.deny} missing` : `, all there ${flushed} ms after the load`) +
+          `; MQTT refusals by reason ${JSON.stringify(Object.fromEntries(workerDenials))}`,
       );
       assert.ok(tally.unavailable > 0, 'the outage was seen by the clients');
       if (tally.unknown === 0) {
