@@ -18,6 +18,7 @@ import {
   faultEnvForFile,
   logLines,
   makeDevice,
+  uniqueClientId,
   report,
   tenantId,
   until,
@@ -61,7 +62,10 @@ describe('faults: every decision around an outage has its auth event', () => {
       const tally: Tally = { allow: 0, deny: 0, unavailable: 0, unknown: 0, decidedDuringOutage: 0, allowDuringOutage: 0 };
       let down = false;
       const clientIds = new Set<string>();
-      const count = (kind: 'allow' | 'deny' | 'unavailable' | 'unknown'): void => {
+      /** What each client id saw, to reconcile with the events one by one. */
+      const seen = new Map<string, { kind: string; via: string; down: boolean }>();
+      const count = (kind: 'allow' | 'deny' | 'unavailable' | 'unknown', clientId: string, via: string): void => {
+        seen.set(clientId, { kind, via, down });
         tally[kind]++;
         if (down && (kind === 'allow' || kind === 'deny')) tally.decidedDuringOutage++;
         if (down && kind === 'allow') tally.allowDuringOutage++;
@@ -69,17 +73,20 @@ describe('faults: every decision around an outage has its auth event', () => {
       const mqttDecision = async (d: Device, protocolVersion: 4 | 5): Promise<void> => {
         const a = await attempt(e, d, { protocolVersion });
         clientIds.add(a.clientId);
-        if (a.code === 0) count('allow');
-        else if (a.code === 5 || a.code === 0x87) count('deny');
-        else if (a.code === 3 || a.code === 0x88) count('unavailable');
-        else count('unknown');
+        const via = `mqtt v${protocolVersion === 4 ? '3.1.1' : '5'} worker ${a.worker ?? '?'} code ${a.code}`;
+        if (a.code === 0) count('allow', a.clientId, via);
+        else if (a.code === 5 || a.code === 0x87) count('deny', a.clientId, via);
+        else if (a.code === 3 || a.code === 0x88) count('unavailable', a.clientId, via);
+        else count('unknown', a.clientId, via);
       };
       const httpDecision = async (d: Device): Promise<void> => {
-        const v = await verify(e.http, d);
-        if (v.status === 200 && v.result === 'allow') count('allow');
-        else if (v.status === 200 && v.result === 'deny') count('deny');
-        else if (v.status === 503) count('unavailable');
-        else count('unknown');
+        const clientId = uniqueClientId(d.name);
+        const v = await verify(e.http, d, clientId);
+        const via = `http ${v.status}`;
+        if (v.status === 200 && v.result === 'allow') count('allow', clientId, via);
+        else if (v.status === 200 && v.result === 'deny') count('deny', clientId, via);
+        else if (v.status === 503) count('unavailable', clientId, via);
+        else count('unknown', clientId, via);
       };
 
       // Two registered devices (one connect each registers them), then no more registration:
@@ -122,6 +129,21 @@ describe('faults: every decision around an outage has its auth event', () => {
         (ms) => ms,
         () => undefined,
       );
+      // One by one: the client ids whose events differ from what the client saw.
+      const rows = await e.db.query<{ clientId: string | null; result: string; reason: string | null; time: Date }>(
+        `SELECT "clientId", result, reason, time FROM "AuthEvent" WHERE "tenantId" = $1 ORDER BY time`,
+        [tenant.id],
+      );
+      const byClient = new Map<string, string[]>();
+      for (const r of rows) byClient.set(r.clientId ?? '', [...(byClient.get(r.clientId ?? '') ?? []), `${r.result}${r.reason ? ` ${r.reason}` : ''} at ${r.time.toISOString()}`]);
+      const odd: string[] = [];
+      for (const [clientId, what] of seen) {
+        const got = byClient.get(clientId) ?? [];
+        const want = what.kind === 'allow' || what.kind === 'deny' ? 1 : 0;
+        const same = got.length === want && (want === 0 || got[0]!.startsWith(what.kind));
+        if (!same && what.kind !== 'unknown') odd.push(`${clientId} (${what.via}${what.down ? ', while down' : ''}): saw ${what.kind}, events [${got.join('; ')}]`);
+      }
+      for (const [clientId, got] of byClient) if (!seen.has(clientId)) odd.push(`${clientId}: no attempt, events [${got.join('; ')}]`);
       // What the MQTT workers logged about their refusals (a refusal the listener makes on its own
       // after the verifier allowed, REVOKED_DURING_CONNECT, has the verifier's allow event).
       const workerDenials = new Map<string, number>();
@@ -135,7 +157,8 @@ describe('faults: every decision around an outage has its auth event', () => {
           `${tally.allowDuringOutage} allows while down), unavailable ${tally.unavailable}, unknown ${tally.unknown}; ` +
           `events ${events.allow + events.deny} (allow ${events.allow}, deny ${events.deny})` +
           (flushed === undefined ? ` after ${FLUSH_TIMEOUT_MS} ms: ${decided - events.allow - events.deny} missing` : `, all there ${flushed} ms after the load`) +
-          `; MQTT refusals by reason ${JSON.stringify(Object.fromEntries(workerDenials))}`,
+          `; MQTT refusals by reason ${JSON.stringify(Object.fromEntries(workerDenials))}` +
+          (odd.length ? `; differing client ids: ${odd.slice(0, 10).join(' | ')}` : ''),
       );
       assert.ok(tally.unavailable > 0, 'the outage was seen by the clients');
       if (tally.unknown === 0) {
