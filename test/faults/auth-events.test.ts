@@ -7,6 +7,8 @@
  * - CONNACK 3 / 0x88 and HTTP 503 ("unavailable") are not decisions and have no event;
  * - a connection that ended without any CONNACK is "unknown" (it may or may not have been
  *   decided): the count then has to lie between the decisions and the decisions plus the unknown.
+ * Every attempt has a client id of its own, so the events are also matched one by one: each
+ * decision has one event, of its result, and no other client id has any.
  */
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
@@ -63,30 +65,32 @@ describe('faults: every decision around an outage has its auth event', () => {
       let down = false;
       const clientIds = new Set<string>();
       /** What each client id saw, to reconcile with the events one by one. */
-      const seen = new Map<string, { kind: string; via: string; down: boolean }>();
-      const count = (kind: 'allow' | 'deny' | 'unavailable' | 'unknown', clientId: string, via: string): void => {
-        seen.set(clientId, { kind, via, down });
+      const seen = new Map<string, { kind: string; via: string; down: boolean; at: string }>();
+      const count = (kind: 'allow' | 'deny' | 'unavailable' | 'unknown', clientId: string, via: string, started: number): void => {
+        seen.set(clientId, { kind, via, down, at: new Date(started).toISOString() });
         tally[kind]++;
         if (down && (kind === 'allow' || kind === 'deny')) tally.decidedDuringOutage++;
         if (down && kind === 'allow') tally.allowDuringOutage++;
       };
       const mqttDecision = async (d: Device, protocolVersion: 4 | 5): Promise<void> => {
+        const started = Date.now();
         const a = await attempt(e, d, { protocolVersion });
         clientIds.add(a.clientId);
         const via = `mqtt v${protocolVersion === 4 ? '3.1.1' : '5'} worker ${a.worker ?? '?'} code ${a.code}`;
-        if (a.code === 0) count('allow', a.clientId, via);
-        else if (a.code === 5 || a.code === 0x87) count('deny', a.clientId, via);
-        else if (a.code === 3 || a.code === 0x88) count('unavailable', a.clientId, via);
-        else count('unknown', a.clientId, via);
+        if (a.code === 0) count('allow', a.clientId, via, started);
+        else if (a.code === 5 || a.code === 0x87) count('deny', a.clientId, via, started);
+        else if (a.code === 3 || a.code === 0x88) count('unavailable', a.clientId, via, started);
+        else count('unknown', a.clientId, via, started);
       };
       const httpDecision = async (d: Device): Promise<void> => {
         const clientId = uniqueClientId(d.name);
+        const started = Date.now();
         const v = await verify(e.http, d, clientId);
         const via = `http ${v.status}`;
-        if (v.status === 200 && v.result === 'allow') count('allow', clientId, via);
-        else if (v.status === 200 && v.result === 'deny') count('deny', clientId, via);
-        else if (v.status === 503) count('unavailable', clientId, via);
-        else count('unknown', clientId, via);
+        if (v.status === 200 && v.result === 'allow') count('allow', clientId, via, started);
+        else if (v.status === 200 && v.result === 'deny') count('deny', clientId, via, started);
+        else if (v.status === 503) count('unavailable', clientId, via, started);
+        else count('unknown', clientId, via, started);
       };
 
       // Two registered devices (one connect each registers them), then no more registration:
@@ -141,7 +145,7 @@ describe('faults: every decision around an outage has its auth event', () => {
         const got = byClient.get(clientId) ?? [];
         const want = what.kind === 'allow' || what.kind === 'deny' ? 1 : 0;
         const same = got.length === want && (want === 0 || got[0]!.startsWith(what.kind));
-        if (!same && what.kind !== 'unknown') odd.push(`${clientId} (${what.via}${what.down ? ', while down' : ''}): saw ${what.kind}, events [${got.join('; ')}]`);
+        if (!same && what.kind !== 'unknown') odd.push(`${clientId} (${what.via}, sent ${what.at}${what.down ? ', while down' : ''}): saw ${what.kind}, events [${got.join('; ')}]`);
       }
       for (const [clientId, got] of byClient) if (!seen.has(clientId)) odd.push(`${clientId}: no attempt, events [${got.join('; ')}]`);
       // What the MQTT workers logged about their refusals (a refusal the listener makes on its own
@@ -158,9 +162,11 @@ describe('faults: every decision around an outage has its auth event', () => {
           `events ${events.allow + events.deny} (allow ${events.allow}, deny ${events.deny})` +
           (flushed === undefined ? ` after ${FLUSH_TIMEOUT_MS} ms: ${decided - events.allow - events.deny} missing` : `, all there ${flushed} ms after the load`) +
           `; MQTT refusals by reason ${JSON.stringify(Object.fromEntries(workerDenials))}` +
-          (odd.length ? `; differing client ids: ${odd.slice(0, 10).join(' | ')}` : ''),
+          `; ${odd.length} client ids whose events differ from what the client saw` +
+          (odd.length ? `: ${odd.slice(0, 10).join(' | ')}` : ''),
       );
       assert.ok(tally.unavailable > 0, 'the outage was seen by the clients');
+      assert.deepEqual(odd, [], 'each decision has exactly its own event (by client id), and nothing else has one');
       if (tally.unknown === 0) {
         assert.deepEqual(events, { allow: tally.allow, deny: tally.deny }, 'one auth event per decision, by result');
       } else {
