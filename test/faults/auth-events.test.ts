@@ -126,9 +126,17 @@ describe('faults: every decision around an outage has its auth event', () => {
 
       const decided = tally.allow + tally.deny;
       let events = { allow: 0, deny: 0 };
+      // Flushed when every decision has an event of its client id (a count alone could be reached
+      // early by an event written twice).
+      const decidedIds = [...seen].filter(([, w]) => w.kind === 'allow' || w.kind === 'deny').map(([id]) => id);
       const flushed = await until(async () => {
         events = await eventCounts(e, tenant.id);
-        return events.allow + events.deny >= decided;
+        if (events.allow + events.deny < decided) return false;
+        const have = await e.db.query<{ n: string }>(
+          `SELECT count(DISTINCT "clientId")::text AS n FROM "AuthEvent" WHERE "tenantId" = $1 AND "clientId" = ANY($2::text[])`,
+          [tenant.id, decidedIds],
+        );
+        return Number(have[0]!.n) >= decidedIds.length;
       }, FLUSH_TIMEOUT_MS, 'the auth events of every decision').then(
         (ms) => ms,
         () => undefined,
