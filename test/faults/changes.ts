@@ -39,7 +39,7 @@ export type Fault = 'restart' | 'listen-terminated';
 
 const CLOSE_DEADLINE_MS = 5_000;
 /** New connects are tried for at least this long after the change. */
-const PROBE_MS = 2_500;
+const PROBE_MS = 2_000;
 /** How long the test waits for a live session to close, to report when it did. */
 const CLOSE_WAIT_MS = 8_000;
 
