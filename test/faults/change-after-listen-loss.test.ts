@@ -5,4 +5,4 @@
  */
 import { changeSuite } from './changes.js';
 
-changeSuite('listen-terminated');
+changeSuite(['listen-terminated']);

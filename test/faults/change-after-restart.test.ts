@@ -5,4 +5,4 @@
  */
 import { changeSuite } from './changes.js';
 
-changeSuite('restart');
+changeSuite(['restart']);
