@@ -418,8 +418,10 @@ export async function attempt(
   const ms = Date.now() - started;
   if (outcome.code !== 0 || !opts.keep) client.end(true);
   // The worker logs its decision right before it answers; the line may still be on its way.
+  // "Unavailable" is logged once in a while, not per CONNECT: its worker stays unknown.
   const line = () => decisionLines(env.mqtt, clientId)[seen];
-  if (!line() && typeof outcome.code === 'number') await until(() => line() !== undefined, 2_000).catch(() => undefined);
+  const decided = typeof outcome.code === 'number' && outcome.code !== 3 && outcome.code !== 0x88;
+  if (!line() && decided) await until(() => line() !== undefined, 2_000).catch(() => undefined);
   const worker = line()?.worker;
   return {
     clientId,
