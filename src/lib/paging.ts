@@ -67,8 +67,10 @@ export function collection<K extends string, T>(
   next?: string;
   prev?: string;
 } {
-  // Appended, not resolved: PUBLIC_URL may carry a path prefix (a reverse proxy's).
-  const url = new URL(`${baseUrl(req)}${req.url.startsWith('/') ? '' : '/'}${req.url}`);
+  // Appended, not resolved: PUBLIC_URL may carry a path prefix (a reverse proxy's). A request
+  // target in absolute form (`GET http://host/path`) contributes its path and query only.
+  const target = req.url.startsWith('/') ? req.url : (URL.parse(req.url) ?? URL.parse(req.url, 'http://x'))?.href.replace(/^[a-z]+:\/\/[^/]*/i, '') || '/';
+  const url = URL.parse(`${baseUrl(req)}${target}`) ?? new URL(baseUrl(req));
   const link = (p: number): string => {
     const u = new URL(url);
     u.searchParams.set('pageSize', String(q.pageSize));

@@ -251,6 +251,14 @@ test('self/next/prev links: a Host of x:99999 no longer fails every list; invali
     const valid = await get(path, 'certgate.example.com:8443', auth);
     assert.ok(valid.body.self.startsWith('http://certgate.example.com:8443/'), `a valid Host is used: ${valid.body.self}`);
   }
+  // A request target in absolute form: its path and query only make the links.
+  const absolute = await raw(
+    port,
+    `GET http://evil.example:99999/tenant/tenants/hostco/devices?pageSize=1 HTTP/1.1\r\nHost: x:99999\r\nAuthorization: ${acme.admin}\r\nConnection: close\r\n\r\n`,
+  );
+  assert.ok(absolute.status < 500, `absolute form: ${absolute.status} ${absolute.text.slice(0, 200)}`);
+  if (absolute.status === 200) assert.equal(absolute.body.self, `http://127.0.0.1:${port}/tenant/tenants/hostco/devices?pageSize=1&currentPage=1`);
+  else assertShape(absolute, 'absolute form');
 });
 
 test('self/next/prev links come from PUBLIC_URL when it is set, path prefix included', async (t) => {
