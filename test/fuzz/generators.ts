@@ -163,7 +163,7 @@ export function pemMutation(ders: Uint8Array[]): fc.Arbitrary<string> {
           bytes[0] = byte;
           return pem(bytes);
         case 'zero':
-          bytes.fill(0, i, i + 16);
+          bytes.fill(0, i, Math.min(i + 16, bytes.length));
           return pem(bytes);
         case 'chars': {
           const text = pem(bytes).split('');
