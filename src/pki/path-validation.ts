@@ -232,6 +232,11 @@ export type PathValidationResult =
 export const DEFAULT_MAX_CHAIN_LENGTH = 10;
 /** Bounds on the search, for chains built to make path builders loop (x509-limbo pathological::*). */
 const MAX_EXPANSIONS = 2_000;
+/**
+ * With `checkKeyStrength`'s bounds (RSA at most 8192 bits, exponent below 2^32; EC on named
+ * curves), one check costs at most ~0.5 ms, so a decision spends at most ~50 ms on signatures
+ * whatever the device presents; a weak key is never used for a check (`#linkVerifies`).
+ */
 const MAX_SIGNATURE_CHECKS = 100;
 
 interface Failure {
