@@ -150,3 +150,38 @@ test('a signed CRL of 100,000 entries imports in seconds while another tenant is
   assert.equal(await s.prisma.revokedSerial.count({ where: { tenantId: 'acme' } }), 100_000);
   assert.equal(s.published.slice(again).filter((e) => e.type === 'session-drop').length, 0);
 });
+
+test('12 CRL imports at once: all land, and another tenant\'s requests and decisions answer promptly meanwhile', async (t) => {
+  const s = await setup(t);
+  const ca = makeRoot({ subject: 'CN=Busy CRL CA' });
+  const fp = await trust(s, s.acme, ca.pem);
+  const other = await tenant(s, 'other');
+  await updateDefaultProfile(s, other, { clientIdPolicy: 'ANY' });
+  const otherCa = makeRoot({ subject: 'CN=Quiet Tenant CA' });
+  await trust(s, other, otherCa.pem);
+  const otherRequest = { clientId: 'quiet-device', certificateChain: [makeLeaf(otherCa, { subject: 'CN=quiet-device' }).pem] };
+  await expectAllow(s, otherRequest, 'other tenant, warm-up');
+
+  // Twelve CRLs of the same CA with 8,000 serials each, 4,000 of them shared with the next one,
+  // listed in ascending order in half of them and descending in the others: writers that locked
+  // rows in the order of their CRL would deadlock.
+  const serialOf = (k: number) => (i: number) => '5a' + (k * 4_000 + (k % 2 ? 7_999 - i : i)).toString(16).padStart(10, '0');
+  const crls = Array.from({ length: 12 }, (_, k) => makeLargeCrl(ca, 8_000, { serialOf: serialOf(k), crlNumber: k + 1 }));
+  let pending = crls.length;
+  const imports = crls.map((crl) => postCrl(s, s.acme, fp, crl.der).finally(() => pending--));
+  const waits: number[] = [];
+  while (pending > 0) {
+    let t0 = Date.now();
+    const decision = await authenticate(s, otherRequest);
+    waits.push(Date.now() - t0);
+    assert.equal(decision.body.result, 'allow', decision.text);
+    t0 = Date.now();
+    const read = await api(s, 'GET', '/tenant/tenants/other/trusted-certificates', other.auth);
+    waits.push(Date.now() - t0);
+    assert.equal(read.status, 200, read.text);
+  }
+  for (const res of await Promise.all(imports)) assert.equal(res.statusCode, 201, res.body.slice(0, 300));
+  assert.ok(Math.max(...waits) < 2_000, `another tenant's requests during the imports took up to ${Math.max(...waits)} ms`);
+  t.diagnostic(`${waits.length} requests of another tenant during 12 imports, slowest ${Math.max(...waits)} ms`);
+  assert.equal(await s.prisma.revokedSerial.count({ where: { tenantId: 'acme' } }), 11 * 4_000 + 8_000);
+});

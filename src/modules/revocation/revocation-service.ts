@@ -37,7 +37,7 @@ const UPSERT_HOLDS = `
   INSERT INTO "RevokedSerial" ("id", "tenantId", "serialHex", "issuerFingerprint", "revocationDate", "source")
   SELECT gen_random_uuid(), $1, v.serial, v.issuer, v.revoked, $2
     FROM unnest($3::text[], $4::text[], $5::timestamptz[]) AS v(serial, issuer, revoked)
-   ORDER BY v.issuer, v.serial
+   ORDER BY v.issuer COLLATE "C", v.serial COLLATE "C"
   ON CONFLICT ("tenantId", "serialHex", "issuerFingerprint") DO UPDATE
      SET "revocationDate" = EXCLUDED."revocationDate"
    WHERE "RevokedSerial"."revocationDate" IS DISTINCT FROM EXCLUDED."revocationDate"
@@ -65,6 +65,8 @@ const LIST_BODY = {
 
 /** How many holds of its CA a CRL import answers with (the API's largest page). */
 export const IMPORT_RESPONSE_HOLDS = 2_000;
+
+const compare = (a: string, b: string): number => (a < b ? -1 : a > b ? 1 : 0);
 
 /** Lets the event loop serve what waits (other tenants' decisions) before going on. */
 const nextTurn = () => new Promise<void>((resolve) => setImmediate(resolve));
@@ -137,7 +139,10 @@ export function createRevocationService({ prisma, publisher, clock = () => new D
     // One row per serial and issuer (a statement may not touch a row twice); the last date wins.
     const unique = new Map<string, HoldEntry>();
     for (const e of entries) unique.set(`${e.issuerFingerprint}/${e.serialHex}`, e);
-    const rows = [...unique.values()];
+    // Every writer locks rows in one order (issuer, then serial, by code unit as COLLATE "C"
+    // compares), across its chunks too: two imports of overlapping CRLs then wait for each other
+    // instead of deadlocking.
+    const rows = [...unique.values()].sort((a, b) => compare(a.issuerFingerprint, b.issuerFingerprint) || compare(a.serialHex, b.serialHex));
     if (rows.length > CHUNK) await nextTurn();
     const added = await writes(() =>
       pgTransaction(prisma, async (tx) => {
