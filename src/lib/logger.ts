@@ -37,6 +37,16 @@ export function createLogger(settings: LoggerSettings, stdoutIsTerminal = Boolea
   return pino(options, pino.destination({ dest: 1, sync: true }));
 }
 
+/**
+ * An expected failure (the database unreachable, a peer gone) as one short field for a log line:
+ * its code and message, without the stack an operator cannot act on.
+ */
+export function reasonOf(err: unknown): string {
+  const e = err as { code?: unknown; message?: unknown } | undefined;
+  const message = typeof e?.message === 'string' ? e.message.split('\n')[0]! : String(err);
+  return typeof e?.code === 'string' && !message.includes(e.code) ? `${e.code}: ${message}` : message;
+}
+
 /** What a burst logger writes to: a pino logger or anything with the same two methods. */
 export interface BurstTarget {
   warn(obj: object, msg: string): void;

@@ -3,6 +3,7 @@
  * (the latest time wins) and handed to `flush` once per interval, so a storm of reconnects costs
  * one statement per interval whatever its size.
  */
+import { reasonOf } from '../lib/logger.js';
 
 export interface ConnectionRecorderOptions {
   /** Writes one batch (device id -> latest connection time); wired to one UPDATE per call. */
@@ -132,7 +133,7 @@ export function connectionRecorderReports(
     onError(err, batchSize) {
       if (failing) return;
       failing = true;
-      log.warn({ err, batchSize }, 'lastConnectedAt not written yet; kept and tried again until the database takes it');
+      log.warn({ reason: reasonOf(err), batchSize }, 'lastConnectedAt not written yet; kept and tried again until the database takes it');
       setTimeout(() => (failing = false), 60_000).unref();
     },
     onDropped(count, why, firstOfBurst) {

@@ -6,6 +6,7 @@
 import type { Logger } from 'pino';
 import { createDurableQueue, type Batch, type DurableQueue } from '../lib/durable-queue.js';
 import type { Metrics } from '../plugins/metrics.js';
+import { reasonOf } from '../lib/logger.js';
 
 export interface RecordQueueOptions {
   /** Records of each kind waiting at most (default 100,000); more are dropped and counted. */
@@ -32,7 +33,7 @@ export function recordQueue<T>(
     ...(deps.records?.limit !== undefined ? { limit: deps.records.limit } : {}),
     ...(deps.records?.intervalMs !== undefined ? { intervalMs: deps.records.intervalMs } : {}),
     onError(err, failures, waiting) {
-      if (failures === 1) logger?.warn({ err, waiting }, `${name} not written yet; kept and tried again until the database takes them`);
+      if (failures === 1) logger?.warn({ reason: reasonOf(err), waiting }, `${name} not written yet; kept and tried again until the database takes them`);
     },
     onRecovered(failures, waiting, dropped) {
       logger?.info({ failures, waiting, dropped }, `${name} written again`);
