@@ -6,12 +6,23 @@ import { authorizeTenant } from '../plugins/auth.js';
 import { errorResponses } from '../lib/http-schemas.js';
 import { splitPemBundle } from '../pki/certificate.js';
 import type { TraceStep } from '../pki/path-validation.js';
-import { denyReasonSchema, SHARED_CA_RULE } from './verifier-schemas.js';
+import { certificateChainField, denyReasonSchema, SHARED_CA_RULE } from './verifier-schemas.js';
+import { presentedChain } from './presented-chain.js';
 import type { CertgateVerifier } from './verifier-service.js';
 import { VerifierUnavailableError } from './verifier-types.js';
 
+const CHAIN_WANTED =
+  'Give the chain as `certificateChain`: an array of PEM or base64 DER certificates, leaf first, or one PEM bundle ' +
+  '(or in the X-Cumulocity-Client-Cert-Chain header)';
+
 const body = z.strictObject({
-  chain: z.string().min(1).max(256 * 1024).optional().describe('PEM bundle, leaf first'),
+  certificateChain: certificateChainField.optional(),
+  chain: z
+    .string({ error: '`chain` must be one string, a PEM bundle leaf first (or use `certificateChain`)' })
+    .min(1, { error: CHAIN_WANTED })
+    .max(256 * 1024)
+    .optional()
+    .describe('The same as `certificateChain` given as one PEM bundle, leaf first (the older name, still accepted)'),
   clientId: z.string().max(65_535).optional().describe('Checked against the profile\'s client id policy when given'),
 });
 
@@ -55,8 +66,9 @@ export async function explainRouter(app: FastifyInstance, opts: { verifier: Cert
       summary: 'Explain how a certificate chain would be decided',
       description:
         'Explains how the verifier would decide for this chain in this tenant: anchor found, each link, validity, extensions, ' +
-        'revocation, identity extraction, device match. The chain is the body\'s `chain` (PEM bundle) or the ' +
-        '`X-Cumulocity-Client-Cert-Chain` header. Nothing is registered or recorded. The decision is this tenant\'s, as ' +
+        'revocation, identity extraction, device match. The chain is the body\'s `certificateChain`, as the verifier ' +
+        'takes it (an array of PEM or base64 DER certificates leaf first, or one PEM bundle; `chain`, a PEM bundle, ' +
+        'is accepted too), or the `X-Cumulocity-Client-Cert-Chain` header. Nothing is registered or recorded. The decision is this tenant\'s, as ' +
         'if the connection named it; when other tenants trust the chain too (counted, never named), the `tenant choice` ' +
         'step says where a connection with no tenant hint goes. ' +
         SHARED_CA_RULE,
@@ -69,11 +81,15 @@ export async function explainRouter(app: FastifyInstance, opts: { verifier: Cert
       const { tenantId } = req.params;
       authorizeTenant(req, tenantId, 'trusted-certificates', false);
       const headerChain = req.headers['x-cumulocity-client-cert-chain'];
+      if (req.body?.certificateChain !== undefined && req.body.chain !== undefined) {
+        throw new BadRequestError('Give the chain once: `certificateChain` or `chain`, not both');
+      }
+      const given = req.body?.certificateChain !== undefined ? presentedChain(req.body.certificateChain) : undefined;
       const text = req.body?.chain ?? headerChain;
-      if (!text) throw new BadRequestError('Give the chain as `chain` in the body or in X-Cumulocity-Client-Cert-Chain');
+      if (!given?.length && !text) throw new BadRequestError(CHAIN_WANTED);
       // Headers cannot carry line breaks: PEM blocks may arrive joined by spaces.
-      const pems = splitPemBundle(text);
-      const certificateChain = pems.length ? pems : [text.trim()];
+      const pems = given?.length ? [] : splitPemBundle(text!);
+      const certificateChain = given?.length ? given : pems.length ? pems : [text!.trim()];
       const trace: TraceStep[] = [];
       let resolution;
       try {
