@@ -17,6 +17,7 @@ import { listenerDependencies, sessionChangesOf, tenantDeletionsOf, type Listene
 import { createMqttCluster, defaultWorkers, type MqttCluster } from './mqtt/mqtt-cluster.js';
 import { createMqttListener, listenerLimits, type MqttListener } from './mqtt/mqtt-listener.js';
 import { createRetainedStore, type RetainedStore } from './mqtt/retained-store.js';
+import { createSessionStore, type SessionStore } from './mqtt/session-store.js';
 import { resolveServerTls } from './mqtt/server-tls.js';
 import { createVerifierRepository } from './verifier/verifier-repository.js';
 import type { RecordQueueOptions } from './verifier/records-queue.js';
@@ -118,8 +119,10 @@ export async function startServer(config: Config, mode: ServeMode = 'all', logge
       // closes after the listener (closers run last first), writing what is still pending.
       const retainedStore = createRetainedStore(prisma, log.child({ component: 'mqtt' }));
       closers.push(() => retainedStore.close());
+      // Persistent sessions are written at shutdown by the listener and taken back at the next start.
+      const sessionStore = createSessionStore(prisma, log.child({ component: 'mqtt' }));
       if (workers > 1) {
-        mqtt = await startListener(config, log, closers, metrics, { retainedStore, workers, source: { verifier: 'in-process', databaseUrl, databaseTimeouts: databaseTimeouts(config), records: recordsOptions(config) } });
+        mqtt = await startListener(config, log, closers, metrics, { retainedStore, sessionStore, workers, source: { verifier: 'in-process', databaseUrl, databaseTimeouts: databaseTimeouts(config), records: recordsOptions(config) } });
       } else {
         const recorder = createConnectionRecorder({
           flush: (batch) => createVerifierRepository(prisma).touchDevices(batch),
@@ -129,6 +132,7 @@ export async function startServer(config: Config, mode: ServeMode = 'all', logge
         closers.push(() => recorder.close());
         mqtt = await startListener(config, log, closers, metrics, {
           retainedStore,
+          sessionStore,
           deps: {
             verifier: app.verifier,
             sessionChanges: sessionChangesOf(feed, app.verifierRuntime),
@@ -186,7 +190,7 @@ async function startListener(
   log: Logger,
   closers: Array<() => Promise<unknown>>,
   metrics: Metrics | undefined,
-  how: ({ deps: ListenerDependencies } | { workers: number; source: ListenerSource }) & { retainedStore?: RetainedStore },
+  how: ({ deps: ListenerDependencies } | { workers: number; source: ListenerSource }) & { retainedStore?: RetainedStore; sessionStore?: SessionStore },
 ): Promise<{ listener: MqttListener; port: number }> {
   const tls = await resolveServerTls({
     dataDir: config.dataDir,
@@ -217,6 +221,7 @@ async function startListener(
       logger: log,
       ...(metrics ? { metrics: mqttMetricsSink(metrics) } : {}),
       ...(how.retainedStore ? { retainedStore: how.retainedStore } : {}),
+      ...(how.sessionStore ? { sessionStore: how.sessionStore } : {}),
     });
   } else {
     const workers = createMqttCluster({
@@ -224,6 +229,7 @@ async function startListener(
       spec: { ...common, source: how.source, logLevel: config.LOG_LEVEL, logFormat: config.LOG_FORMAT },
       logger: log,
       ...(how.retainedStore ? { retainedStore: how.retainedStore } : {}),
+      ...(how.sessionStore ? { sessionStore: how.sessionStore } : {}),
     });
     // The workers' verifiers count their decisions; a scrape of this process adds them up.
     metrics?.observeOtherProcesses(() => workers.workerMetrics());

@@ -158,6 +158,8 @@ export class Session {
   outlet: Outlet | undefined;
   /** Ms a detached session is kept; 0 ends it with its connection. */
   expiryMs = 0;
+  /** While detached: epoch ms it expires at. */
+  expiresAt: number | undefined;
   expiryTimer: NodeJS.Timeout | undefined;
   /** A will waiting out its Will Delay Interval; cancelled when the client comes back. */
   willTimer: NodeJS.Timeout | undefined;
@@ -635,6 +637,7 @@ export class TenantSpace {
       return;
     }
     if (session.expiryTimer) clearTimeout(session.expiryTimer);
+    session.expiresAt = Date.now() + session.expiryMs;
     session.expiryTimer = setTimeout(() => {
       if (!session.outlet) this.endSession(session, { publishWill: true });
     }, Math.min(session.expiryMs, 2 ** 31 - 1));
@@ -706,6 +709,18 @@ export class Broker {
     for (const session of [...s.sessions.values()]) s.endSession(session);
     this.spaces.delete(tenantId);
     return true;
+  }
+
+  /** The detached sessions kept for their clients, with when they expire (at shutdown, to keep them). */
+  detachedSessions(): Array<{ tenantId: string; state: SessionState; expiresAt: number }> {
+    const out: Array<{ tenantId: string; state: SessionState; expiresAt: number }> = [];
+    for (const [tenantId, s] of this.spaces) {
+      for (const session of s.sessions.values()) {
+        if (session.outlet || session.expiresAt === undefined || session.expiryMs <= 0) continue;
+        out.push({ tenantId, state: session.state(), expiresAt: session.expiresAt });
+      }
+    }
+    return out;
   }
 
   /** Every retained message of every tenant, expired ones left out. */

@@ -39,6 +39,7 @@ import type { Logger } from 'pino';
 import type { MetricsSnapshot } from '../plugins/metrics.js';
 import { Broker, DEFAULT_LIMITS, type Message, type SessionState } from './broker.js';
 import type { RetainedStore } from './retained-store.js';
+import type { SessionStore, StoredSession } from './session-store.js';
 import type { ListenerSource } from './listener-deps.js';
 import type { ListenerBus, ListenerBusHandlers, ListenerLimits, MqttListener, MqttListenerStats, SessionClaim } from './mqtt-listener.js';
 
@@ -84,6 +85,8 @@ export type ToPrimary =
   | { mqtt: 'handed-over'; requestId: number; state?: SessionState }
   | { mqtt: 'drop-tenant'; tenantId: string }
   | { mqtt: 'shared'; tenantId: string; key: string; filter: string; present: boolean }
+  /** At shutdown: the persistent sessions this worker keeps, for the primary to store. */
+  | { mqtt: 'sessions'; sessions: StoredSession[] }
   | { mqtt: 'stats'; stats: MqttListenerStats; requestId?: number }
   | { mqtt: 'metrics'; metrics: MetricsSnapshot; requestId: number }
   | { mqtt: 'batch'; messages: ToPrimary[] };
@@ -119,6 +122,8 @@ export interface MqttClusterOptions {
   workers: number;
   /** Where the retained messages are kept across restarts; the primary writes and loads them. */
   retainedStore?: RetainedStore;
+  /** Where persistent sessions wait across a restart; the primary stores the workers' at shutdown. */
+  sessionStore?: SessionStore;
   spec: Omit<WorkerSpec, 'handOverTimeoutMs'> & { handOverTimeoutMs?: number };
   logger: Logger;
 }
@@ -161,6 +166,12 @@ export function createMqttCluster(options: MqttClusterOptions): MqttCluster {
   /** A copy of every tenant's retained messages, for workers that start later. */
   const store = options.retainedStore;
   const retained = new Broker({ ...DEFAULT_LIMITS, ...spec.limits?.limits }, store ? { retained: store.record } : {});
+  /**
+   * Persistent sessions of before the restart, by tenant and client id, until a worker claims
+   * them; and those the workers hand in at shutdown.
+   */
+  const storedSessions = new Map<string, StoredSession>();
+  const closingSessions: StoredSession[] = [];
   /** Workers with members of each shared subscription, by tenant and `$share/...` filter. */
   const shared = new Map<string, { tenantId: string; key: string; filter: string; workers: Set<number> }>();
   const announceShared = (g: { tenantId: string; key: string; filter: string; workers: Set<number> }, only?: Live): void => {
@@ -229,6 +240,13 @@ export function createMqttCluster(options: MqttClusterOptions): MqttCluster {
         const previous = directory.get(key);
         directory.set(key, { worker: live.worker.id, claimId: claim.claimId });
         const holder = previous && previous.worker !== live.worker.id ? workers.get(previous.worker) : undefined;
+        const stored = storedSessions.get(key);
+        storedSessions.delete(key); // claimed: resumed now, or replaced by a clean start
+        if (!holder?.attached && stored && claim.handOver && m.requestId !== undefined && stored.expiresAt > Date.now()) {
+          const state = { ...stored.state, expiryMs: stored.expiresAt - Date.now() };
+          send(live, { mqtt: 'handed-over', requestId: m.requestId, state });
+          return;
+        }
         if (holder?.attached) {
           let requestId: number | undefined;
           if (claim.handOver && m.requestId !== undefined) {
@@ -264,9 +282,13 @@ export function createMqttCluster(options: MqttClusterOptions): MqttCluster {
         announceShared(g);
         return;
       }
+      case 'sessions':
+        closingSessions.push(...m.sessions);
+        return;
       case 'drop-tenant': {
         // Every worker reports the same deletion; the first report does the work.
         store?.forgetTenant(m.tenantId);
+        for (const [key, s] of storedSessions) if (s.tenantId === m.tenantId) storedSessions.delete(key);
         if (!retained.dropTenant(m.tenantId) && droppedTenants.has(m.tenantId)) return;
         droppedTenants.add(m.tenantId);
         setTimeout(() => droppedTenants.delete(m.tenantId), 10_000).unref();
@@ -403,6 +425,7 @@ export function createMqttCluster(options: MqttClusterOptions): MqttCluster {
         // The retained messages of before the restart: every worker gets them before it listens.
         for (const { tenantId, message } of await store.load()) retained.space(tenantId).retained.set(message.topic, message);
       }
+      for (const s of (await options.sessionStore?.take()) ?? []) storedSessions.set(`${s.tenantId}\u0000${s.state.clientId}`, s);
       try {
         const ports = await Promise.all(Array.from({ length: options.workers }, () => fork()));
         port = ports[0]!;
@@ -429,6 +452,10 @@ export function createMqttCluster(options: MqttClusterOptions): MqttCluster {
       stopping = true;
       clearTimeout(restartTimer);
       await Promise.all([...workers.values()].map(stopWorker));
+      if (options.sessionStore) {
+        const now = Date.now();
+        await options.sessionStore.save([...closingSessions, ...[...storedSessions.values()].filter((s) => s.expiresAt > now)]);
+      }
     },
   };
 }
@@ -437,7 +464,7 @@ export function createMqttCluster(options: MqttClusterOptions): MqttCluster {
 // Worker side
 
 /** The bus of a worker process: the listener's link to the primary over IPC. */
-export function workerBus(handOverTimeoutMs: number): ListenerBus & { snapshotDone: Promise<void>; flush(): void } {
+export function workerBus(handOverTimeoutMs: number): ListenerBus & { snapshotDone: Promise<void>; flush(): Promise<void> } {
   let handlers: ListenerBusHandlers | undefined;
   let lastRequestId = 0;
   const waiting = new Map<number, (state: SessionState | undefined) => void>();
@@ -447,14 +474,17 @@ export function workerBus(handOverTimeoutMs: number): ListenerBus & { snapshotDo
   let outbox: ToPrimary[] = [];
   let soon: NodeJS.Immediate | undefined;
   let later: NodeJS.Timeout | undefined;
-  const flush = (): void => {
+  /** Sends what waits; resolves once it is handed to the IPC channel (a worker exiting waits for that). */
+  const flush = (): Promise<void> => {
     clearImmediate(soon);
     clearTimeout(later);
     soon = later = undefined;
-    if (outbox.length === 0 || !process.connected) return;
+    if (outbox.length === 0 || !process.connected) return Promise.resolve();
     const messages = outbox;
     outbox = [];
-    process.send!(messages.length === 1 ? messages[0] : { mqtt: 'batch', messages }, undefined, undefined, () => {});
+    return new Promise((resolve) => {
+      process.send!(messages.length === 1 ? messages[0] : { mqtt: 'batch', messages }, undefined, undefined, () => resolve());
+    });
   };
   /** `urgent`: someone waits for it (a hand-over) or it carries a message; else within BATCH_MS. */
   const send = (m: ToPrimary, urgent = true): void => {
@@ -531,6 +561,9 @@ export function workerBus(handOverTimeoutMs: number): ListenerBus & { snapshotDo
     },
     dropTenant(tenantId) {
       send({ mqtt: 'drop-tenant', tenantId });
+    },
+    saveSessions(sessions) {
+      send({ mqtt: 'sessions', sessions });
     },
     self: cluster.worker?.id ?? 0,
     sharedGroup(tenantId, key, filter, present) {

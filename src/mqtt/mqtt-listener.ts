@@ -28,6 +28,7 @@ import { MqttConnection, RC5, type AuthOutcome, type ConnectionStats, type Limit
 import { peerChain, sha1Fingerprint, type PeerChain } from './peer-chain.js';
 import { createBurstLogger } from '../lib/logger.js';
 import type { RetainedStore } from './retained-store.js';
+import type { SessionStore, StoredSession } from './session-store.js';
 import { SessionIndex, type SessionKeys } from './session-index.js';
 
 export interface SessionChangeSource {
@@ -83,6 +84,8 @@ export interface ListenerBus {
   dropTenant(tenantId: string): void;
   /** This process's id among the listener processes. */
   readonly self: number;
+  /** At shutdown: the persistent sessions this process keeps, to be stored for the next start. */
+  saveSessions(sessions: StoredSession[]): void;
   /** A shared subscription got its first member in this process, or lost its last. */
   sharedGroup(tenantId: string, key: string, filter: string, present: boolean): void;
   /** Where the listener takes what the other processes send; returns the way to stop. */
@@ -157,6 +160,8 @@ export interface MqttListenerOptions {
   metrics?: MqttMetricsSink;
   /** Where retained messages are kept across restarts (a listener without a bus). */
   retainedStore?: RetainedStore;
+  /** Where persistent sessions wait across a restart (a listener without a bus). */
+  sessionStore?: SessionStore;
   /** Longest a detached persistent session is kept. Default one day. */
   maxSessionExpirySeconds?: number;
   /** QoS 0 messages to a client are dropped while this much is unsent. Default 8 MiB. */
@@ -705,6 +710,12 @@ export function createMqttListener(options: MqttListenerOptions): MqttListener {
         // The retained messages of before the restart, in place before the first client.
         for (const { tenantId, message } of await options.retainedStore.load()) broker.space(tenantId).retained.set(message.topic, message);
       }
+      if (options.sessionStore && !bus) {
+        // Persistent sessions of before the restart, detached until their clients come back.
+        for (const { tenantId, state, expiresAt } of await options.sessionStore.take()) {
+          broker.space(tenantId).adopt({ ...state, expiryMs: Math.max(1, expiresAt - Date.now()) });
+        }
+      }
       return new Promise((resolve, reject) => {
         const onError = (err: Error) => reject(err);
         server.once('error', onError);
@@ -731,6 +742,10 @@ export function createMqttListener(options: MqttListenerOptions): MqttListener {
       }
       for (const s of sockets) s.destroy();
       await done;
+      // Persistent sessions outlive the process: kept for the next start.
+      const persistent = broker.detachedSessions();
+      if (bus) bus.saveSessions(persistent);
+      else await options.sessionStore?.save(persistent);
       broker.close();
     },
   };

@@ -24,13 +24,16 @@ const basic = (login: string, pass: string) => `Basic ${Buffer.from(`${login}:${
 
 describe('MQTT retained messages across restarts', async () => {
   const acme = await tenantPki('acme');
+  const globex = await tenantPki('globex');
   const dev1 = await device(acme.intermediate, 'dev1');
+  const globexDev = await device(globex.intermediate, 'dev1');
   const { ca: serverCa, server: serverCert } = await serverCredentials();
   let db: TestDatabase;
   let dir: string;
   let server: RunningServer | undefined;
 
   const start = async (workers: number) => {
+    await stop(); // the previous test's server, if it left one running
     server = await startServer(
       loadConfig({
         DATABASE_URL: db.url,
@@ -86,21 +89,27 @@ describe('MQTT retained messages across restarts', async () => {
     });
   };
 
-  const open = (t: TestContext, clientId: string): Promise<{ client: MqttClient; got: IPublishPacket[] }> =>
+  const open = (
+    t: TestContext,
+    clientId: string,
+    opts: mqtt.IClientOptions = {},
+    pki: TenantPki = acme,
+  ): Promise<{ client: MqttClient; got: IPublishPacket[]; sessionPresent: boolean }> =>
     new Promise((resolve, reject) => {
       const client = mqtt.connect(`mqtts://localhost:${server!.mqttPort}`, {
         ca: serverCa.certPem,
-        key: dev1.keyPem,
-        cert: withoutRoot(dev1),
+        key: (pki === acme ? dev1 : globexDev).keyPem,
+        cert: withoutRoot(pki === acme ? dev1 : globexDev),
         clientId,
         protocolVersion: 5,
         reconnectPeriod: 0,
         connectTimeout: 10_000,
+        ...opts,
       });
       t.after(() => client.end(true));
       const got: IPublishPacket[] = [];
       client.on('message', (_topic, _payload, packet) => got.push(packet));
-      client.once('connect', () => resolve({ client, got }));
+      client.once('connect', (connack) => resolve({ client, got, sessionPresent: connack.sessionPresent }));
       client.once('error', reject);
     });
 
@@ -172,5 +181,45 @@ describe('MQTT retained messages across restarts', async () => {
     await start(1);
     await createTenant(acme);
     assert.deepEqual(await retainedNow(t), []);
+  });
+
+  test('ok/sessions-survive-restart: a persistent session and its queued messages are taken back after a restart, by one process or two', async (t) => {
+    const keep = { clean: false, properties: { sessionExpiryInterval: 3600 } };
+    const jobs = (got: IPublishPacket[]) => got.filter((p) => p.topic.startsWith('fleet/jobs/')).map((p) => p.payload.toString());
+    await start(2);
+    await createTenant(globex);
+    const first = await open(t, 'keeper', keep, globex);
+    await first.client.subscribeAsync('fleet/jobs/#', { qos: 1 });
+    await first.client.endAsync();
+    const pub = await open(t, 'boss', {}, globex);
+    await pub.client.publishAsync('fleet/jobs/1', 'one', { qos: 1 });
+    await pub.client.endAsync();
+    await stop();
+
+    await start(1);
+    const second = await open(t, 'keeper', keep, globex);
+    assert.equal(second.sessionPresent, true, 'the session came back from the database');
+    await waitFor(() => jobs(second.got).length === 1, 10_000, 'the queued job');
+    assert.deepEqual(jobs(second.got), ['one']);
+    await second.client.endAsync();
+    const pub2 = await open(t, 'boss', {}, globex);
+    await pub2.client.publishAsync('fleet/jobs/2', 'two', { qos: 1 });
+    await pub2.client.endAsync();
+    await stop();
+
+    await start(2);
+    const third = await open(t, 'keeper', keep, globex);
+    assert.equal(third.sessionPresent, true);
+    await waitFor(() => jobs(third.got).length === 1, 10_000, 'the second queued job');
+    assert.deepEqual(jobs(third.got), ['two'], 'each job once');
+    await third.client.endAsync();
+
+    // A deleted tenant's sessions go too: made again, its client starts without one.
+    await api('DELETE', `/tenant/tenants/${globex.tenantId}`, basic('management/admin', ADMIN_PASSWORD));
+    await stop();
+    await start(1);
+    await createTenant(globex);
+    const fresh = await open(t, 'keeper', keep, globex);
+    assert.equal(fresh.sessionPresent, false);
   });
 });
