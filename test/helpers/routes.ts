@@ -180,6 +180,7 @@ export const VALID_BODIES: Record<string, (m: BodyMaterial) => RequestBody> = {
   createTenant: (m) => json({ id: `new-${m.unique}`, company: 'New Inc.', domain: 'new.example.com', adminName: 'admin', adminPass: 'new-admin-pass' }),
   updateTenant: () => json({ company: 'Changed Inc.' }),
   createUser: (m) => json({ userName: `user-${m.unique}`, password: 'user-password', roles: ['ROLE_READONLY'] }),
+  updateUser: () => json({ roles: ['ROLE_READONLY', 'ROLE_DEVICE_MANAGER'] }),
   createTrustedCertificate: (m) => json({ status: 'ENABLED', autoRegistrationEnabled: 'true', certInPemFormat: m.freshCa.certPem }),
   createTrustedCertificatesBulk: (m) => json({ certificates: [{ status: 'ENABLED', certInPemFormat: m.freshCa2.certPem }] }),
   updateTrustedCertificate: () => json({ name: 'changed-name', autoRegistrationEnabled: false }),
