@@ -21,7 +21,7 @@ describe('walkthrough: amqtt', () => {
     const e = env();
     const http = e.service.httpUrl;
     const serverCa = await fs.readFile(e.service.serverCaPath);
-    const run = await runWalkthrough(t, 'amqtt', e, { tenant: { id: 'amqtt-demo', login: AUTH } });
+    const run = await runWalkthrough(t, 'amqtt', e);
     const file = (f: string) => fs.readFile(path.join(run.dir, f));
 
     const devices = (await apiOk(http, 'GET', `${T}/devices?pageSize=10`, AUTH)).devices as Array<Record<string, any>>;

@@ -70,8 +70,6 @@ describe('walkthrough: Cumulocity / MindSphere', () => {
             assert.ok(ms < 10_000, `closed after ${ms} ms`);
           },
         },
-        // A user reads the auth events a moment after the refusals; the test waits for them.
-        { when: 'auth-events?result=deny', before: () => denies(3).then(() => undefined) },
       ],
     });
 

@@ -21,7 +21,7 @@ describe('walkthrough: mosquitto / eACM', () => {
     const e = env();
     const http = e.service.httpUrl;
     const serverCa = await fs.readFile(e.service.serverCaPath);
-    const run = await runWalkthrough(t, 'eacm', e, { tenant: { id: 'eacm-demo', login: AUTH } });
+    const run = await runWalkthrough(t, 'eacm', e);
     const tlsOf = async (user: string, certFile = `${user}.pem`) => ({
       port: e.service.mqttPort,
       serverCa,

@@ -24,7 +24,6 @@ describe('walkthrough: ThingsBoard', () => {
     const file = (dir: string, f: string) => fs.readFile(path.join(dir, f));
 
     const run = await runWalkthrough(t, 'thingsboard', e, {
-      tenant: { id: 'tb-demo', login: AUTH },
       hooks: [
         {
           // The same chain with MQTT.js: any client id (the profile's policy), the device's own
