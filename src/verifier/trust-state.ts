@@ -106,7 +106,8 @@ export function createTrustState(deps: TrustStateDeps): TrustState {
   };
 
   const sync = (seq: bigint): void => {
-    if (applied === seq) return;
+    // A read answered from before notifications that have been applied since missed nothing.
+    if (applied !== undefined && seq <= applied) return;
     if (applied === undefined) {
       // The starting point: nothing was kept or decided before it, so nothing was missed.
       deps.clear();

@@ -33,14 +33,14 @@ const TENANT_PASSWORD = 'tenant-secret-1';
 const basic = (login: string, pass: string) => `Basic ${Buffer.from(`${login}:${pass}`).toString('base64')}`;
 
 /**
- * Marked to do, its figures printed on every run: with the change counter, a storm of
- * registrations in two workers makes each worker find changes not yet applied, drop its caches and
- * decide CONNECTs in flight again, and a CONNECT caught twice is refused with
- * REVOKED_DURING_CONNECT (CONNACK 5); counter reads past 2 s answer CONNACK 3. Seen at 300 devices:
- * 25 refused, 14 unavailable. Registering itself no longer refuses anyone (no CONNACK 3 from
- * registrations: batches, test/verifier/registration-storm.test.ts).
+ * Marked to do, its figures printed on every run. On a 2-core machine of its own it passes (300
+ * devices in 6 s, 1,000 in 13.8 s with every CONNACK 0 and 1,000 devices). On one shared with
+ * other test files, a few percent of the CONNECTs answer "server unavailable" (CONNACK 3): the
+ * verifier's change-counter read (2 s) or the wait for a database connection (3 s without any
+ * statement completing) runs out under the CPU starvation, as it should for a database that does
+ * not answer. Registering itself refuses no one any more (test/verifier/registration-storm.test.ts).
  */
-const STILL_TO_DO = 'a registration storm across workers makes CONNECTs in flight be refused as REVOKED_DURING_CONNECT';
+const STILL_TO_DO = 'on a machine shared with other test files a few CONNECTs of the storm answer "server unavailable"';
 
 test(`${DEVICES} new devices of one tenant connect at once: all CONNACK 0, exactly ${DEVICES} devices registered`, { timeout: 600_000, todo: STILL_TO_DO }, async (t) => {
   // Undone in reverse order when the test ends: clients, server, connections, then the database.

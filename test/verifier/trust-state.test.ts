@@ -149,6 +149,27 @@ test('fail/read-in-flight: a decision never relies on a counter read that began 
   assert.deepEqual(counts(), { clears: 2, missed: 1 }, 'and found the change');
 });
 
+test('ok/stale-read: a counter read answered from before notices applied since is no miss', async () => {
+  const feed = fakeFeed();
+  const { state, counts } = stateOn(feed);
+  await state.current();
+  const before = counts();
+  const reads = feed.reads;
+  feed.hold = { release: () => {} };
+  const deciding = state.current(); // a read begins, counter 0
+  await eventually(async () => feed.reads === reads + 1, 5_000, 'the read under way');
+  const hold = feed.hold;
+  feed.hold = undefined;
+  // Changes commit and their notices arrive while the read is still to answer with its older value.
+  for (const seq of [1n, 2n, 3n]) {
+    feed.counter = seq;
+    feed.notice({ seq, events: [{ type: 'invalidate', tenantId: 'acme', what: 'tenant' } as ChangeEvent] });
+  }
+  hold.release();
+  await deciding;
+  assert.deepEqual(counts(), before, 'nothing dropped, no session re-checked: the notices were all applied');
+});
+
 test('fail/store-down: no counter, no decision: unavailable, within the timeout', async () => {
   const feed = fakeFeed();
   feed.connected = false;
