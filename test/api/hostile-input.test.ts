@@ -148,9 +148,10 @@ test('hostile identity patterns: `^(a|\\1a)*$` and `a{99999999999}` are 422, `^(
   t.diagnostic(`slowest explain ${slowest.toFixed(0)} ms; /health polled ${polled.polls} times, slowest ${polled.slowestMs.toFixed(0)} ms`);
   assert.deepEqual(polled.failures, [], '/health answered every poll');
   assert.ok(polled.polls > 0);
-  // A backtracking match of this CN took 3.5 s (23.7 s cold); RE2 takes about a millisecond.
-  // The bound leaves room for a loaded machine.
-  assert.ok(slowest < 3000, `verify-cert-chain took ${slowest.toFixed(0)} ms`);
+  // A backtracking match of this CN took 3.5 s (23.7 s cold) per call; RE2 takes about a
+  // millisecond (test/pki/identity.test.ts times the match itself). The bound is for five calls
+  // in a row on a loaded machine.
+  assert.ok(slowest < 5000, `verify-cert-chain took ${slowest.toFixed(0)} ms`);
 });
 
 test('U+0000 anywhere in a request is a 400 before the database: credentials, path, query, JSON fields and keys', async (t) => {
