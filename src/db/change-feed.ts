@@ -77,6 +77,8 @@ export interface ChangeFeed {
   readCounter(): Promise<bigint>;
   /** Whether the LISTEN connection is up. */
   readonly connected: boolean;
+  /** Drops the LISTEN connection (it did not answer): it reconnects, and resyncs, as after a loss. */
+  reset(): void;
   close(): Promise<void>;
 }
 
@@ -163,7 +165,15 @@ export async function createChangeFeed(
   let reading: Promise<void> = Promise.resolve();
 
   const connect = async (): Promise<void> => {
-    const c = new pg.Client({ connectionString: databaseUrl, keepAlive: true, application_name: 'certgate change feed' });
+    const c = new pg.Client({
+      connectionString: databaseUrl,
+      application_name: 'certgate change feed',
+      // A connection that cannot be made within two seconds is tried again; one that goes silent
+      // is noticed by the trust state's counter reads (reset) or by TCP keepalive.
+      connectionTimeoutMillis: 2_000,
+      keepAlive: true,
+      keepAliveInitialDelayMillis: 10_000,
+    });
     c.on('notification', (msg) => {
       if (msg.channel !== CHANNEL || !msg.payload) return;
       const notice = parseNotice(msg.payload);
@@ -248,6 +258,12 @@ export async function createChangeFeed(
     },
     get connected() {
       return client !== undefined;
+    },
+    reset() {
+      const c = client;
+      if (!c) return;
+      // As a broken connection: `end` reports it lost, and the reconnect follows.
+      (c as unknown as { connection?: { stream?: { destroy(): void } } }).connection?.stream?.destroy();
     },
     async close() {
       closed = true;

@@ -9,21 +9,24 @@
  * notification from there (src/db/change-feed.ts). `applied` is the counter value this process's
  * caches reflect. Each decision first reads the counter (one indexed read, shared by the decisions
  * that arrive while it is under way, and always begun after the decision arrived):
- * - equal to `applied`: no change was missed; the caches are current.
- * - higher: a change has not reached this process (its feed was down, or the notification is a
- *   moment late): every cache is dropped, `applied` becomes the value read, and the live sessions
- *   are re-checked (`onMissed`), since a session-closing notification may be among those missed.
- * - the read fails or takes longer than `timeoutMs`: the decision is unavailable.
+ * - not above `applied`: no change was missed; the caches are current.
+ * - higher: the notifications of those changes are awaited for a quarter of a second (PostgreSQL
+ *   may answer the read a moment before it sends them); if they do not come (the feed was down),
+ *   every cache is dropped, `applied` becomes the value read, and the live sessions are re-checked
+ *   (`onMissed`), since a session-closing notification may be among those missed.
+ * - the read fails or takes longer than `timeoutMs`: the decision is unavailable, and a LISTEN
+ *   connection that did not answer is dropped so that it reconnects.
  * Notifications move `applied` on one at a time; one that skips a number means some were lost,
- * which counts as missed too. The read goes through the LISTEN connection when it is up, so the
- * notifications it counts arrive before its answer, and through the pool otherwise.
+ * which counts as missed too. `applied` never goes back. The counter is also read every second
+ * when no decision reads it, so a process that holds sessions but decides nothing (a listener
+ * asking another process's verifier) finds a missed change within about a second.
  */
 import { VerifierUnavailableError } from './verifier-types.js';
 import type { ChangeEvent, ChangeFeed, ChangeNotice } from '../db/change-feed.js';
 
 export interface TrustStateDeps {
   /** The change feed; without it every change is found by the counter alone. */
-  feed?: Pick<ChangeFeed, 'onNotice' | 'onResync' | 'readCounter' | 'connected'>;
+  feed?: Pick<ChangeFeed, 'onNotice' | 'onResync' | 'readCounter' | 'connected'> & Partial<Pick<ChangeFeed, 'reset'>>;
   /** Reads the counter through the pool, for when the feed is down. */
   readCounter: () => Promise<bigint>;
   /** Applies one change to the caches. */
@@ -31,8 +34,13 @@ export interface TrustStateDeps {
   /** Drops every cache. */
   clear: () => void;
   timeoutMs?: number;
+  /** How often the counter is read when no decision reads it. */
+  pollMs?: number;
   onError?: (err: unknown) => void;
 }
+
+/** How long a decision waits for notifications its counter read counts before dropping the caches. */
+const NOTICE_WAIT_MS = 250;
 
 export interface TrustState {
   /** Resolves once the caches reflect every change committed before the call; else rejects with VerifierUnavailableError. */
@@ -44,12 +52,22 @@ export interface TrustState {
 
 export function createTrustState(deps: TrustStateDeps): TrustState {
   const timeoutMs = deps.timeoutMs ?? 2_000;
+  const pollMs = deps.pollMs ?? 1_000;
   let applied: bigint | undefined;
+  let closed = false;
   const missedListeners = new Set<() => void>();
+  /** Decisions waiting for the notifications of changes their counter read already counts. */
+  const waiters = new Set<{ seq: bigint; resolve: () => void }>();
+
+  const advance = (seq: bigint): void => {
+    if (applied !== undefined && seq <= applied) return;
+    applied = seq;
+    for (const w of waiters) if (w.seq <= seq) w.resolve();
+  };
 
   const missed = (seq: bigint | undefined): void => {
     deps.clear();
-    applied = seq;
+    if (seq !== undefined) advance(seq);
     for (const l of missedListeners) l();
   };
 
@@ -66,17 +84,23 @@ export function createTrustState(deps: TrustStateDeps): TrustState {
     }
     for (const e of events) deps.apply(e);
     if (applied === undefined || seq <= applied) return;
-    if (seq === applied + 1n) applied = seq;
+    if (seq === applied + 1n) advance(seq);
     else missed(seq);
   });
 
   const readOnce = (): Promise<bigint> => {
-    const read = deps.feed?.connected ? deps.feed.readCounter() : deps.readCounter();
+    const overFeed = deps.feed?.connected === true;
+    const read = overFeed ? deps.feed!.readCounter() : deps.readCounter();
     let timer: NodeJS.Timeout | undefined;
     return Promise.race([
       read,
       new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(new Error(`the change counter was not read within ${timeoutMs} ms`)), timeoutMs);
+        timer = setTimeout(() => {
+          // A LISTEN connection that does not answer may be dead without knowing it (a dropped
+          // NAT entry, a half-open socket): it is dropped, so it reconnects and resyncs.
+          if (overFeed) deps.feed!.reset?.();
+          reject(new Error(`the change counter was not read within ${timeoutMs} ms`));
+        }, timeoutMs);
       }),
     ]).finally(() => clearTimeout(timer));
   };
@@ -105,24 +129,57 @@ export function createTrustState(deps: TrustStateDeps): TrustState {
     return next;
   };
 
-  const sync = (seq: bigint): void => {
-    // A read answered from before notifications that have been applied since missed nothing.
+  /** Resolves once `applied` reaches `seq`, or after `ms`. */
+  const waitApplied = (seq: bigint, ms: number): Promise<void> =>
+    new Promise<void>((resolve) => {
+      const w = { seq, resolve: () => done() };
+      const timer = setTimeout(() => done(), ms);
+      const done = () => {
+        clearTimeout(timer);
+        waiters.delete(w);
+        resolve();
+      };
+      waiters.add(w);
+    });
+
+  let started = false;
+  const sync = async (seq: bigint): Promise<void> => {
     if (applied !== undefined && seq <= applied) return;
     if (applied === undefined) {
-      // The starting point: nothing was kept or decided before it, so nothing was missed.
+      // The starting point. Before the first read nothing was decided here, so nothing was missed;
+      // after a first read that failed, sessions may have been taken meanwhile (a listener that
+      // asks another process's verifier): they are decided again.
+      const first = !started;
+      started = true;
       deps.clear();
-      applied = seq;
+      advance(seq);
+      if (!first) for (const l of missedListeners) l();
       return;
     }
-    missed(seq);
+    // PostgreSQL may answer the read before it sends the notifications of the changes the read
+    // counts (a change committed in the very instant of the read): they are a moment behind.
+    if (deps.feed?.connected) await waitApplied(seq, NOTICE_WAIT_MS);
+    if (applied === undefined || applied < seq) missed(seq);
   };
-  // Read at once, so a change missed before the first decision is still found (a listener that
-  // asks another process's verifier decides nothing here, but holds sessions).
-  read().then(sync, () => {});
+
+  const check = (): Promise<void> =>
+    read().then(sync, (err: unknown) => {
+      started = true;
+      throw err;
+    });
+
+  // Read at once and then every `pollMs`: a change missed before the first decision, behind a
+  // LISTEN connection that died without knowing it, or while no decision is asked for (a listener
+  // holding sessions) is found within a second of the database answering.
+  void check().catch(() => {});
+  const poll = setInterval(() => {
+    if (!inflight) void check().catch((err: unknown) => deps.onError?.(err));
+  }, pollMs);
+  poll.unref();
 
   // A LISTEN connection that comes back has missed what was sent meanwhile, or not: the counter says.
   const unresync = deps.feed?.onResync(() => {
-    read().then(sync, (err: unknown) => deps.onError?.(err));
+    void check().catch((err: unknown) => deps.onError?.(err));
   });
 
   return {
@@ -131,18 +188,23 @@ export function createTrustState(deps: TrustStateDeps): TrustState {
       try {
         seq = await read();
       } catch (err) {
+        started = true;
         throw new VerifierUnavailableError(`the store cannot be reached: ${(err as Error).message}`);
       }
-      sync(seq);
+      await sync(seq);
     },
     onMissed(listener) {
       missedListeners.add(listener);
       return () => missedListeners.delete(listener);
     },
     close() {
+      if (closed) return;
+      closed = true;
+      clearInterval(poll);
       unnotice?.();
       unresync?.();
       missedListeners.clear();
+      for (const w of waiters) w.resolve();
     },
   };
 }

@@ -50,7 +50,7 @@ function fakeFeed() {
   return feed;
 }
 
-function stateOn(feed: ReturnType<typeof fakeFeed>, extra: { readCounter?: () => Promise<bigint>; timeoutMs?: number } = {}) {
+function stateOn(feed: ReturnType<typeof fakeFeed>, extra: { readCounter?: () => Promise<bigint>; timeoutMs?: number; pollMs?: number } = {}) {
   const applied: ChangeEvent[] = [];
   let clears = 0;
   let missed = 0;
@@ -60,6 +60,8 @@ function stateOn(feed: ReturnType<typeof fakeFeed>, extra: { readCounter?: () =>
     apply: (e) => applied.push(e),
     clear: () => clears++,
     ...(extra.timeoutMs ? { timeoutMs: extra.timeoutMs } : {}),
+    // The tests read the counter themselves unless they test the poll.
+    pollMs: extra.pollMs ?? 3_600_000,
   });
   state.onMissed(() => missed++);
   return { state, applied, counts: () => ({ clears, missed }) };
@@ -104,6 +106,46 @@ test('fail/notice-never-arrives: a counter ahead of the notices drops the caches
   // The late notice changes nothing more.
   feed.notice({ seq: 1n, events: [revoke('acme')] });
   assert.deepEqual(counts(), { clears: 2, missed: 1 });
+});
+
+test('ok/notice-a-moment-late: a counter read ahead of its notification waits for it, and drops nothing', async () => {
+  const feed = fakeFeed();
+  const { state, applied, counts } = stateOn(feed);
+  await state.current();
+  feed.counter = 1n; // committed; its notification follows the read's answer
+  const decided = state.current();
+  setTimeout(() => feed.notice({ seq: 1n, events: [revoke('acme')] }), 20);
+  await decided;
+  assert.equal(applied.length, 1, 'the change was applied from its notification');
+  assert.deepEqual(counts(), { clears: 1, missed: 0 }, 'nothing dropped, no session re-checked');
+});
+
+test('ok/older-read: a read answered before a notification it does not count never moves the state back', async () => {
+  const feed = fakeFeed();
+  const { state, counts } = stateOn(feed);
+  await state.current();
+  feed.hold = { release: () => {} };
+  const before = feed.reads;
+  const decided = state.current(); // reads 0
+  await eventually(async () => feed.reads === before + 1, 5_000, 'the read under way');
+  const hold = feed.hold;
+  feed.hold = undefined;
+  feed.counter = 1n;
+  feed.notice({ seq: 1n, events: [revoke('acme')] }); // arrives before the read's answer
+  hold.release();
+  await decided;
+  await state.current(); // reads 1: nothing missed
+  assert.deepEqual(counts(), { clears: 1, missed: 0 });
+});
+
+test('fail/poll: a process that decides nothing still finds a missed change within about a second', async () => {
+  const feed = fakeFeed();
+  feed.connected = false;
+  const { state, counts } = stateOn(feed, { pollMs: 50 });
+  await state.current();
+  feed.counter = 3n; // missed while the feed was down; no decision asks
+  await eventually(async () => counts().missed === 1, 5_000, 'the poll found the change');
+  state.close();
 });
 
 test('fail/too-large: a notice without its events counts as every change', async () => {
