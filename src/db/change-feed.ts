@@ -93,30 +93,59 @@ function counts(events: readonly ChangeEvent[]): boolean {
   return events.some((e) => e.type !== 'credentials-observed');
 }
 
+/**
+ * Packs events into groups whose JSON fits one notification, in order. An event too large by
+ * itself travels alone as `null`: receivers then count everything as changed.
+ */
+function pack(events: readonly ChangeEvent[]): string[] {
+  const out: string[] = [];
+  let group: string[] = [];
+  let size = 2;
+  for (const e of events) {
+    const json = JSON.stringify(e);
+    const bytes = Buffer.byteLength(json) + 1;
+    if (bytes + 2 > EVENTS_LIMIT) {
+      if (group.length) out.push(`[${group.join(',')}]`);
+      out.push('null');
+      group = [];
+      size = 2;
+      continue;
+    }
+    if (size + bytes > EVENTS_LIMIT && group.length) {
+      out.push(`[${group.join(',')}]`);
+      group = [];
+      size = 2;
+    }
+    group.push(json);
+    size += bytes;
+  }
+  if (group.length) out.push(`[${group.join(',')}]`);
+  return out;
+}
+
 /** NOTIFY (and the counter) through any query function: a pool, a Prisma client, a transaction. */
 export function createChangePublisher(defaultDb: SqlExecutor): ChangePublisher {
   return {
     async publish(events, db = defaultDb) {
       if (events.length === 0) return;
-      let json = JSON.stringify(events);
-      if (Buffer.byteLength(json) > EVENTS_LIMIT) {
-        if (!counts(events)) {
-          // Hints are split by their publisher (credentialsObserved); one still too large is dropped.
-          return;
-        }
-        json = 'null';
-      }
       if (!counts(events)) {
-        await db.$executeRawUnsafe(`SELECT pg_notify($1, '{"events":' || $2::text || '}')`, CHANNEL, json);
+        for (const json of pack(events)) {
+          if (json === 'null') continue; // a hint too large is dropped: it changes no decision
+          await db.$executeRawUnsafe(`SELECT pg_notify($1, '{"events":' || $2::text || '}')`, CHANNEL, json);
+        }
         return;
       }
-      const bumped = await db.$executeRawUnsafe(
-        `WITH c AS (UPDATE "ChangeCounter" SET "seq" = "seq" + 1 WHERE "id" = 1 RETURNING "seq")
-         SELECT pg_notify($1, '{"seq":"' || c."seq" || '","events":' || $2::text || '}') FROM c`,
-        CHANNEL,
-        json,
-      );
-      if (bumped !== 1) throw new Error('the change counter is missing (migrations not applied?)');
+      // A change too large for one notification is announced in several, each counted: in one
+      // transaction they commit together and arrive in order, so no receiver takes them for lost.
+      for (const json of pack(events)) {
+        const bumped = await db.$executeRawUnsafe(
+          `WITH c AS (UPDATE "ChangeCounter" SET "seq" = "seq" + 1 WHERE "id" = 1 RETURNING "seq")
+           SELECT pg_notify($1, '{"seq":"' || c."seq" || '","events":' || $2::text || '}') FROM c`,
+          CHANNEL,
+          json,
+        );
+        if (bumped !== 1) throw new Error('the change counter is missing (migrations not applied?)');
+      }
     },
   };
 }

@@ -256,6 +256,31 @@ test('the counter moves with the change: a rolled back change neither counts nor
   assert.equal(notices[1]!.seq, undefined);
 });
 
+test('a change too large for one notification arrives in several, counted one after another, none empty', async (t) => {
+  const db = await createTestDatabase();
+  const prisma = createPrismaClient(db.url);
+  const feed = await createChangeFeed(db.url);
+  t.after(async () => {
+    await feed.close();
+    await prisma.$disconnect();
+    await db.drop();
+  });
+  const notices: ChangeNotice[] = [];
+  feed.onNotice((n) => notices.push(n));
+  const before = await feed.readCounter();
+  // 2,000 serial holds as the revocation service announces a large CRL: far over 8,000 bytes.
+  const events: ChangeEvent[] = [{ type: 'invalidate', tenantId: 'acme', what: 'revocations' }];
+  for (let i = 0; i < 2_000; i++) {
+    events.push({ type: 'session-drop', change: { kind: 'serial', tenantId: 'acme', serialHex: i.toString(16).padStart(32, '0') } });
+  }
+  await prisma.$transaction(async (tx) => createChangePublisher(prisma).publish(events, tx));
+  const after = await feed.readCounter();
+  assert.ok(after - before > 1n, 'several notifications');
+  assert.deepEqual(notices.map((n) => n.seq), Array.from({ length: Number(after - before) }, (_, i) => before + 1n + BigInt(i)));
+  assert.ok(notices.every((n) => n.events !== null), 'each carries its events');
+  assert.deepEqual(notices.flatMap((n) => n.events!), events, 'all of them, in order');
+});
+
 test('a change whose notification never arrives is seen by the next decision all the same', async (t) => {
   const s = await build(t, { changeFeed: true });
   const { acme, ca } = await trustingTenant(s);
