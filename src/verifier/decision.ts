@@ -5,7 +5,6 @@
  * pinning -> device status -> allow. Each step answers `{ok: false, reason}` to stop; a store
  * that cannot be read is the only thing thrown (the caller answers "unavailable").
  */
-import type { ChangePublisher } from '../db/change-feed.js';
 import type { ParsedCertificate } from '../pki/certificate.js';
 import type { TraceStep } from '../pki/path-validation.js';
 import { allowDecision } from './allow-decision.js';
@@ -58,7 +57,6 @@ export interface DecisionDeps {
     'parse' | 'credential' | 'apply' | 'deviceById' | 'deviceByName' | 'pinnedCredentialIds' | 'tenantStatus' | 'profile' | 'trustedBySubjectHash' | 'revocations'
   >;
   repository: Pick<VerifierRepository, 'credential' | 'registerDevice' | 'registrationQuotaReached'>;
-  publisher: ChangePublisher;
   clock: () => Date;
 }
 
@@ -75,9 +73,9 @@ interface Allowed {
   profile?: ProfileRef;
 }
 
-export function createDecision({ cache, repository, publisher, clock }: DecisionDeps) {
+export function createDecision({ cache, repository, clock }: DecisionDeps) {
   const paths = createTrustPaths(cache);
-  const registration = createDeviceRegistration({ cache, repository, publisher });
+  const registration = createDeviceRegistration({ cache, repository });
 
   /** (1) A certificate listed for a device names the device; its CA's path, status and revocation still apply. */
   async function byCredential(req: AuthenticateRequest, chain: Chain, credential: CredentialRef, now: Date, opts: DecideOptions): Promise<Outcome> {

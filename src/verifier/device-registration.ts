@@ -2,7 +2,6 @@
  * Step (5) of a decision: the device of a name, or one registered automatically when the trusted
  * certificate allows it (exactly one even when many connect at once).
  */
-import type { ChangePublisher } from '../db/change-feed.js';
 import type { TraceStep } from '../pki/path-validation.js';
 import { denied, note, type Result } from './decision-steps.js';
 import type { TrustCache, TrustedEntry } from './trust-cache.js';
@@ -11,7 +10,6 @@ import type { DeviceRef, ProfileRef, VerifierRepository } from './verifier-repos
 export interface RegistrationDeps {
   cache: Pick<TrustCache, 'apply' | 'tenantStatus'>;
   repository: Pick<VerifierRepository, 'registerDevice' | 'registrationQuotaReached'>;
-  publisher: ChangePublisher;
 }
 
 export interface RegistrationOptions {
@@ -20,7 +18,7 @@ export interface RegistrationOptions {
   trace?: TraceStep[];
 }
 
-export function createDeviceRegistration({ cache, repository, publisher }: RegistrationDeps) {
+export function createDeviceRegistration({ cache, repository }: RegistrationDeps) {
   const registrations = new Map<string, ReturnType<VerifierRepository['registerDevice']>>();
 
   /** `known` is the device of that name as the caches hold it; `profile` the one a new device gets. */
@@ -70,10 +68,8 @@ export function createDeviceRegistration({ cache, repository, publisher }: Regis
     // Not put in the cache: a change to the device committed since it was read could reach this
     // process before it is put there, and be undone. The device's next connection looks it up.
     const { device, created } = result;
-    if (created) {
-      note(trace, 'device', true, `device ${name} registered automatically`);
-      await publisher.publish([{ type: 'invalidate', tenantId, what: 'devices', devices: [{ id: device.id, name: device.name }] }]);
-    }
+    // Announced by the registration's own transaction (verifier-repository.ts).
+    if (created) note(trace, 'device', true, `device ${name} registered automatically`);
     return { ok: true, device, wouldRegister: false };
   }
 

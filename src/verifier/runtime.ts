@@ -41,7 +41,8 @@ const COUNTER = { name: 'certgate_change_counter', text: COUNTER_SQL };
 
 export function createVerifierRuntime(deps: VerifierRuntimeDeps): VerifierRuntime {
   const { prisma, feed, logger } = deps;
-  const repository = createVerifierRepository(prisma);
+  const publisher = deps.publisher ?? createChangePublisher(prisma as SqlExecutor);
+  const repository = createVerifierRepository(prisma, { announce: (events, db) => publisher.publish(events, db) });
   const cache = createTrustCache(repository, { onError: (err) => logger?.warn({ err }, 'verifier cache not loaded') });
   const state = createTrustState({
     ...(feed ? { feed } : {}),
@@ -51,7 +52,6 @@ export function createVerifierRuntime(deps: VerifierRuntimeDeps): VerifierRuntim
     ...(deps.counterTimeoutMs !== undefined ? { timeoutMs: deps.counterTimeoutMs } : {}),
     onError: (err) => logger?.warn({ err }, 'change counter not read'),
   });
-  const publisher = deps.publisher ?? createChangePublisher(prisma as SqlExecutor);
   const verifier = createVerifier({
     repository,
     cache,

@@ -1,5 +1,6 @@
 import { CopyText, copyField } from '../db/copy-text.js';
-import { executeBulk, pgTransaction, queryBulk, type PrismaClient } from '../db/prisma.js';
+import { executeBulk, pgTransaction, queryBulk, sqlOf, type PrismaClient } from '../db/prisma.js';
+import type { ChangeEvent, SqlExecutor } from '../db/change-feed.js';
 import { createRegistrationBatches, registerBatch, type RegistrationResult } from './registration-batches.js';
 
 /** Everything the verifier reads and writes, in one place (Prisma, and `pg` for batch writes). */
@@ -141,9 +142,26 @@ const trustedSelect = {
 /** How often a process deletes the batch ids older than a day (with the next batch it writes). */
 const BATCH_PRUNE_INTERVAL_MS = 3_600_000;
 
-export function createVerifierRepository(prisma: VerifierPrisma) {
+export interface VerifierRepositoryOptions {
+  /**
+   * Announces the devices a registration batch created, in the batch's own transaction, so the
+   * registrations and their announcement commit together (see src/db/change-feed.ts).
+   */
+  announce?: (events: ChangeEvent[], db: SqlExecutor) => Promise<void>;
+}
+
+export function createVerifierRepository(prisma: VerifierPrisma, options: VerifierRepositoryOptions = {}) {
   let lastBatchPrune = 0;
-  const registrations = createRegistrationBatches((batch) => pgTransaction(prisma, (tx) => registerBatch(tx, batch)));
+  const registrations = createRegistrationBatches((batch) =>
+    pgTransaction(prisma, async (tx) => {
+      const results = await registerBatch(tx, batch);
+      const created = results.flatMap((r) => (typeof r === 'object' && r.created ? [{ id: r.device.id, name: r.device.name }] : []));
+      if (created.length && options.announce) {
+        await options.announce([{ type: 'invalidate', tenantId: batch[0]!.tenantId, what: 'devices', devices: created }], sqlOf(tx));
+      }
+      return results;
+    }),
+  );
   return {
     trustedBySubjectHash(subjectHashes: string[]): Promise<Array<TrustedRef & { subjectHash: string }>> {
       return prisma.trustedCertificate.findMany({

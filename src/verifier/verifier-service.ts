@@ -110,7 +110,7 @@ export function createVerifier(deps: VerifierDeps) {
     deps,
   );
 
-  const decider = createDecision({ cache, repository, publisher, clock });
+  const decider = createDecision({ cache, repository, clock });
 
   async function decide(req: AuthenticateRequest, opts: DecideOptions = {}): Promise<Resolution> {
     try {

@@ -266,9 +266,11 @@ export function createDevicesService({ prisma, publisher }: DevicesServiceDeps) 
           where: { credentialsId: credentialsId.toLowerCase(), deviceId: d.id },
         });
         if (count === 0) throw new NotFoundError(`Credentials ${credentialsId} not found`, 'credentials/NotFound');
-        // A pinned device loses a certificate it may be connected with right now.
+        // A pinned device loses a certificate it may be connected with right now. Read here, not
+        // before the transaction: a pin set in between must count.
+        const pinned = (await tx.device.findUnique({ where: { id: d.id }, select: { pinCredentials: true } }))?.pinCredentials ?? d.pinCredentials;
         await publisher.publish(
-          d.pinCredentials
+          pinned
             ? [{ type: 'invalidate', tenantId, what: 'credentials', credentialsIds: [credentialsId.toLowerCase()] }, ...dropSessions(tenantId, d)]
             : [{ type: 'invalidate', tenantId, what: 'credentials', credentialsIds: [credentialsId.toLowerCase()] }],
           tx,

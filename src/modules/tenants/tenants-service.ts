@@ -79,7 +79,8 @@ export function createTenantsService({ prisma, repository, publisher }: TenantsS
           await publisher.publish(
             [
               { type: 'invalidate', tenantId: id, what: 'tenant' },
-              ...(before.status !== 'SUSPENDED' && updated.status === 'SUSPENDED'
+              // Whatever the status read before: another request may have changed it since.
+              ...(updated.status === 'SUSPENDED'
                 ? [{ type: 'session-drop' as const, change: { kind: 'tenant' as const, tenantId: id } }]
                 : []),
             ],

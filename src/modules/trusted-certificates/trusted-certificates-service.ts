@@ -199,7 +199,8 @@ export function createTrustedCertificatesService({ prisma, publisher, clock = ()
             deviceProfileId: input.deviceProfileId,
           },
         });
-        const disabled = before.status === 'ENABLED' && updated.status === 'DISABLED';
+        // Whatever the status read before: another request may have enabled it since.
+        const disabled = updated.status === 'DISABLED';
         await publisher.publish(
           [
             invalidate(tenantId),
