@@ -447,12 +447,16 @@ export function createMqttListener(options: MqttListenerOptions): MqttListener {
       if (done.includes(false)) undecided = true;
     }
     if (undecided && !closing) {
-      recheckTimer = setTimeout(() => onMissed(), 1_000);
+      // Only the re-check is tried again: no change is known to have landed since.
+      recheckTimer = setTimeout(() => startRecheck(), 1_000);
       recheckTimer.unref();
     }
   };
   const onMissed = (): void => {
     missedAt = ++changeSeq;
+    startRecheck();
+  };
+  const startRecheck = (): void => {
     if (rechecking) {
       recheckAgain = true;
       return;

@@ -29,44 +29,48 @@ export function createRemoteVerifier(opts: RemoteVerifierOptions): Verifier {
     accept: 'application/json',
   };
 
+  async function ask(url: string, request: AuthenticateRequest): Promise<Decision> {
+    let res: Response;
+    try {
+      res = await doFetch(url, {
+        method: 'POST',
+        headers,
+        body: JSON.stringify(request),
+        signal: AbortSignal.timeout(timeoutMs),
+      });
+    } catch (err) {
+      const e = err as Error;
+      const why = e.name === 'TimeoutError' ? `no answer within ${timeoutMs} ms` : (e.cause as Error | undefined)?.message ?? e.message;
+      throw new VerifierUnavailableError(`verifier unreachable: ${why}`);
+    }
+    let body: unknown;
+    try {
+      body = await res.json();
+    } catch {
+      body = undefined;
+    }
+    if (res.status === 200) {
+      const parsed = decisionSchema.safeParse(body);
+      if (!parsed.success) throw new VerifierUnavailableError('verifier answered 200 with an unexpected body');
+      return parsed.data as Decision;
+    }
+    if (res.status === 400) {
+      // The request is ours and well-formed, so a 400 is about what the device presented.
+      const message = (body as { message?: unknown } | undefined)?.message;
+      return {
+        result: 'deny',
+        reason: 'MALFORMED_CERTIFICATE',
+        message: typeof message === 'string' ? message : 'the verifier could not read the presented chain',
+      };
+    }
+    // 401 (wrong token), 404 (wrong URL), 503 (store down) and the rest: fail closed.
+    throw new VerifierUnavailableError(`verifier answered HTTP ${res.status}`);
+  }
+
   return {
-    async authenticate(request: AuthenticateRequest): Promise<Decision> {
-      let res: Response;
-      try {
-        res = await doFetch(endpoint, {
-          method: 'POST',
-          headers,
-          body: JSON.stringify(request),
-          signal: AbortSignal.timeout(timeoutMs),
-        });
-      } catch (err) {
-        const e = err as Error;
-        const why = e.name === 'TimeoutError' ? `no answer within ${timeoutMs} ms` : (e.cause as Error | undefined)?.message ?? e.message;
-        throw new VerifierUnavailableError(`verifier unreachable: ${why}`);
-      }
-      let body: unknown;
-      try {
-        body = await res.json();
-      } catch {
-        body = undefined;
-      }
-      if (res.status === 200) {
-        const parsed = decisionSchema.safeParse(body);
-        if (!parsed.success) throw new VerifierUnavailableError('verifier answered 200 with an unexpected body');
-        return parsed.data as Decision;
-      }
-      if (res.status === 400) {
-        // The request is ours and well-formed, so a 400 is about what the device presented.
-        const message = (body as { message?: unknown } | undefined)?.message;
-        return {
-          result: 'deny',
-          reason: 'MALFORMED_CERTIFICATE',
-          message: typeof message === 'string' ? message : 'the verifier could not read the presented chain',
-        };
-      }
-      // 401 (wrong token), 404 (wrong URL), 503 (store down) and the rest: fail closed.
-      throw new VerifierUnavailableError(`verifier answered HTTP ${res.status}`);
-    },
+    authenticate: (request) => ask(endpoint, request),
+    // The API decides without side effects: a session re-checked registers and records nothing.
+    recheck: (request) => ask(`${endpoint}?recheck=true`, request),
   };
 }
 

@@ -61,11 +61,13 @@ export async function verifierRouter(app: FastifyInstance, opts: VerifierRouterO
         return { result: 'deny' as const, reason: 'NO_TRUSTED_ANCHOR' as const, message: 'the request names no tenant (tenantId is empty)' };
       }
       try {
-        const decision = await opts.verifier.authenticate({
+        const request = {
           ...rest,
           ...(tenantId === undefined ? {} : { tenantId }),
           certificateChain: presentedChain(certificateChain),
-        });
+        };
+        const recheck = req.query.recheck === 'true' ? opts.verifier.recheck : undefined;
+        const decision = recheck ? await recheck.call(opts.verifier, request) : await opts.verifier.authenticate(request);
         req.logFields = decisionLogFields(req.body.clientId, decision);
         // Answers decided in the same turn leave together (a storm of connections is many at once).
         await endOfTurn();

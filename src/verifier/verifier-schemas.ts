@@ -48,6 +48,14 @@ export const certificateChainField = z
   );
 
 export const authenticateQuery = z.object({
+  recheck: z
+    .enum(['true', 'false'])
+    .optional()
+    .describe(
+      '`true`: decide again for a session that is already open, without side effects: nothing is registered, ' +
+        'recorded or logged as an auth event, and a device that would have to be registered anew (it was deleted) is ' +
+        'a deny. A standalone `certgate mqtt` asks this when it re-checks its live sessions.',
+    ),
   acl: z
     .enum(['inline', 'omit'])
     .optional()

@@ -12,9 +12,9 @@ import { createPrismaClient } from '../../src/db/prisma.js';
 import { createTrustState } from '../../src/verifier/trust-state.js';
 import { VerifierUnavailableError } from '../../src/verifier/verifier-types.js';
 import { createDevice } from '../../src/certs/certs-service.js';
-import { build } from '../helpers/app.js';
+import { build, VERIFIER_TOKEN } from '../helpers/app.js';
 import { createTestDatabase } from '../helpers/database.js';
-import { expectAllow, expectDeny, eventually, trustingTenant } from './fixtures.js';
+import { api, devicesNamed, expectAllow, expectDeny, eventually, trustingTenant } from './fixtures.js';
 
 /** A feed the test drives: notices are delivered when the test says, the counter is a variable. */
 function fakeFeed() {
@@ -300,4 +300,26 @@ test('a change whose notification never arrives is seen by the next decision all
   await other.end();
 
   await expectDeny(s, req, 'DEVICE_DISABLED', 'the very next decision');
+});
+
+test('?recheck=true decides again without side effects: a deleted device is not registered anew, nothing is recorded', async (t) => {
+  const s = await build(t, { changeFeed: true });
+  const { acme, ca } = await trustingTenant(s);
+  const leaf = await createDevice({ issuer: ca, cn: 'sensor-2' });
+  const req = { clientId: 'sensor-2', certificateChain: [leaf.certPem] };
+  const allowed = await expectAllow(s, req); // registers sensor-2
+  const again = await api(s, 'POST', '/verifier/v1/authenticate?recheck=true', `Bearer ${VERIFIER_TOKEN}`, req);
+  assert.equal(again.body.result, 'allow');
+  assert.equal(again.body.device.id, allowed.device.id);
+  await s.app.verifier.flush();
+  const events = async () => (await s.prisma.authEvent.count({ where: { tenantId: acme.id } }));
+  const recorded = await events();
+
+  await api(s, 'DELETE', `/tenant/tenants/acme/devices/${allowed.device.id}`, acme.auth);
+  const gone = await api(s, 'POST', '/verifier/v1/authenticate?recheck=true', `Bearer ${VERIFIER_TOKEN}`, req);
+  assert.equal(gone.body.result, 'deny', gone.text);
+  assert.equal(gone.body.reason, 'DEVICE_NOT_FOUND');
+  await s.app.verifier.flush();
+  assert.equal((await devicesNamed(s, acme, 'sensor-2')).length, 0, 'not registered anew');
+  assert.equal(await events(), recorded, 'nothing recorded');
 });
