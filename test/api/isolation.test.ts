@@ -20,6 +20,9 @@ const ROUTES_WITHOUT_TENANT: Record<string, { status: number; why: string }> = {
   'POST /tenant/tenants': { status: 403, why: 'the management tenant only' },
   'GET /tenant/tenants': { status: 403, why: 'the management tenant only' },
   'POST /verifier/v1/authenticate': { status: 401, why: 'the verifier bearer token only; Basic users are refused' },
+  'POST /verifier/v1/authorize': { status: 401, why: 'the verifier token only (a Basic password must be the token)' },
+  'POST /verifier/v1/vernemq': { status: 401, why: 'the verifier token only (a Basic password must be the token)' },
+  'GET /verifier/v1/ca-bundle': { status: 401, why: 'the verifier token only (a Basic password must be the token)' },
 };
 
 async function send(s: TestApp, op: Operation, url: string, auth: string, m: BodyMaterial): Promise<Reply & { sent: string }> {
