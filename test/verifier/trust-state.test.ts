@@ -5,7 +5,7 @@
  * notification never arrives is still seen by the next decision, and the sessions are re-checked.
  */
 import assert from 'node:assert/strict';
-import { test } from 'node:test';
+import { test, type TestContext } from 'node:test';
 import pg from 'pg';
 import { createChangeFeed, createChangePublisher, type ChangeEvent, type ChangeNotice } from '../../src/db/change-feed.js';
 import { createPrismaClient } from '../../src/db/prisma.js';
@@ -223,7 +223,8 @@ test('fail/store-down: no counter, no decision: unavailable, within the timeout'
   assert.ok(Date.now() - started < 2_000, 'a frozen store is unavailable after the timeout, not a hang');
 });
 
-test('the counter moves with the change: a rolled back change neither counts nor notifies', async (t) => {
+/** A fresh database, a Prisma client and a change feed on it, and every notice the feed hears. */
+async function feedOn(t: TestContext) {
   const db = await createTestDatabase();
   const prisma = createPrismaClient(db.url);
   const feed = await createChangeFeed(db.url);
@@ -234,6 +235,11 @@ test('the counter moves with the change: a rolled back change neither counts nor
   });
   const notices: ChangeNotice[] = [];
   feed.onNotice((n) => notices.push(n));
+  return { prisma, feed, notices };
+}
+
+test('the counter moves with the change: a rolled back change neither counts nor notifies', async (t) => {
+  const { prisma, feed, notices } = await feedOn(t);
   const publisher = createChangePublisher(prisma);
   const before = await feed.readCounter();
 
@@ -257,16 +263,7 @@ test('the counter moves with the change: a rolled back change neither counts nor
 });
 
 test('a change too large for one notification arrives in several, counted one after another, none empty', async (t) => {
-  const db = await createTestDatabase();
-  const prisma = createPrismaClient(db.url);
-  const feed = await createChangeFeed(db.url);
-  t.after(async () => {
-    await feed.close();
-    await prisma.$disconnect();
-    await db.drop();
-  });
-  const notices: ChangeNotice[] = [];
-  feed.onNotice((n) => notices.push(n));
+  const { prisma, feed, notices } = await feedOn(t);
   const before = await feed.readCounter();
   // 2,000 serial holds as the revocation service announces a large CRL: far over 8,000 bytes.
   const events: ChangeEvent[] = [{ type: 'invalidate', tenantId: 'acme', what: 'revocations' }];
