@@ -194,7 +194,7 @@ export const VALID_BODIES: Record<string, (m: BodyMaterial) => RequestBody> = {
   addRevokedSerials: () => json({ crls: [{ serialNumberInHex: '0a0b0c', revocationDate: '2026-01-01T00:00:00Z' }] }),
   importCrl: () => ({ contentType: 'application/pkix-crl', payload: Buffer.from([0x30, 0x03, 0x02, 0x01, 0x01]) }),
   authenticate: (m) => json({ clientId: `fresh-device-${m.unique}`, certificateChain: [m.freshLeaf.certPem] }),
-  verifyCertChain: (m) => json({ chain: m.freshLeaf.chainPem }),
+  verifyCertChain: (m) => json({ certificateChain: m.freshLeaf.chainPem }),
   authorize: (m) => json({ clientid: `fresh-device-${m.unique}`, topic: 'devices/x/up', action: 'publish', tenant_id: 'acme', device_id: '00000000-0000-0000-0000-000000000000' }),
   vernemqWebhook: (m) => json({ client_id: `fresh-device-${m.unique}`, mountpoint: '', username: 'x', topic: 'devices/x/up', qos: 1, payload: '', retain: false }),
 };
