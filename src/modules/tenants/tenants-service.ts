@@ -75,12 +75,13 @@ export function createTenantsService({ prisma, repository, publisher }: TenantsS
         const before = await repository.find(id);
         if (!before) throw new NotFoundError(`Tenant ${id} not found`, 'tenant/NotFound');
         const t = await prisma.$transaction(async (tx) => {
+          // The status right before this write, under its row lock (see trusted certificates).
+          const [locked] = await tx.$queryRaw<Array<{ status: string }>>`SELECT status::text AS status FROM "Tenant" WHERE id = ${id} FOR UPDATE`;
           const updated = await tx.tenant.update({ where: { id }, data: input });
           await publisher.publish(
             [
               { type: 'invalidate', tenantId: id, what: 'tenant' },
-              // Whatever the status read before: another request may have changed it since.
-              ...(updated.status === 'SUSPENDED'
+              ...((locked?.status ?? before.status) !== 'SUSPENDED' && updated.status === 'SUSPENDED'
                 ? [{ type: 'session-drop' as const, change: { kind: 'tenant' as const, tenantId: id } }]
                 : []),
             ],

@@ -190,6 +190,9 @@ export function createTrustedCertificatesService({ prisma, publisher, clock = ()
       const before = await find(tenantId, fingerprint);
       await assertProfile(tenantId, input.deviceProfileId);
       const row = await prisma.$transaction(async (tx) => {
+        // The status right before this write, under its row lock: one read before the transaction
+        // could miss an enable by another request in between, and with it the sessions to close.
+        const [locked] = await tx.$queryRaw<Array<{ status: string }>>`SELECT status::text AS status FROM "TrustedCertificate" WHERE id = ${before.id}::uuid FOR UPDATE`;
         const updated = await tx.trustedCertificate.update({
           where: { id: before.id },
           data: {
@@ -199,8 +202,7 @@ export function createTrustedCertificatesService({ prisma, publisher, clock = ()
             deviceProfileId: input.deviceProfileId,
           },
         });
-        // Whatever the status read before: another request may have enabled it since.
-        const disabled = updated.status === 'DISABLED';
+        const disabled = (locked?.status ?? before.status) === 'ENABLED' && updated.status === 'DISABLED';
         await publisher.publish(
           [
             invalidate(tenantId),
