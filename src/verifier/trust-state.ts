@@ -10,7 +10,7 @@
  * caches reflect. Each decision first reads the counter (one indexed read, shared by the decisions
  * that arrive while it is under way, and always begun after the decision arrived):
  * - not above `applied`: no change was missed; the caches are current.
- * - higher: the notifications of those changes are awaited for a quarter of a second (PostgreSQL
+ * - higher: the notifications of those changes are awaited, over up to three more reads (PostgreSQL
  *   may answer the read a moment before it sends them); if they do not come (the feed was down),
  *   every cache is dropped, `applied` becomes the value read, and the live sessions are re-checked
  *   (`onMissed`), since a session-closing notification may be among those missed.
@@ -39,8 +39,9 @@ export interface TrustStateDeps {
   onError?: (err: unknown) => void;
 }
 
-/** How long a decision waits for notifications its counter read counts before dropping the caches. */
-const NOTICE_WAIT_MS = 250;
+/** How long, and after how many more reads, a decision waits for notifications its counter read counts before dropping the caches. */
+const NOTICE_WAIT_MS = 100;
+const NOTICE_READS = 3;
 
 export interface TrustState {
   /** Resolves once the caches reflect every change committed before the call; else rejects with VerifierUnavailableError. */
@@ -157,8 +158,18 @@ export function createTrustState(deps: TrustStateDeps): TrustState {
       return;
     }
     // PostgreSQL may answer the read before it sends the notifications of the changes the read
-    // counts (a change committed in the very instant of the read): they are a moment behind.
-    if (deps.feed?.connected) await waitApplied(seq, NOTICE_WAIT_MS);
+    // counts (a change committed in the very instant of the read): they follow it on the same
+    // connection. Another read's answer comes after them (a busy event loop may see a timer expire
+    // before it reads the socket, so waiting alone is not enough); then a moment more.
+    for (let i = 0; i < NOTICE_READS && deps.feed?.connected && (applied === undefined || applied < seq); i++) {
+      try {
+        await read();
+      } catch {
+        break;
+      }
+      if (applied !== undefined && applied >= seq) break;
+      await waitApplied(seq, NOTICE_WAIT_MS);
+    }
     if (applied === undefined || applied < seq) missed(seq);
   };
 

@@ -187,7 +187,7 @@ test('fail/read-in-flight: a decision never relies on a counter read that began 
   hold.release();
   await first;
   await second;
-  assert.equal(feed.reads, reads + 2, 'the second decision read the counter itself');
+  assert.ok(feed.reads >= reads + 2, 'the second decision read the counter itself');
   assert.deepEqual(counts(), { clears: 2, missed: 1 }, 'and found the change');
 });
 
