@@ -47,7 +47,7 @@ test('a client that only ran batch statements lets its process exit at once afte
   const child = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { env: { ...process.env, URL: db.url } });
   let out = '';
   child.stdout.on('data', (d) => (out += d));
-  const code = await new Promise((resolve) => child.on('exit', resolve));
+  const code = await new Promise((resolve) => child.on('close', resolve));
   assert.equal(code, 0);
   // pg's idle timeout is 10 s; the process ends well before it.
   assert.ok(Number(out) < 2_000, `exited ${out} ms after $disconnect`);

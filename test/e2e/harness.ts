@@ -282,7 +282,8 @@ export function mosquitto(cmd: 'mosquitto_pub' | 'mosquitto_sub', s: Split, d: D
   let out = '';
   child.stdout!.on('data', (b: Buffer) => (out += b.toString()));
   child.stderr!.on('data', (b: Buffer) => (out += b.toString()));
-  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  // `close`, not `exit`: the tool's last lines are read by then.
+  const exited = new Promise<number | null>((resolve) => child.once('close', (code) => resolve(code)));
   const timer = setTimeout(() => child.kill('SIGKILL'), 60_000);
   void exited.then(() => clearTimeout(timer));
   return { child, output: () => out, exited };

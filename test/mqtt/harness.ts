@@ -314,16 +314,21 @@ export function spawnTool(cmd: string, args: string[], cwd: string): ChildProces
   return Object.assign(child, { output: () => out });
 }
 
+/**
+ * The exit code, once the process has exited and its output has been read to the end: `exit` can
+ * come before the last of stdout, `close` comes after it (a tool's last line is not lost).
+ */
 export function exited(child: ChildProcess, timeoutMs = 10_000): Promise<number | null> {
-  if (child.exitCode !== null) return Promise.resolve(child.exitCode);
+  const drained = [child.stdout, child.stderr].every((s) => !s || s.readableEnded || s.destroyed);
+  if (child.exitCode !== null && drained) return Promise.resolve(child.exitCode);
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => {
       child.kill('SIGKILL');
       reject(new Error('process did not exit in time'));
     }, timeoutMs);
-    child.once('exit', (code) => {
+    child.once('close', (code) => {
       clearTimeout(timer);
-      resolve(code);
+      resolve(code ?? child.exitCode);
     });
   });
 }
