@@ -275,9 +275,11 @@ export async function createChangeFeed(
       if (!c) return Promise.reject(new Error('the change feed is not connected'));
       // One query at a time on the connection: a read that outlived its caller's timeout (a frozen
       // database) is waited for, not run beside.
+      // A named statement: parsed and planned once per connection, not on every decision.
+      const statement = { name: 'certgate_change_counter', text: COUNTER_SQL };
       const read = reading.then(
-        () => c.query<{ seq: string }>(COUNTER_SQL),
-        () => c.query<{ seq: string }>(COUNTER_SQL),
+        () => c.query<{ seq: string }>(statement),
+        () => c.query<{ seq: string }>(statement),
       );
       reading = read.then(
         () => undefined,
