@@ -142,6 +142,9 @@ const trustedSelect = {
 /** How often a process deletes the batch ids older than a day (with the next batch it writes). */
 const BATCH_PRUNE_INTERVAL_MS = 3_600_000;
 
+/** Registered devices named per change event (about 100 bytes each). */
+const DEVICES_PER_EVENT = 40;
+
 export interface VerifierRepositoryOptions {
   /**
    * Announces the devices a registration batch created, in the batch's own transaction, so the
@@ -157,7 +160,13 @@ export function createVerifierRepository(prisma: VerifierPrisma, options: Verifi
       const results = await registerBatch(tx, batch);
       const created = results.flatMap((r) => (typeof r === 'object' && r.created ? [{ id: r.device.id, name: r.device.name }] : []));
       if (created.length && options.announce) {
-        await options.announce([{ type: 'invalidate', tenantId: batch[0]!.tenantId, what: 'devices', devices: created }], sqlOf(tx));
+        // Devices in events of a few dozen, so each notification carries its events: one too large
+        // would arrive without them and count as every change (caches dropped, sessions re-checked).
+        const events: ChangeEvent[] = [];
+        for (let i = 0; i < created.length; i += DEVICES_PER_EVENT) {
+          events.push({ type: 'invalidate', tenantId: batch[0]!.tenantId, what: 'devices', devices: created.slice(i, i + DEVICES_PER_EVENT) });
+        }
+        await options.announce(events, sqlOf(tx));
       }
       return results;
     }),
