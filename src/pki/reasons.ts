@@ -32,3 +32,9 @@ export const DENY_REASONS = [
 ] as const;
 
 export type DenyReason = (typeof DENY_REASONS)[number];
+
+/**
+ * Reasons given after the chain itself was found trusted (the list above is in the order the
+ * decision checks): the explain endpoint reports such a chain as validated.
+ */
+export const AFTER_PATH_REASONS: ReadonlySet<DenyReason> = new Set(DENY_REASONS.slice(DENY_REASONS.indexOf('TENANT_SUSPENDED')));

@@ -6,6 +6,7 @@ import { authorizeTenant } from '../plugins/auth.js';
 import { errorResponses } from '../lib/http-schemas.js';
 import { splitPemBundle } from '../pki/certificate.js';
 import type { TraceStep } from '../pki/path-validation.js';
+import { AFTER_PATH_REASONS } from '../pki/reasons.js';
 import { certificateChainField, denyReasonSchema, SHARED_CA_RULE } from './verifier-schemas.js';
 import { presentedChain } from './presented-chain.js';
 import type { CertgateVerifier } from './verifier-service.js';
@@ -38,15 +39,6 @@ const response = z.object({
   trace: z.array(z.object({ step: z.string(), ok: z.boolean(), detail: z.string() })),
 });
 
-const AFTER_PATH = new Set<string>([
-  'TENANT_SUSPENDED',
-  'IDENTITY_NOT_FOUND',
-  'CLIENT_ID_MISMATCH',
-  'DEVICE_NOT_FOUND',
-  'DEVICE_DISABLED',
-  'CREDENTIALS_NOT_PINNED',
-  'REGISTRATION_QUOTA_EXCEEDED',
-]);
 
 /**
  * `verify-cert-chain`: the decision the verifier would make for this tenant, explained step by
@@ -104,7 +96,7 @@ export async function explainRouter(app: FastifyInstance, opts: { verifier: Cert
       const { decision, leaf } = resolution;
       return {
         // The chain itself is trusted even when a later step (identity, device) denies.
-        successfullyValidated: decision.result === 'allow' || AFTER_PATH.has(decision.reason),
+        successfullyValidated: decision.result === 'allow' || AFTER_PATH_REASONS.has(decision.reason),
         tenantId,
         issuer: leaf?.issuer ?? '',
         subject: leaf?.subject ?? '',

@@ -202,6 +202,8 @@ export function createTrustState(deps: TrustStateDeps): TrustState {
         started = true;
         throw new VerifierUnavailableError(`the store cannot be reached: ${(err as Error).message}`);
       }
+      // The usual case, without another turn of the event loop: nothing changed since.
+      if (applied !== undefined && seq <= applied) return;
       await sync(seq);
     },
     onMissed(listener) {

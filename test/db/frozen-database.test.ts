@@ -6,9 +6,9 @@
  */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { createCa, createDevice } from '../../src/certs/certs-service.js';
+import { createDevice } from '../../src/certs/certs-service.js';
 import { appOn, ownPostgres } from '../helpers/own-postgres.js';
-import { api, authenticate, eventually, expectAllow, trust, updateDefaultProfile, type Reply } from '../verifier/fixtures.js';
+import { api, authenticate, eventually, expectAllow, trustingTenant, type Reply } from '../verifier/fixtures.js';
 
 async function timed(what: Promise<Reply>): Promise<Reply & { ms: number }> {
   const started = performance.now();
@@ -27,18 +27,7 @@ function expectUnavailableWithin(res: Reply & { ms: number }, what: string): voi
 test('a frozen database: REST and verifier requests answer 503 within 5 s, then work again once it thaws', { timeout: 120_000 }, async (t) => {
   const pg = await ownPostgres(t);
   const s = await appOn(t, pg.url);
-  const res = await api(s, 'POST', '/tenant/tenants', s.management, {
-    id: 'acme',
-    company: 'Acme Inc.',
-    domain: 'acme.example.com',
-    adminName: 'admin',
-    adminPass: 'tenant-admin-pass',
-  });
-  assert.equal(res.status, 201, res.text);
-  const acme = { id: 'acme', auth: `Basic ${Buffer.from('acme/admin:tenant-admin-pass').toString('base64')}` };
-  await updateDefaultProfile(s, acme, { clientIdPolicy: 'ANY' });
-  const ca = await createCa();
-  await trust(s, acme, ca.certPem);
+  const { acme, ca } = await trustingTenant(s);
   const known = await createDevice({ issuer: ca, cn: 'known' });
   await expectAllow(s, { clientId: 'known', certificateChain: [known.certPem] });
   const listDevices = () => api(s, 'GET', '/tenant/tenants/acme/devices', acme.auth);

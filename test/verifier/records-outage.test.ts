@@ -7,29 +7,18 @@
 import assert from 'node:assert/strict';
 import { test, type TestContext } from 'node:test';
 import pg from 'pg';
-import { createCa, createDevice, type Credentials } from '../../src/certs/certs-service.js';
+import { createDevice } from '../../src/certs/certs-service.js';
 import type { RecordQueueOptions } from '../../src/verifier/records-queue.js';
 import { createVerifierRepository, encodeAuthEvent } from '../../src/verifier/verifier-repository.js';
 import { build } from '../helpers/app.js';
 import { appOn, ownPostgres, type OwnPostgres } from '../helpers/own-postgres.js';
-import { api, authenticate, eventually, expectAllow, sleep, trust, updateDefaultProfile } from './fixtures.js';
+import { api, authenticate, eventually, expectAllow, sleep, trustingTenant } from './fixtures.js';
 
 /** The app on a database of the test's own, tenant `acme` trusting a CA, and one device allowed once. */
 async function setUp(t: TestContext, records: RecordQueueOptions) {
   const db = await ownPostgres(t);
   const s = await appOn(t, db.url, { records, ...(process.env.TEST_LOG ? { logger: (await import('pino')).pino({ level: process.env.TEST_LOG }) } : {}) });
-  const res = await api(s, 'POST', '/tenant/tenants', s.management, {
-    id: 'acme',
-    company: 'Acme Inc.',
-    domain: 'acme.example.com',
-    adminName: 'admin',
-    adminPass: 'tenant-admin-pass',
-  });
-  assert.equal(res.status, 201, res.text);
-  const acme = { id: 'acme', auth: `Basic ${Buffer.from('acme/admin:tenant-admin-pass').toString('base64')}` };
-  await updateDefaultProfile(s, acme, { clientIdPolicy: 'ANY' });
-  const ca: Credentials = await createCa();
-  await trust(s, acme, ca.certPem);
+  const { acme, ca } = await trustingTenant(s);
   const leaf = await createDevice({ issuer: ca, cn: 'meter' });
   const req = { clientId: 'meter', certificateChain: [leaf.certPem] };
   await expectAllow(s, req, 'the device registers');
