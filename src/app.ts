@@ -56,6 +56,8 @@ export interface AppDeps {
   publicUrl?: string;
   /** How many records (auth events, sightings) may wait for the database, and how long closing waits for them. */
   records?: RecordQueueOptions;
+  /** How long a change counter read that found the caches current vouches for them. */
+  trustWindowMs?: number;
   /** `false` leaves out the Swagger UI (`/docs`) and the OpenAPI document (`/docs/json`). */
   docs?: boolean;
   /** When set, `/metrics` needs `Authorization: Bearer <metricsToken>`. */
@@ -207,6 +209,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     metrics: deps.metrics,
     logger: app.log as never,
     ...(deps.records ? { records: deps.records } : {}),
+    ...(deps.trustWindowMs !== undefined ? { trustWindowMs: deps.trustWindowMs } : {}),
   });
   const { verifier, publisher } = runtime;
   app.decorate('verifier', verifier);

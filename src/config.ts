@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import path from 'node:path';
+import { TRUST_WINDOW_MS } from './verifier/trust-state.js';
 
 /** How long a database call may take unless configured (`DATABASE_STATEMENT_TIMEOUT_MS`, `DATABASE_ACQUIRE_TIMEOUT_MS`). */
 export const DATABASE_TIMEOUT_DEFAULTS = { statementTimeoutMs: 3_000, acquireTimeoutMs: 3_000 } as const;
@@ -78,6 +79,13 @@ const configSchema = z
      * Auth events, and sightings, that may wait in memory for a database that is away (each kind,
      * per process); more are dropped and counted in certgate_records_dropped_total.
      */
+    /**
+     * How long a change counter read that found this process's trust caches current vouches for
+     * them, in milliseconds: a decision begun within it after such a read is made without another.
+     * A change is honoured everywhere from this long after its commit at the latest (usually
+     * at once, by its notification). 0: every decision reads the counter first.
+     */
+    TRUST_WINDOW_MS: z.coerce.number().int().min(0).max(1_000).default(TRUST_WINDOW_MS),
     RECORDS_QUEUE_LIMIT: z.coerce.number().int().min(1).max(10_000_000).default(100_000),
     /** How long a stopping process waits for the database to take the records still waiting. */
     RECORDS_SHUTDOWN_WAIT_MS: z.coerce.number().int().min(0).max(600_000).default(5_000),

@@ -106,6 +106,7 @@ export async function startServer(config: Config, mode: ServeMode = 'all', logge
       authFailuresBeforeLockout: config.AUTH_FAILURES_BEFORE_LOCKOUT,
       publicUrl: config.PUBLIC_URL,
       records: recordsOptions(config),
+      trustWindowMs: config.TRUST_WINDOW_MS,
       docs: config.DOCS_ENABLED,
       metricsEnabled: config.METRICS_ENABLED,
       ...(config.METRICS_TOKEN ? { metricsToken: config.METRICS_TOKEN } : {}),
@@ -122,7 +123,7 @@ export async function startServer(config: Config, mode: ServeMode = 'all', logge
       // Persistent sessions are written at shutdown by the listener and taken back at the next start.
       const sessionStore = createSessionStore(prisma, log.child({ component: 'mqtt' }));
       if (workers > 1) {
-        mqtt = await startListener(config, log, closers, metrics, { retainedStore, sessionStore, workers, source: { verifier: 'in-process', databaseUrl, databaseTimeouts: databaseTimeouts(config), records: recordsOptions(config) } });
+        mqtt = await startListener(config, log, closers, metrics, { retainedStore, sessionStore, workers, source: { verifier: 'in-process', databaseUrl, databaseTimeouts: databaseTimeouts(config), records: recordsOptions(config), trustWindowMs: config.TRUST_WINDOW_MS } });
       } else {
         const recorder = createConnectionRecorder({
           flush: (batch) => createVerifierRepository(prisma).touchDevices(batch),

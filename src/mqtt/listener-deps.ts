@@ -17,7 +17,7 @@ import type { MqttListenerOptions, SessionChangeSource, TenantDeletionSource } f
 /** Where a listener process finds its verifier; plain data, so a primary can send it to workers. */
 export type ListenerSource =
   /** A verifier in this process, on the database the API writes to (`npm start`'s workers). */
-  | { verifier: 'in-process'; databaseUrl: string; databaseTimeouts?: DatabaseTimeouts; records?: RecordQueueOptions }
+  | { verifier: 'in-process'; databaseUrl: string; databaseTimeouts?: DatabaseTimeouts; records?: RecordQueueOptions; trustWindowMs?: number }
   /**
    * The API's verifier over HTTP; with a database, live sessions follow its changes and
    * `lastConnectedAt` is recorded.
@@ -97,6 +97,7 @@ export async function listenerDependencies(
     logger: log,
     ...(metrics ? { metrics } : {}),
     ...(source.records ? { records: source.records } : {}),
+    ...(source.trustWindowMs !== undefined ? { trustWindowMs: source.trustWindowMs } : {}),
   });
   // Both wait for the database at once, within the one shutdown wait.
   closers.push(() => Promise.all([runtime.close(), recorder.close()]));

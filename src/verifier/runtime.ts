@@ -24,6 +24,8 @@ export interface VerifierRuntimeDeps {
   records?: RecordQueueOptions;
   /** How long reading the change counter may take before a decision is unavailable. */
   counterTimeoutMs?: number;
+  /** How long a counter read that found the caches current vouches for them (`TRUST_WINDOW_MS`). */
+  trustWindowMs?: number;
 }
 
 export interface VerifierRuntime {
@@ -50,6 +52,7 @@ export function createVerifierRuntime(deps: VerifierRuntimeDeps): VerifierRuntim
     apply: (e: ChangeEvent) => cache.apply(e),
     clear: () => cache.clear(),
     ...(deps.counterTimeoutMs !== undefined ? { timeoutMs: deps.counterTimeoutMs } : {}),
+    ...(deps.trustWindowMs !== undefined ? { windowMs: deps.trustWindowMs } : {}),
     onError: (err) => logger?.warn({ err }, 'change counter not read'),
   });
   const verifier = createVerifier({

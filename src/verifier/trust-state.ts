@@ -2,13 +2,17 @@
  * Whether this process may trust what it keeps of the trust state (its caches and kept
  * decisions), with one guarantee:
  *
- *   A decision is made on a state at least as new as every change committed before the decision
- *   began, or it is not made (the caller answers "unavailable" and fails closed).
+ *   A decision is made on a state at least as new as every change committed `windowMs` (2 ms by
+ *   default) or more before the decision began, or it is not made (the caller answers
+ *   "unavailable" and fails closed).
  *
  * How: every change increases the change counter in its own transaction and sends its
  * notification from there (src/db/change-feed.ts). `applied` is the counter value this process's
- * caches reflect. Each decision first reads the counter (one indexed read, shared by the decisions
- * that arrive while it is under way, and always begun after the decision arrived):
+ * caches reflect. A decision trusts the caches without a read when a counter read begun less than
+ * `windowMs` before it found them current (the window: a change committed inside it usually
+ * arrives by notification anyway, and otherwise at the next read); else it first reads the
+ * counter (one indexed read, shared by the decisions that arrive while it is under way, and always
+ * begun after the decision arrived). With `windowMs` 0 every decision reads. What the read finds:
  * - not above `applied`: no change was missed; the caches are current.
  * - higher: the notifications of those changes are awaited, over up to three more reads (PostgreSQL
  *   may answer the read a moment before it sends them); if they do not come (the feed was down),
@@ -34,6 +38,8 @@ export interface TrustStateDeps {
   /** Drops every cache. */
   clear: () => void;
   timeoutMs?: number;
+  /** How long after a counter read began that found the caches current they are trusted without another; 0: never. */
+  windowMs?: number;
   /** How often the counter is read when no decision reads it. */
   pollMs?: number;
   onError?: (err: unknown) => void;
@@ -42,6 +48,8 @@ export interface TrustStateDeps {
 /** How long, and after how many more reads, a decision waits for notifications its counter read counts before dropping the caches. */
 const NOTICE_WAIT_MS = 100;
 const NOTICE_READS = 3;
+/** How long a counter read that found the caches current vouches for them, by default. */
+export const TRUST_WINDOW_MS = 2;
 
 export interface TrustState {
   /** Resolves once the caches reflect every change committed before the call; else rejects with VerifierUnavailableError. */
@@ -54,6 +62,9 @@ export interface TrustState {
 export function createTrustState(deps: TrustStateDeps): TrustState {
   const timeoutMs = deps.timeoutMs ?? 2_000;
   const pollMs = deps.pollMs ?? 1_000;
+  const windowMs = deps.windowMs ?? TRUST_WINDOW_MS;
+  /** When the newest read that found the caches current began (performance.now()). */
+  let confirmedAt = -Infinity;
   let applied: bigint | undefined;
   let closed = false;
   const missedListeners = new Set<() => void>();
@@ -90,6 +101,7 @@ export function createTrustState(deps: TrustStateDeps): TrustState {
   });
 
   const readOnce = (): Promise<bigint> => {
+    const began = performance.now();
     const overFeed = deps.feed?.connected === true;
     const read = overFeed ? deps.feed!.readCounter() : deps.readCounter();
     let timer: NodeJS.Timeout | undefined;
@@ -103,7 +115,12 @@ export function createTrustState(deps: TrustStateDeps): TrustState {
           reject(new Error(`the change counter was not read within ${timeoutMs} ms`));
         }, timeoutMs);
       }),
-    ]).finally(() => clearTimeout(timer));
+    ])
+      .then((seq) => {
+        if (applied !== undefined && seq <= applied && began > confirmedAt) confirmedAt = began;
+        return seq;
+      })
+      .finally(() => clearTimeout(timer));
   };
 
   // One read at a time. A decision that arrives while a read is under way waits for the next one:
@@ -195,6 +212,7 @@ export function createTrustState(deps: TrustStateDeps): TrustState {
 
   return {
     async current() {
+      if (applied !== undefined && performance.now() - confirmedAt < windowMs) return;
       let seq: bigint;
       try {
         seq = await read();

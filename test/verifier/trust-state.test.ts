@@ -50,7 +50,7 @@ function fakeFeed() {
   return feed;
 }
 
-function stateOn(feed: ReturnType<typeof fakeFeed>, extra: { readCounter?: () => Promise<bigint>; timeoutMs?: number; pollMs?: number } = {}) {
+function stateOn(feed: ReturnType<typeof fakeFeed>, extra: { readCounter?: () => Promise<bigint>; timeoutMs?: number; pollMs?: number; windowMs?: number } = {}) {
   const applied: ChangeEvent[] = [];
   let clears = 0;
   let missed = 0;
@@ -60,6 +60,8 @@ function stateOn(feed: ReturnType<typeof fakeFeed>, extra: { readCounter?: () =>
     apply: (e) => applied.push(e),
     clear: () => clears++,
     ...(extra.timeoutMs ? { timeoutMs: extra.timeoutMs } : {}),
+    // Every decision reads the counter, unless the test is about the window.
+    windowMs: extra.windowMs ?? 0,
     // The tests read the counter themselves unless they test the poll.
     pollMs: extra.pollMs ?? 3_600_000,
   });
@@ -221,6 +223,36 @@ test('fail/store-down: no counter, no decision: unavailable, within the timeout'
   const started = Date.now();
   await assert.rejects(frozen.state.current(), VerifierUnavailableError);
   assert.ok(Date.now() - started < 2_000, 'a frozen store is unavailable after the timeout, not a hang');
+});
+
+test('ok/window: a read that found the caches current vouches for them for the window, from when it began', async () => {
+  const feed = fakeFeed();
+  const { state, counts } = stateOn(feed, { windowMs: 200 });
+  await state.current(); // the starting point: this read found nothing to vouch for
+  await state.current(); // this one found the caches current
+  const reads = feed.reads;
+  for (let i = 0; i < 10; i++) await state.current();
+  assert.equal(feed.reads, reads, 'decisions inside the window made no read');
+  await new Promise((resolve) => setTimeout(resolve, 250));
+  feed.counter = 1n; // a change whose notice never arrives
+  await state.current();
+  assert.equal(feed.reads, reads + 1 + 3, 'after the window the next decision read the counter (and three more while awaiting the notice)');
+  assert.deepEqual(counts(), { clears: 2, missed: 1 }, 'and found the change');
+});
+
+test('fail/window-not-opened: a read that finds the counter ahead of the caches vouches for nothing', async () => {
+  const feed = fakeFeed();
+  const { state, counts } = stateOn(feed, { windowMs: 60_000 });
+  await eventually(async () => feed.reads >= 1, 5_000, 'the starting point read');
+  feed.counter = 1n; // a change whose notice never arrives, before any read vouched
+  await state.current();
+  assert.deepEqual(counts(), { clears: 2, missed: 1 }, 'the decision found the change');
+  const reads = feed.reads;
+  await state.current();
+  assert.equal(feed.reads, reads + 1, 'the next decision read the counter itself: the reads that found the change opened no window');
+  await state.current();
+  assert.equal(feed.reads, reads + 1, 'that read found the caches current: now the window is open');
+  state.close();
 });
 
 /** A fresh database, a Prisma client and a change feed on it, and every notice the feed hears. */
