@@ -391,6 +391,27 @@ describe('MQTT listener on two worker processes', async () => {
     assert.ok(value(/^certgate_verifier_duration_seconds_count\{result="allow"\} (\d+)$/m) >= accepted);
   });
 
+  test('ok/metrics-denied: publications the ACL refuses on either worker are counted in one scrape, per tenant and reason', async (t) => {
+    const [a, b] = workers as [number, number];
+    const scrape = async (tenant: string) => {
+      const text = await (await fetch(`${server.httpAddress}/metrics`)).text();
+      return Number(new RegExp(`^certgate_mqtt_publish_denied_total\\{tenant="${tenant}",reason="acl"\\} (\\d+)$`, 'm').exec(text)?.[1] ?? 0);
+    };
+    const before = { acme: await scrape('acme'), globex: await scrape('globex') };
+    const onA = await openOn(t, a, acme, 'denied1');
+    const onB = await openOn(t, b, acme, 'denied2');
+    const other = await openOn(t, b, globex, 'denied3');
+    // MQTT 3.1.1 has no way to refuse a publication: it is acknowledged and dropped.
+    await onA.client.publishAsync('secret/denied1', 'x', { qos: 1 });
+    await onB.client.publishAsync('secret/denied2', 'x', { qos: 1 });
+    await onB.client.publishAsync('devices/denied1/temp', 'not its own device', { qos: 1 });
+    await other.client.publishAsync('secret/denied3', 'x', { qos: 1 });
+    await onA.client.publishAsync('fleet/denied1/temp', 'allowed', { qos: 1 });
+    // The PUBACKs are back, so each worker has counted; the main process asks them at scrape time.
+    assert.equal(await scrape('acme'), before.acme + 3);
+    assert.equal(await scrape('globex'), before.globex + 1);
+  });
+
   test('ok/restart: a worker that dies is replaced, and the new one has the retained messages', async (t) => {
     const pub = await landed(t, acme, 'restart1');
     await pub.client.publishAsync('fleet/restart1/state', 'kept', { qos: 1, retain: true });
