@@ -15,6 +15,7 @@ import { clientErrorHandler, errorHandlerPlugin, expectationFailed, frameworkErr
 import { inputGuardPlugin } from './plugins/input-guard.js';
 import { authPlugin } from './plugins/auth.js';
 import type { Metrics } from './plugins/metrics.js';
+import { createBurstLogger } from './lib/logger.js';
 import { healthRouter } from './modules/health/health-router.js';
 import { tenantsRouter } from './modules/tenants/tenants-router.js';
 import { createTenantsRepository } from './modules/tenants/tenants-repository.js';
@@ -190,6 +191,21 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
         ...req.logFields,
       },
       'request',
+    );
+    done();
+  });
+  // A client that closes its connection before the answer (a timeout on its side, a cancelled
+  // script) is no failure of certgate: one line per burst, no stack, no request line.
+  const goneAway = createBurstLogger(app.log);
+  app.addHook('onRequestAbort', (req, done) => {
+    goneAway.info(
+      'client-gone',
+      {
+        method: req.method,
+        url: req.url,
+        ...(req.principal ? { tenantId: req.principal.tenantId, userName: req.principal.userName } : {}),
+      },
+      'client closed the connection before the answer',
     );
     done();
   });

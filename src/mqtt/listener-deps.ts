@@ -6,6 +6,7 @@ import type { Logger } from 'pino';
 import { COUNTER_SQL, createChangeFeed, type ChangeFeed } from '../db/change-feed.js';
 import type { Metrics } from '../plugins/metrics.js';
 import { createPrismaClient, queryBulk, type DatabaseTimeouts } from '../db/prisma.js';
+import { createBurstLogger, reasonOf } from '../lib/logger.js';
 import { createRemoteVerifier } from '../verifier/remote-verifier.js';
 import { createVerifierRuntime } from '../verifier/runtime.js';
 import { createTrustState } from '../verifier/trust-state.js';
@@ -80,12 +81,14 @@ export async function listenerDependencies(
   });
   if (source.verifier === 'remote') {
     // The decisions are the API's; this process only needs to know when it missed a change.
+    const counterErrors = createBurstLogger(log);
     const state = createTrustState({
       feed,
       readCounter: async () => BigInt((await queryBulk<{ seq: string }>(prisma, { name: 'certgate_change_counter', text: COUNTER_SQL }, []))[0]!.seq),
       apply: () => {},
       clear: () => {},
-      onError: (err) => log.warn({ err }, 'change counter not read'),
+      // Fails with every read while the database is away: one line per burst, without a stack.
+      onError: (err) => counterErrors.warn('counter', { err: reasonOf(err) }, 'change counter not read'),
     });
     closers.push(async () => state.close());
     return { ...deps(state), verifier: remoteVerifierOf(source) };

@@ -250,6 +250,7 @@ export function createMqttListener(options: MqttListenerOptions): MqttListener {
   const log = options.logger.child({ component: 'mqtt' });
   // A verifier outage refuses every CONNECT alike: one line per burst.
   const unavailable = createBurstLogger(log);
+  const handshakes = createBurstLogger(log);
   const bus = options.bus;
   /** With a bus: this process's claims by tenant and client id. */
   const claims = new Map<string, HeldClaim>();
@@ -700,7 +701,10 @@ export function createMqttListener(options: MqttListenerOptions): MqttListener {
   });
   server.on('tlsClientError', (err: Error & { code?: string }, socket: TLSSocket) => {
     stats.tlsErrors++;
-    log.debug({ remote: socket.remoteAddress, err: err.code ?? err.message }, 'TLS handshake failed');
+    // Scanners, clients without a certificate or trusting another server CA, resets: expected,
+    // so one line per kind and burst (the first one's address), no stack.
+    const reason = err.code ?? err.message.split('\n')[0]!;
+    handshakes.info(reason, { remote: socket.remoteAddress, reason }, 'TLS handshake failed');
     // With a 'tlsClientError' listener Node leaves the socket open (a handshake timeout included).
     socket.destroy();
   });

@@ -5,6 +5,7 @@
 import type { Logger } from 'pino';
 import { COUNTER_SQL, createChangePublisher, type ChangeEvent, type ChangeFeed, type ChangePublisher, type SqlExecutor } from '../db/change-feed.js';
 import { queryBulk, type PrismaClient } from '../db/prisma.js';
+import { createBurstLogger, reasonOf } from '../lib/logger.js';
 import type { Metrics } from '../plugins/metrics.js';
 import type { RecordQueueOptions } from './records-queue.js';
 import { createTrustCache, type TrustCache } from './trust-cache.js';
@@ -43,9 +44,11 @@ const COUNTER = { name: 'certgate_change_counter', text: COUNTER_SQL };
 
 export function createVerifierRuntime(deps: VerifierRuntimeDeps): VerifierRuntime {
   const { prisma, feed, logger } = deps;
+  // Reads fail one after another while the database is away: one line per burst, without a stack.
+  const databaseErrors = logger ? createBurstLogger(logger) : undefined;
   const publisher = deps.publisher ?? createChangePublisher(prisma as SqlExecutor);
   const repository = createVerifierRepository(prisma, { announce: (events, db) => publisher.publish(events, db) });
-  const cache = createTrustCache(repository, { onError: (err) => logger?.warn({ err }, 'verifier cache not loaded') });
+  const cache = createTrustCache(repository, { onError: (err) => databaseErrors?.warn('cache', { err: reasonOf(err) }, 'verifier cache not loaded') });
   const state = createTrustState({
     ...(feed ? { feed } : {}),
     readCounter: async () => BigInt((await queryBulk<{ seq: string }>(prisma, COUNTER, []))[0]!.seq),
@@ -53,7 +56,7 @@ export function createVerifierRuntime(deps: VerifierRuntimeDeps): VerifierRuntim
     clear: () => cache.clear(),
     ...(deps.counterTimeoutMs !== undefined ? { timeoutMs: deps.counterTimeoutMs } : {}),
     ...(deps.trustWindowMs !== undefined ? { windowMs: deps.trustWindowMs } : {}),
-    onError: (err) => logger?.warn({ err }, 'change counter not read'),
+    ...(databaseErrors ? { onError: (err: unknown) => databaseErrors.warn('counter', { err: reasonOf(err) }, 'change counter not read') } : {}),
   });
   const verifier = createVerifier({
     repository,

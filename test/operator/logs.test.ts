@@ -122,6 +122,33 @@ describe('logs', () => {
     assert.equal(refused.length, 1, JSON.stringify(refused));
     assert.deepEqual([refused[0]!.result, refused[0]!.reason], ['deny', 'CLIENT_ID_MISMATCH']);
 
+    // Clients going away: requests whose client closes the connection before the answer, and TLS
+    // handshakes cut off, are one info line each per burst, without stacks.
+    mark = service.output().length;
+    const port = Number(new URL(http).port);
+    const auth = Buffer.from(MGMT).toString('base64');
+    for (let i = 0; i < 5; i++) {
+      const socket = net.connect(port, '127.0.0.1');
+      await new Promise((resolve) => socket.once('connect', resolve));
+      socket.write(`POST /tenant/tenants HTTP/1.1\r\nHost: x\r\nAuthorization: Basic ${auth}\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{"id":`);
+      await new Promise((resolve) => setTimeout(resolve, 200)); // headers read, the body awaited
+      socket.destroy();
+      const reset = net.connect(service.mqttPort, '127.0.0.1');
+      await new Promise((resolve) => reset.once('connect', resolve));
+      reset.write(Buffer.from([0x16, 0x03, 0x01, 0x00, 0x05, 0x01]));
+      reset.resetAndDestroy();
+    }
+    await until(() => linesOf(service, mark).some((l) => l.msg === 'TLS handshake failed'), 5_000, 'the TLS line');
+    await until(() => linesOf(service, mark).some((l) => l.msg === 'client closed the connection before the answer'), 5_000, 'the abort line');
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    const gone = linesOf(service, mark).filter((l) => l.msg === 'client closed the connection before the answer');
+    assert.deepEqual(gone.map((l) => [l.level, l.method, l.url]), [[30, 'POST', '/tenant/tenants']], 'once per burst');
+    const handshakes = linesOf(service, mark).filter((l) => l.msg === 'TLS handshake failed');
+    assert.equal(handshakes.length, 1, JSON.stringify(handshakes));
+    assert.deepEqual([handshakes[0]!.level, handshakes[0]!.reason], [30, 'ECONNRESET']);
+    assert.ok(!linesOf(service, mark).some((l) => l.msg === 'request' || l.level >= 40), 'no request line, nothing worse than info');
+    assert.ok(!service.output().slice(mark).includes('"stack"'), 'no stacks');
+
     // The database goes away: 30 requests answered 503, logged once, no stacks.
     mark = service.output().length;
     await link.cut();
