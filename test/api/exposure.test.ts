@@ -37,6 +37,21 @@ test('by default /metrics, /docs and /docs/json answer without a login', async (
   assert.ok([200, 302].includes((await a.inject('/docs')).statusCode));
 });
 
+test('Swagger UI: the page and its files are served under /docs', async (t) => {
+  const a = await app(t);
+  const page = await a.inject('/docs');
+  assert.equal(page.statusCode, 200);
+  assert.match(String(page.headers['content-type']), /^text\/html/);
+  assert.match(page.body, /static\/swagger-ui-bundle\.js/);
+  for (const [file, type] of [['swagger-ui.css', /^text\/css/], ['swagger-ui-bundle.js', /javascript/], ['swagger-initializer.js', /javascript/]] as const) {
+    const res = await a.inject(`/docs/static/${file}`);
+    assert.equal(res.statusCode, 200, file);
+    assert.match(String(res.headers['content-type']), type, file);
+    assert.ok(res.rawPayload.length > 100, `${file} has content`);
+  }
+  assert.equal((await a.inject('/docs/static/not-there.js')).statusCode, 404);
+});
+
 test('METRICS_TOKEN: /metrics answers only its bearer token; 401 says Bearer', async (t) => {
   const a = await app(t, { metricsToken: 'metrics-token-0123456789' });
   const none = await a.inject('/metrics');
