@@ -16,8 +16,7 @@ import { connectionRecorderReports, createConnectionRecorder } from './mqtt/conn
 import { listenerDependencies, sessionChangesOf, tenantDeletionsOf, type ListenerDependencies, type ListenerSource } from './mqtt/listener-deps.js';
 import { createMqttCluster, defaultWorkers, type MqttCluster } from './mqtt/mqtt-cluster.js';
 import { createMqttListener, listenerLimits, type MqttListener } from './mqtt/mqtt-listener.js';
-import { createRetainedStore, type RetainedStore } from './mqtt/retained-store.js';
-import { createSessionStore, type SessionStore } from './mqtt/session-store.js';
+import { createDurableStore, type DurableStore } from './mqtt/durable-store.js';
 import { resolveServerTls } from './mqtt/server-tls.js';
 import { createVerifierRepository } from './verifier/verifier-repository.js';
 import type { RecordQueueOptions } from './verifier/records-queue.js';
@@ -116,14 +115,14 @@ export async function startServer(config: Config, mode: ServeMode = 'all', logge
     let mqtt: { listener: MqttListener; port: number } | undefined;
     if (mode === 'all') {
       const workers = mqttWorkers(config);
-      // Retained messages live in the database next to the tenants they belong to; the store
-      // closes after the listener (closers run last first), writing what is still pending.
-      const retainedStore = createRetainedStore(prisma, log.child({ component: 'mqtt' }));
-      closers.push(() => retainedStore.close());
-      // Persistent sessions are written at shutdown by the listener and taken back at the next start.
-      const sessionStore = createSessionStore(prisma, log.child({ component: 'mqtt' }));
+      // Retained messages and persistent sessions live in the database next to the tenants they
+      // belong to, written as they change; the store closes after the listener (closers run last
+      // first), writing what is still pending. With workers, each writes its own and this process
+      // loads them at start.
+      const durable = createDurableStore(prisma, log.child({ component: 'mqtt' }));
+      closers.push(() => durable.close());
       if (workers > 1) {
-        mqtt = await startListener(config, log, closers, metrics, { retainedStore, sessionStore, workers, source: { verifier: 'in-process', databaseUrl, databaseTimeouts: databaseTimeouts(config), records: recordsOptions(config), trustWindowMs: config.TRUST_WINDOW_MS } });
+        mqtt = await startListener(config, log, closers, metrics, { durable, workers, source: { verifier: 'in-process', databaseUrl, databaseTimeouts: databaseTimeouts(config), records: recordsOptions(config), trustWindowMs: config.TRUST_WINDOW_MS } });
       } else {
         const recorder = createConnectionRecorder({
           flush: (batch) => createVerifierRepository(prisma).touchDevices(batch),
@@ -132,9 +131,8 @@ export async function startServer(config: Config, mode: ServeMode = 'all', logge
         });
         closers.push(() => recorder.close());
         mqtt = await startListener(config, log, closers, metrics, {
-          retainedStore,
-          sessionStore,
           deps: {
+            durable,
             verifier: app.verifier,
             sessionChanges: sessionChangesOf(feed, app.verifierRuntime),
             tenantDeletions: tenantDeletionsOf(feed),
@@ -191,7 +189,7 @@ async function startListener(
   log: Logger,
   closers: Array<() => Promise<unknown>>,
   metrics: Metrics | undefined,
-  how: ({ deps: ListenerDependencies } | { workers: number; source: ListenerSource }) & { retainedStore?: RetainedStore; sessionStore?: SessionStore },
+  how: { deps: ListenerDependencies } | { workers: number; source: ListenerSource; durable?: DurableStore },
 ): Promise<{ listener: MqttListener; port: number }> {
   const tls = await resolveServerTls({
     dataDir: config.dataDir,
@@ -221,16 +219,13 @@ async function startListener(
       ...limits,
       logger: log,
       ...(metrics ? { metrics: mqttMetricsSink(metrics) } : {}),
-      ...(how.retainedStore ? { retainedStore: how.retainedStore } : {}),
-      ...(how.sessionStore ? { sessionStore: how.sessionStore } : {}),
     });
   } else {
     const workers = createMqttCluster({
       workers: how.workers,
       spec: { ...common, source: how.source, logLevel: config.LOG_LEVEL, logFormat: config.LOG_FORMAT },
       logger: log,
-      ...(how.retainedStore ? { retainedStore: how.retainedStore } : {}),
-      ...(how.sessionStore ? { sessionStore: how.sessionStore } : {}),
+      ...(how.durable ? { durable: how.durable } : {}),
     });
     // The workers' verifiers count their decisions; a scrape of this process adds them up.
     metrics?.observeOtherProcesses(() => workers.workerMetrics());
@@ -275,10 +270,23 @@ async function startStandaloneListener(
     databaseTimeouts: databaseTimeouts(config),
     records: recordsOptions(config),
   };
+  if (!databaseUrl) {
+    log.warn(
+      'no DATABASE_URL: persistent MQTT sessions and retained messages are kept in memory only (lost when the listener stops), and live sessions are not closed when their CA, device or tenant changes',
+    );
+  }
   const workers = mqttWorkers(config);
+  let durable: DurableStore | undefined;
+  if (workers > 1 && databaseUrl) {
+    // This process loads the stored sessions and retained messages for the workers, which write them.
+    const prisma = createPrismaClient(databaseUrl, { poolSize: 1, ...databaseTimeouts(config) });
+    closers.push(() => prisma.$disconnect());
+    durable = createDurableStore(prisma, log.child({ component: 'mqtt' }));
+    closers.push(() => durable!.close());
+  }
   const { listener, port } =
     workers > 1
-      ? await startListener(config, log, closers, undefined, { workers, source })
+      ? await startListener(config, log, closers, undefined, { workers, source, ...(durable ? { durable } : {}) })
       : await startListener(config, log, closers, undefined, { deps: await listenerDependencies(source, log, closers) });
   return { mqtt: listener, mqttPort: port };
 }

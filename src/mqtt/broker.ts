@@ -9,6 +9,7 @@
  * shared subscriptions, message expiry, and sessions that outlive their connection when the
  * client asks for it.
  */
+import { randomBytes } from 'node:crypto';
 import { RetainedTree, SubscriptionTree } from './topic-tree.js';
 import { topicMatches } from './topics.js';
 
@@ -115,8 +116,19 @@ export interface BrokerEvents {
   sessionEnded?(session: Session): void;
   /** A message was not delivered to a session (or not retained). */
   dropped?(tenantId: string, reason: DropReason): void;
-  /** A retained message was stored, or (`message` undefined) removed. */
-  retained?(tenantId: string, topic: string, message: Message | undefined): void;
+  /**
+   * A retained message was stored, or (`message` undefined) removed, by a publication of this
+   * broker's own clients; `expired`: removed because it expired (a newer one may have replaced it
+   * elsewhere meanwhile).
+   */
+  retained?(tenantId: string, topic: string, message: Message | undefined, expired?: boolean): void;
+  /**
+   * A session whose state is kept (session expiry above 0, or stored before) changed: its
+   * subscriptions, queued or in-flight messages, QoS 2 packet identifiers or expiry.
+   */
+  sessionChanged?(session: Session): void;
+  /** A session that was stored ended for good (not moved to another process): its row goes. */
+  sessionDeleted?(session: Session): void;
   /** A shared subscription got its first member in this process (`present`), or lost its last. */
   sharedGroup?(tenantId: string, key: string, filter: string, present: boolean): void;
 }
@@ -139,7 +151,15 @@ export interface SessionState {
   nextId: number;
   /** Packet identifiers of QoS 2 publications received and awaiting the client's PUBREL. */
   inboundQos2?: number[];
+  /** Which incarnation of the session wrote its stored row (see `Session.holder`). */
+  holder?: string;
+  /** A client was connected to it when it was written (its expiry runs from the next start). */
+  attached?: boolean;
 }
+
+/** Names the sessions of this process apart from those of other processes and earlier runs. */
+const HOLDER_PREFIX = randomBytes(6).toString('hex');
+let holderSeq = 0;
 
 interface InflightEntry {
   p: OutgoingPublish;
@@ -171,6 +191,15 @@ export class Session {
    * again, across reconnects too ([MQTT-4.3.3-9]).
    */
   readonly inboundQos2 = new Set<number>();
+  /**
+   * Names this incarnation of the session in its stored row, so that removing the row of a session
+   * that ended never removes the row a newer session with the same client id wrote meanwhile.
+   */
+  holder = `${HOLDER_PREFIX}.${++holderSeq}`;
+  /** The store has (or is about to have) a row for this session. */
+  stored = false;
+  /** Changes are not announced (while a session that is stored already is set up again). */
+  quiet = false;
   private readonly inflight = new Map<number, InflightEntry>();
   private readonly queue: OutgoingPublish[] = [];
   private nextId = 1;
@@ -181,6 +210,14 @@ export class Session {
     /** The device that owns the session: a session is never handed to another device. */
     readonly deviceId: string,
   ) {}
+
+  /**
+   * Announces a change of the session's state when the session is kept beyond its connection or
+   * was stored before; a session that ends with its connection costs nothing here.
+   */
+  touch(): void {
+    if ((this.expiryMs > 0 || this.stored) && !this.quiet) this.space.changed(this);
+  }
 
   get inflightCount(): number {
     return this.inflight.size;
@@ -200,6 +237,7 @@ export class Session {
     }
     if (this.outlet && this.queue.length === 0 && this.inflight.size < this.outlet.receiveMaximum) {
       this.sendInflight(p);
+      this.touch();
       return;
     }
     if (this.queue.length >= this.space.limits.maxQueuedPerSession) {
@@ -207,6 +245,7 @@ export class Session {
       return;
     }
     this.queue.push(p);
+    this.touch();
   }
 
   /** PUBACK from the client: the QoS 1 exchange ends (MQTT 4.3.2). */
@@ -215,6 +254,7 @@ export class Session {
     if (entry?.p.qos !== 1) return;
     this.inflight.delete(messageId);
     this.pump();
+    this.touch();
   }
 
   /**
@@ -228,10 +268,13 @@ export class Session {
     if (reasonCode >= 0x80) {
       this.inflight.delete(messageId);
       this.pump();
+      this.touch();
       return true;
     }
-    // [MQTT-4.3.3-5]: the message is not sent again once PUBREC came; only the PUBREL is.
+    // [MQTT-4.3.3-5]: the message is not sent again once PUBREC came; only the PUBREL is (after
+    // the change is stored, for a stored session: see Outlet.sendPubrel).
     entry.released = true;
+    this.touch();
     this.outlet?.sendPubrel(messageId);
     return true;
   }
@@ -242,6 +285,7 @@ export class Session {
     if (!entry || entry.p.qos !== 2) return;
     this.inflight.delete(messageId);
     this.pump();
+    this.touch();
   }
 
   /**
@@ -275,6 +319,7 @@ export class Session {
       outlet.sendPublish({ ...entry.p, messageId: id, dup: true });
     }
     this.pump();
+    this.touch();
   }
 
   detach(outlet: Outlet): void {
@@ -292,6 +337,8 @@ export class Session {
       queued: [...this.queue],
       nextId: this.nextId,
       inboundQos2: [...this.inboundQos2],
+      holder: this.holder,
+      attached: this.outlet !== undefined,
     };
   }
 
@@ -302,6 +349,11 @@ export class Session {
     this.queue.push(...state.queued);
     this.nextId = state.nextId;
     for (const id of state.inboundQos2 ?? []) this.inboundQos2.add(id);
+    // Its row stays where it is, under the name it was written with.
+    if (state.holder !== undefined) {
+      this.holder = state.holder;
+      this.stored = true;
+    }
   }
 
   private pump(): void {
@@ -403,6 +455,11 @@ export class TenantSpace {
     private readonly directory?: SharedDirectory,
   ) {}
 
+  /** A session's state changed (see `Session.touch`). */
+  changed(session: Session): void {
+    this.events.sessionChanged?.(session);
+  }
+
   dropped(reason: DropReason): void {
     this.stats.messagesDropped++;
     this.stats.dropped[reason]++;
@@ -434,7 +491,7 @@ export class TenantSpace {
    * subscription adds one copy for one of its members.
    */
   route(message: Message, from?: Session, local = false): void {
-    if (message.retain) this.retain(message);
+    if (message.retain) this.retain(message, local);
     const matches = new Map<Session, Match>();
     let groups: SharedGroup[] | undefined;
     this.subscriptions.match(message.topic, (subscriber, opts) => {
@@ -479,10 +536,13 @@ export class TenantSpace {
     }
   }
 
-  /** MQTT 3.3.1.3: a retained message with an empty payload removes the retained message. */
-  retain(message: Message): void {
+  /**
+   * MQTT 3.3.1.3: a retained message with an empty payload removes the retained message. `local`:
+   * published by a client of this broker (announced to the owner), not relayed from another process.
+   */
+  retain(message: Message, local = true): void {
     if (message.payload.length === 0) {
-      if (this.retained.delete(message.topic)) this.events.retained?.(this.tenantId, message.topic, undefined);
+      if (this.retained.delete(message.topic) && local) this.events.retained?.(this.tenantId, message.topic, undefined);
       return;
     }
     if (this.retained.size >= this.limits.maxRetainedPerTenant && this.retained.get(message.topic) === undefined) {
@@ -492,7 +552,7 @@ export class TenantSpace {
     // Stored with QoS and properties as published; the stored copy is always flagged retained.
     const { sharedTo: _, ...stored } = { ...message, retain: true };
     this.retained.set(message.topic, stored);
-    this.events.retained?.(this.tenantId, message.topic, stored);
+    if (local) this.events.retained?.(this.tenantId, message.topic, stored);
   }
 
   /**
@@ -512,17 +572,19 @@ export class TenantSpace {
       }
       group.members.set(session, opts);
       session.subscriptions.set(filter, opts);
+      session.touch();
       return;
     }
     const isNew = this.subscriptions.add(filter, session, opts);
     session.subscriptions.set(filter, opts);
+    session.touch();
     if (opts.retainHandling === 2 || (opts.retainHandling === 1 && !isNew)) return;
     const now = Date.now();
     const ids = opts.subscriptionId !== undefined ? [opts.subscriptionId] : undefined;
     this.retained.match(filter, (m) => {
       if (expired(m, now)) {
         this.retained.delete(m.topic);
-        this.events.retained?.(this.tenantId, m.topic, undefined);
+        this.events.retained?.(this.tenantId, m.topic, undefined, true);
         return;
       }
       session.deliver(m, Math.min(m.qos, opts.qos) as QoS, true, ids);
@@ -530,7 +592,7 @@ export class TenantSpace {
   }
 
   unsubscribe(session: Session, filter: string): boolean {
-    session.subscriptions.delete(filter);
+    if (session.subscriptions.delete(filter)) session.touch();
     const group = this.shared.get(filter);
     if (group) {
       if (!group.members.delete(session)) return false;
@@ -568,16 +630,22 @@ export class TenantSpace {
   /**
    * Ends a session for good: its subscriptions and queued messages are dropped, and so is a will
    * waiting out its delay, unless `publishWill` (the session ended in the normal way, so the will
-   * is due now: MQTT 5 3.1.3.2.2, "or the Session ends, whichever happens first").
+   * is due now: MQTT 5 3.1.3.2.2, "or the Session ends, whichever happens first"). `moved`: the
+   * session goes on in another process, which keeps its stored row.
    */
-  endSession(session: Session, opts: { publishWill?: boolean } = {}): void {
+  endSession(session: Session, opts: { publishWill?: boolean; moved?: boolean } = {}): void {
     if (session.expiryTimer) clearTimeout(session.expiryTimer);
     session.expiryTimer = undefined;
     const will = session.pendingWill;
     session.pendingWill = undefined;
     if (session.willTimer) clearTimeout(session.willTimer);
     session.willTimer = undefined;
+    session.quiet = true; // nothing more to write for it: it is deleted, or kept as it is
     for (const filter of [...session.subscriptions.keys()]) this.unsubscribe(session, filter);
+    if (session.stored && !opts.moved) {
+      session.stored = false;
+      this.events.sessionDeleted?.(session);
+    }
     if (this.sessions.get(session.clientId) === session) {
       this.sessions.delete(session.clientId);
       this.events.sessionEnded?.(session);
@@ -610,7 +678,7 @@ export class TenantSpace {
    */
   handOver(session: Session): SessionState {
     const state = session.state();
-    this.endSession(session);
+    this.endSession(session, { moved: true });
     return state;
   }
 
@@ -621,11 +689,14 @@ export class TenantSpace {
   adopt(state: SessionState): Session | undefined {
     if (this.sessions.has(state.clientId)) return undefined;
     const session = new Session(this, state.clientId, state.deviceId);
+    // Stored already (or handed over with its row): set up again without writing it again.
+    session.quiet = true;
     session.restore(state);
     for (const [filter, opts] of state.subscriptions) this.subscribe(session, filter, { ...opts, retainHandling: 2 });
     for (const [filter, opts] of state.subscriptions) session.subscriptions.set(filter, opts);
     this.sessions.set(state.clientId, session);
     this.releaseSession(session);
+    session.quiet = false;
     return session;
   }
 
@@ -638,6 +709,7 @@ export class TenantSpace {
     }
     if (session.expiryTimer) clearTimeout(session.expiryTimer);
     session.expiresAt = Date.now() + session.expiryMs;
+    session.touch();
     session.expiryTimer = setTimeout(() => {
       if (!session.outlet) this.endSession(session, { publishWill: true });
     }, Math.min(session.expiryMs, 2 ** 31 - 1));
@@ -709,18 +781,6 @@ export class Broker {
     for (const session of [...s.sessions.values()]) s.endSession(session);
     this.spaces.delete(tenantId);
     return true;
-  }
-
-  /** The detached sessions kept for their clients, with when they expire (at shutdown, to keep them). */
-  detachedSessions(): Array<{ tenantId: string; state: SessionState; expiresAt: number }> {
-    const out: Array<{ tenantId: string; state: SessionState; expiresAt: number }> = [];
-    for (const [tenantId, s] of this.spaces) {
-      for (const session of s.sessions.values()) {
-        if (session.outlet || session.expiresAt === undefined || session.expiryMs <= 0) continue;
-        out.push({ tenantId, state: session.state(), expiresAt: session.expiresAt });
-      }
-    }
-    return out;
   }
 
   /** Every retained message of every tenant, expired ones left out. */

@@ -12,6 +12,7 @@ import { createVerifierRuntime } from '../verifier/runtime.js';
 import { createTrustState } from '../verifier/trust-state.js';
 import { createVerifierRepository } from '../verifier/verifier-repository.js';
 import { connectionRecorderReports, createConnectionRecorder } from './connection-recorder.js';
+import { createDurableStore } from './durable-store.js';
 import type { RecordQueueOptions } from '../verifier/records-queue.js';
 import type { MqttListenerOptions, SessionChangeSource, TenantDeletionSource } from './mqtt-listener.js';
 
@@ -25,7 +26,7 @@ export type ListenerSource =
    */
   | { verifier: 'remote'; url: string; token: string; databaseUrl?: string; databaseTimeouts?: DatabaseTimeouts; records?: RecordQueueOptions };
 
-export type ListenerDependencies = Pick<MqttListenerOptions, 'verifier' | 'sessionChanges' | 'connectionRecorder' | 'tenantDeletions'>;
+export type ListenerDependencies = Pick<MqttListenerOptions, 'verifier' | 'sessionChanges' | 'connectionRecorder' | 'tenantDeletions' | 'durable'>;
 
 /** Database connections of one listener process besides its LISTEN connection. */
 const POOL_SIZE = 4;
@@ -59,15 +60,18 @@ export async function listenerDependencies(
   metrics?: Metrics,
 ): Promise<ListenerDependencies> {
   const databaseUrl = source.databaseUrl;
-  if (!databaseUrl) {
-    log.warn('no DATABASE_URL: live sessions are not closed when their CA, device or tenant changes');
-    return { verifier: remoteVerifierOf(source) };
-  }
+  // Without a database (said once, when `certgate mqtt` starts): sessions and retained messages
+  // live in memory only, and live sessions are not closed when their CA, device or tenant changes.
+  if (!databaseUrl) return { verifier: remoteVerifierOf(source) };
   const feed = await createChangeFeed(databaseUrl, log);
   closers.push(() => feed.close());
   const prisma = createPrismaClient(databaseUrl, { poolSize: source.verifier === 'in-process' ? POOL_SIZE : 2, ...source.databaseTimeouts });
   closers.push(() => prisma.$disconnect());
   const repository = createVerifierRepository(prisma);
+  // Sessions and retained messages are written as they change; closed after the listener (closers
+  // run last first), with what its closing connections changed.
+  const durable = createDurableStore(prisma, log.child({ component: 'mqtt' }));
+  closers.push(() => durable.close());
   const recorder = createConnectionRecorder({
     flush: (batch) => repository.touchDevices(batch),
     ...connectionRecorderReports(log, metrics),
@@ -78,6 +82,7 @@ export async function listenerDependencies(
     sessionChanges: sessionChangesOf(feed, missed),
     tenantDeletions: tenantDeletionsOf(feed),
     connectionRecorder: recorder,
+    durable,
   });
   if (source.verifier === 'remote') {
     // The decisions are the API's; this process only needs to know when it missed a change.

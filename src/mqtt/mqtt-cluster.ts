@@ -38,8 +38,7 @@ import { fileURLToPath } from 'node:url';
 import type { Logger } from 'pino';
 import type { MetricsSnapshot } from '../plugins/metrics.js';
 import { Broker, DEFAULT_LIMITS, type Message, type SessionState } from './broker.js';
-import type { RetainedStore } from './retained-store.js';
-import type { SessionStore, StoredSession } from './session-store.js';
+import type { DurableStore, StoredSession } from './durable-store.js';
 import type { ListenerSource } from './listener-deps.js';
 import type { ListenerBus, ListenerBusHandlers, ListenerLimits, MqttListener, MqttListenerStats, SessionClaim } from './mqtt-listener.js';
 
@@ -85,8 +84,6 @@ export type ToPrimary =
   | { mqtt: 'handed-over'; requestId: number; state?: SessionState }
   | { mqtt: 'drop-tenant'; tenantId: string }
   | { mqtt: 'shared'; tenantId: string; key: string; filter: string; present: boolean }
-  /** At shutdown: the persistent sessions this worker keeps, for the primary to store. */
-  | { mqtt: 'sessions'; sessions: StoredSession[] }
   | { mqtt: 'stats'; stats: MqttListenerStats; requestId?: number }
   | { mqtt: 'metrics'; metrics: MetricsSnapshot; requestId: number }
   | { mqtt: 'batch'; messages: ToPrimary[] };
@@ -120,10 +117,11 @@ export function defaultWorkers(): number {
 
 export interface MqttClusterOptions {
   workers: number;
-  /** Where the retained messages are kept across restarts; the primary writes and loads them. */
-  retainedStore?: RetainedStore;
-  /** Where persistent sessions wait across a restart; the primary stores the workers' at shutdown. */
-  sessionStore?: SessionStore;
+  /**
+   * Where retained messages and persistent sessions are stored: the primary loads them when it
+   * starts (and a dead worker's sessions when it is gone); each worker writes its own changes.
+   */
+  durable?: Pick<DurableStore, 'loadRetained' | 'loadSessions' | 'sessionEnded'>;
   spec: Omit<WorkerSpec, 'handOverTimeoutMs'> & { handOverTimeoutMs?: number };
   logger: Logger;
 }
@@ -164,14 +162,21 @@ export function createMqttCluster(options: MqttClusterOptions): MqttCluster {
   const spec: WorkerSpec = { handOverTimeoutMs: 5_000, ...options.spec };
   const workers = new Map<number, Live>();
   /** A copy of every tenant's retained messages, for workers that start later. */
-  const store = options.retainedStore;
-  const retained = new Broker({ ...DEFAULT_LIMITS, ...spec.limits?.limits }, store ? { retained: store.record } : {});
+  const store = options.durable;
+  const retained = new Broker({ ...DEFAULT_LIMITS, ...spec.limits?.limits });
   /**
-   * Persistent sessions of before the restart, by tenant and client id, until a worker claims
-   * them; and those the workers hand in at shutdown.
+   * Persistent sessions stored by an earlier run (or by a worker that died), by tenant and client
+   * id, until a worker claims them.
    */
   const storedSessions = new Map<string, StoredSession>();
-  const closingSessions: StoredSession[] = [];
+  /** The stored sessions no live worker holds, added to those waiting for their clients. */
+  const loadSessions = async (): Promise<void> => {
+    if (!store) return;
+    for (const s of await store.loadSessions()) {
+      const key = `${s.tenantId}\u0000${s.state.clientId}`;
+      if (!directory.has(key)) storedSessions.set(key, s);
+    }
+  };
   /** Workers with members of each shared subscription, by tenant and `$share/...` filter. */
   const shared = new Map<string, { tenantId: string; key: string; filter: string; workers: Set<number> }>();
   const announceShared = (g: { tenantId: string; key: string; filter: string; workers: Set<number> }, only?: Live): void => {
@@ -247,6 +252,8 @@ export function createMqttCluster(options: MqttClusterOptions): MqttCluster {
           send(live, { mqtt: 'handed-over', requestId: m.requestId, state });
           return;
         }
+        // Not taken back: its row goes (unless a newer session wrote over it meanwhile).
+        if (stored) store?.sessionEnded(stored.tenantId, stored.state.clientId, stored.state.holder ?? '');
         if (holder?.attached) {
           let requestId: number | undefined;
           if (claim.handOver && m.requestId !== undefined) {
@@ -282,12 +289,8 @@ export function createMqttCluster(options: MqttClusterOptions): MqttCluster {
         announceShared(g);
         return;
       }
-      case 'sessions':
-        closingSessions.push(...m.sessions);
-        return;
       case 'drop-tenant': {
         // Every worker reports the same deletion; the first report does the work.
-        store?.forgetTenant(m.tenantId);
         for (const [key, s] of storedSessions) if (s.tenantId === m.tenantId) storedSessions.delete(key);
         if (!retained.dropTenant(m.tenantId) && droppedTenants.has(m.tenantId)) return;
         droppedTenants.add(m.tenantId);
@@ -355,6 +358,8 @@ export function createMqttCluster(options: MqttClusterOptions): MqttCluster {
         if (!listening) reject(new Error(`MQTT worker ${worker.id} exited (${signal ?? code}) before it listened`));
         if (stopping || !listening) return;
         log.error({ worker: worker.id, code, signal }, 'MQTT worker exited; starting another');
+        // Its persistent sessions are in the database: they wait for their clients here.
+        loadSessions().catch((err: Error) => log.warn({ err: err.message }, 'stored MQTT sessions of the worker not loaded'));
         // A worker that keeps dying right after it started is restarted less and less often.
         restartDelayMs = Date.now() - live.startedAt > 60_000 ? 1_000 : Math.min(restartDelayMs * 2, 30_000);
         restartTimer = setTimeout(() => {
@@ -423,9 +428,9 @@ export function createMqttCluster(options: MqttClusterOptions): MqttCluster {
       cluster.setupPrimary({ ...workerEntry(), serialization: 'advanced' });
       if (store) {
         // The retained messages of before the restart: every worker gets them before it listens.
-        for (const { tenantId, message } of await store.load()) retained.space(tenantId).retained.set(message.topic, message);
+        for (const { tenantId, message } of await store.loadRetained()) retained.space(tenantId).retained.set(message.topic, message);
       }
-      for (const s of (await options.sessionStore?.take()) ?? []) storedSessions.set(`${s.tenantId}\u0000${s.state.clientId}`, s);
+      await loadSessions();
       try {
         const ports = await Promise.all(Array.from({ length: options.workers }, () => fork()));
         port = ports[0]!;
@@ -451,11 +456,8 @@ export function createMqttCluster(options: MqttClusterOptions): MqttCluster {
       closed = true;
       stopping = true;
       clearTimeout(restartTimer);
+      // The workers write their sessions' last changes as they stop; the rows stay for the next start.
       await Promise.all([...workers.values()].map(stopWorker));
-      if (options.sessionStore) {
-        const now = Date.now();
-        await options.sessionStore.save([...closingSessions, ...[...storedSessions.values()].filter((s) => s.expiresAt > now)]);
-      }
     },
   };
 }
@@ -561,9 +563,6 @@ export function workerBus(handOverTimeoutMs: number): ListenerBus & { snapshotDo
     },
     dropTenant(tenantId) {
       send({ mqtt: 'drop-tenant', tenantId });
-    },
-    saveSessions(sessions) {
-      send({ mqtt: 'sessions', sessions });
     },
     self: cluster.worker?.id ?? 0,
     sharedGroup(tenantId, key, filter, present) {

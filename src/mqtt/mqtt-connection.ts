@@ -17,6 +17,7 @@ import type {
 import type { Logger } from 'pino';
 import type { AclRule } from '../verifier/verifier-types.js';
 import { parseShared, type Broker, type ForwardedProperties, type Message, type Outlet, type OutgoingPublish, type QoS, type Session, type TenantSpace } from './broker.js';
+import type { Durability } from './durable-store.js';
 import { isSharedSubscription, isValidTopicFilter, isValidTopicName, mayPublish, maySubscribe } from './topics.js';
 
 /** MQTT 5 reason codes used here (MQTT 5 2.4). */
@@ -111,6 +112,11 @@ export interface ConnectionOptions {
   maxSessionExpirySeconds: number;
   /** QoS 0 messages are dropped for a client whose socket has this much unsent. */
   maxOutboundBufferBytes: number;
+  /**
+   * Where sessions and retained messages are stored: an acknowledgement of a packet that changed
+   * stored state waits until the change is committed (durable-store.ts).
+   */
+  durable?: Durability;
 }
 
 export interface ConnectionStats {
@@ -134,6 +140,7 @@ export type CloseReason =
   | 'refused'
   | 'takeover'
   | 'kill-switch'
+  | 'store-failed'
   | 'shutdown';
 
 interface CloseOptions {
@@ -206,6 +213,11 @@ export class MqttConnection implements Outlet {
   /** Publish rate limiter: tokens left and when they were last counted. */
   private tokens = 0;
   private tokensAt = 0;
+  /** The durable store's change count when the packet being handled arrived. */
+  private mark = 0;
+  /** Acknowledgements waiting for the store (they go out in order), and how many wait. */
+  private replies: Promise<void> | undefined;
+  private repliesWaiting = 0;
 
   constructor(
     readonly socket: Socket,
@@ -359,6 +371,7 @@ export class MqttConnection implements Outlet {
 
   private handle(packet: Packet): void {
     if (this.keepaliveTimer) this.keepaliveTimer.refresh();
+    if (this.opts.durable) this.mark = this.opts.durable.changes;
     if (this.state === 'awaiting-connect') {
       // MQTT 3.1.0-1: the first packet must be CONNECT.
       if (packet.cmd !== 'connect') return this.protocolError(`first packet was ${packet.cmd}, not CONNECT`);
@@ -375,7 +388,8 @@ export class MqttConnection implements Outlet {
         // MQTT 4.3.3 (method B): the message was routed on PUBLISH; PUBREL frees its identifier
         // ([MQTT-4.3.3-10]: PUBCOMP with the same identifier).
         const known = packet.messageId !== undefined && this.session!.inboundQos2.delete(packet.messageId);
-        this.write({
+        if (known) this.session!.touch();
+        this.reply({
           cmd: 'pubcomp',
           messageId: packet.messageId!,
           ...(this.version === 5 && !known ? { reasonCode: RC5.packetIdentifierNotFound } : {}),
@@ -386,7 +400,7 @@ export class MqttConnection implements Outlet {
         const id = packet.messageId!;
         if (!this.session!.received(id, packet.reasonCode ?? 0) && (packet.reasonCode ?? 0) < 0x80) {
           // A PUBREC for nothing in flight still gets its PUBREL (MQTT 5: with reason 0x92).
-          this.write({ cmd: 'pubrel', messageId: id, ...(this.version === 5 ? { reasonCode: RC5.packetIdentifierNotFound } : {}) });
+          this.reply({ cmd: 'pubrel', messageId: id, ...(this.version === 5 ? { reasonCode: RC5.packetIdentifierNotFound } : {}) });
         }
         return;
       }
@@ -554,6 +568,8 @@ export class MqttConnection implements Outlet {
       }, keepalive * 1500);
       this.keepaliveTimer.unref();
     }
+    // PUBREL packets sent again on attach need no store write: they go out in their order.
+    if (this.opts.durable) this.mark = this.opts.durable.changes;
     session.attach(this);
     this.hooks.established(this);
     this.holding = false;
@@ -592,7 +608,7 @@ export class MqttConnection implements Outlet {
     if (p.qos === 2 && id !== undefined && session.inboundQos2.has(id)) {
       // A retransmission of a QoS 2 PUBLISH already routed (MQTT 4.3.3, [MQTT-4.3.3-9]):
       // acknowledged again, never routed again.
-      this.write({ cmd: 'pubrec', messageId: id });
+      this.reply({ cmd: 'pubrec', messageId: id });
       return;
     }
     if (p.qos === 2 && session.inboundQos2.size >= this.opts.receiveMaximum) {
@@ -612,10 +628,13 @@ export class MqttConnection implements Outlet {
       this.stats.publishDenied++;
       this.hooks.publishDenied?.(this, topic);
       const rc = this.version === 5 ? { reasonCode: RC5.notAuthorized } : {};
-      if (p.qos === 1) this.write({ cmd: 'puback', messageId: id!, ...rc });
+      if (p.qos === 1) this.reply({ cmd: 'puback', messageId: id!, ...rc });
       else if (p.qos === 2) {
-        if (this.version !== 5) session.inboundQos2.add(id!);
-        this.write({ cmd: 'pubrec', messageId: id!, ...rc });
+        if (this.version !== 5) {
+          session.inboundQos2.add(id!);
+          session.touch();
+        }
+        this.reply({ cmd: 'pubrec', messageId: id!, ...rc });
       }
       return;
     }
@@ -630,10 +649,15 @@ export class MqttConnection implements Outlet {
     if (p.properties?.messageExpiryInterval !== undefined) {
       message.expiresAt = Date.now() + p.properties.messageExpiryInterval * 1000;
     }
-    if (p.qos === 2) session.inboundQos2.add(id!);
+    if (p.qos === 2) {
+      session.inboundQos2.add(id!);
+      session.touch();
+    }
     this.space!.publish(message, session);
-    if (p.qos === 1) this.write({ cmd: 'puback', messageId: id! });
-    else if (p.qos === 2) this.write({ cmd: 'pubrec', messageId: id! });
+    // With a durable store, sent once the message is stored for the stored sessions it reached
+    // (and as the retained message); a QoS 0 message is not waited for.
+    if (p.qos === 1) this.reply({ cmd: 'puback', messageId: id! });
+    else if (p.qos === 2) this.reply({ cmd: 'pubrec', messageId: id! });
   }
 
   /** A token bucket of `publishRatePerSecond` tokens refilled continuously. */
@@ -683,8 +707,11 @@ export class MqttConnection implements Outlet {
       accepted.push([s.topic, qos, s]);
       return qos;
     });
-    // SUBACK first, then the retained messages (as mosquitto does).
-    this.write({ cmd: 'suback', messageId: p.messageId!, granted });
+    // SUBACK first, then the retained messages (as mosquitto does). A stored session's SUBACK
+    // waits for the subscriptions to be stored, and the retained messages may come before it
+    // (MQTT 3.8.4 permits it).
+    const storing = session.expiryMs > 0 || session.stored;
+    if (!storing) this.reply({ cmd: 'suback', messageId: p.messageId!, granted });
     for (const [filter, qos, s] of accepted) {
       this.space!.subscribe(session, filter, {
         qos,
@@ -694,6 +721,7 @@ export class MqttConnection implements Outlet {
         ...(subscriptionId !== undefined ? { subscriptionId } : {}),
       });
     }
+    if (storing) this.reply({ cmd: 'suback', messageId: p.messageId!, granted });
   }
 
   private onUnsubscribe(p: IUnsubscribePacket): void {
@@ -703,7 +731,7 @@ export class MqttConnection implements Outlet {
     const codes = p.unsubscriptions.map((filter) =>
       this.space!.unsubscribe(this.session!, filter) ? RC5.success : RC5.noSubscriptionExisted,
     );
-    this.write({ cmd: 'unsuback', messageId: p.messageId!, granted: this.version === 5 ? codes : [] });
+    this.reply({ cmd: 'unsuback', messageId: p.messageId!, granted: this.version === 5 ? codes : [] });
   }
 
   private onDisconnect(p: IDisconnectPacket): void {
@@ -770,7 +798,35 @@ export class MqttConnection implements Outlet {
 
   sendPubrel(messageId: number): void {
     if (this.state !== 'connected') return;
-    this.write({ cmd: 'pubrel', messageId });
+    // After a PUBREC: once the release is stored, so a restart never sends the PUBLISH again.
+    this.reply({ cmd: 'pubrel', messageId });
+  }
+
+  /**
+   * Writes an acknowledgement: at once, or, when handling the packet changed stored state, once
+   * the store has committed the change. Acknowledgements go out in the order they were made. A
+   * change that could not be stored is never acknowledged as a success: an MQTT 5 PUBACK or PUBREC
+   * carries 0x80 (unspecified error); anything else closes the connection (MQTT 5 with DISCONNECT
+   * 0x88, server unavailable).
+   */
+  private reply(packet: Packet): void {
+    const durable = this.opts.durable;
+    const wait = durable && durable.changes !== this.mark ? durable.committed() : undefined;
+    if (!wait && this.repliesWaiting === 0) return this.write(packet);
+    this.repliesWaiting++;
+    this.replies = (this.replies ?? Promise.resolve()).then(async () => {
+      const ok = wait ? await wait : true;
+      this.repliesWaiting--;
+      if (this.state !== 'connected') return;
+      if (ok) return this.write(packet);
+      this.log.debug({ tenantId: this.tenantId, clientId: this.clientId, cmd: packet.cmd }, 'not stored; not acknowledged');
+      if (this.version === 5 && (packet.cmd === 'puback' || packet.cmd === 'pubrec')) {
+        // A failed PUBREC ends the QoS 2 exchange (MQTT 5 4.3.3): its identifier is free again.
+        if (packet.cmd === 'pubrec') this.session?.inboundQos2.delete(packet.messageId!);
+        return this.write({ ...packet, reasonCode: RC5.unspecified });
+      }
+      this.terminate('store-failed', { will: true, reasonCode: RC5.serverUnavailable });
+    });
   }
 
   private write(packet: Packet): void {

@@ -23,12 +23,11 @@ import {
   type SessionChange,
   type Verifier,
 } from '../verifier/verifier-types.js';
-import { Broker, DEFAULT_LIMITS, type BrokerLimits, type DropReason, type Message, type SessionState } from './broker.js';
+import { Broker, DEFAULT_LIMITS, type BrokerLimits, type DropReason, type Message, type Session, type SessionState } from './broker.js';
 import { MqttConnection, RC5, type AuthOutcome, type ConnectionStats, type LimitName } from './mqtt-connection.js';
 import { peerChain, sha1Fingerprint, type PeerChain } from './peer-chain.js';
 import { createBurstLogger } from '../lib/logger.js';
-import type { RetainedStore } from './retained-store.js';
-import type { SessionStore, StoredSession } from './session-store.js';
+import type { DurableStore } from './durable-store.js';
 import { SessionIndex, type SessionKeys } from './session-index.js';
 
 export interface SessionChangeSource {
@@ -84,8 +83,6 @@ export interface ListenerBus {
   dropTenant(tenantId: string): void;
   /** This process's id among the listener processes. */
   readonly self: number;
-  /** At shutdown: the persistent sessions this process keeps, to be stored for the next start. */
-  saveSessions(sessions: StoredSession[]): void;
   /** A shared subscription got its first member in this process, or lost its last. */
   sharedGroup(tenantId: string, key: string, filter: string, present: boolean): void;
   /** Where the listener takes what the other processes send; returns the way to stop. */
@@ -158,10 +155,12 @@ export interface MqttListenerOptions {
   publishRatePerSecond?: number;
   tenantDeletions?: TenantDeletionSource;
   metrics?: MqttMetricsSink;
-  /** Where retained messages are kept across restarts (a listener without a bus). */
-  retainedStore?: RetainedStore;
-  /** Where persistent sessions wait across a restart (a listener without a bus). */
-  sessionStore?: SessionStore;
+  /**
+   * Where persistent sessions and retained messages are written as they change, so they survive
+   * the process (durable-store.ts). Alone, the listener loads them when it starts; with a bus, the
+   * primary loads them and hands them out, and this process writes its own clients' changes.
+   */
+  durable?: DurableStore;
   /** Longest a detached persistent session is kept. Default one day. */
   maxSessionExpirySeconds?: number;
   /** QoS 0 messages to a client are dropped while this much is unsent. Default 8 MiB. */
@@ -256,6 +255,18 @@ export function createMqttListener(options: MqttListenerOptions): MqttListener {
   const claims = new Map<string, HeldClaim>();
   const claimKey = (tenantId: string, clientId: string) => `${tenantId}\u0000${clientId}`;
   let lastClaimId = 0;
+  const durable = options.durable;
+  /** Off at shutdown: the sessions a closing broker ends are kept. */
+  let storing = true;
+  const durableEvents = durable
+    ? {
+        retained: (tenantId: string, topic: string, message: Message | undefined, expired?: boolean) => durable.retained(tenantId, topic, message, expired),
+        sessionChanged: (session: Session) => durable.sessionChanged(session),
+        sessionDeleted: (session: Session) => {
+          if (storing) durable.sessionEnded(session.space.tenantId, session.clientId, session.holder);
+        },
+      }
+    : {};
   const broker = new Broker(
     { ...DEFAULT_LIMITS, ...options.limits },
     bus
@@ -271,11 +282,11 @@ export function createMqttListener(options: MqttListenerOptions): MqttListener {
           },
           dropped: (tenantId, reason) => options.metrics?.messageDropped(tenantId, reason),
           sharedGroup: (tenantId, key, filter, present) => bus.sharedGroup(tenantId, key, filter, present),
+          ...durableEvents,
         }
       : {
           dropped: (tenantId, reason) => options.metrics?.messageDropped(tenantId, reason),
-          // Alone, this process keeps the retained messages; with a bus, the primary does.
-          ...(options.retainedStore ? { retained: options.retainedStore.record } : {}),
+          ...durableEvents,
         },
     bus ? { self: bus.self, groups: new Map() } : undefined,
   );
@@ -317,6 +328,7 @@ export function createMqttListener(options: MqttListenerOptions): MqttListener {
     maxKeepAliveSeconds: options.maxKeepAliveSeconds ?? 0,
     maxSubscriptionsPerClient: options.maxSubscriptionsPerClient ?? 0,
     publishRatePerSecond: options.publishRatePerSecond ?? 0,
+    ...(durable ? { durable } : {}),
   };
 
   // ---------------------------------------------------------------------------------------
@@ -401,7 +413,7 @@ export function createMqttListener(options: MqttListenerOptions): MqttListener {
   const dropTenantHere = (tenantId: string): void => {
     onSessionChange({ kind: 'tenant', tenantId });
     for (const [key, held] of claims) if (key.startsWith(`${tenantId}\u0000`) && !held.connecting) claims.delete(key);
-    options.retainedStore?.forgetTenant(tenantId);
+    durable?.forgetTenant(tenantId);
     if (broker.dropTenant(tenantId)) {
       stats.tenantsDropped++;
       log.info({ tenantId }, 'tenant deleted: its MQTT sessions, wills, queued and retained messages are gone');
@@ -620,7 +632,8 @@ export function createMqttListener(options: MqttListenerOptions): MqttListener {
       (message.retain ? broker.space(tenantId) : broker.peek(tenantId))?.route(message);
     },
     retain(tenantId, message) {
-      broker.space(tenantId).retain(message);
+      // Stored by the process it was published on.
+      broker.space(tenantId).retain(message, false);
     },
     takeOver,
     dropTenant: dropTenantHere,
@@ -714,13 +727,11 @@ export function createMqttListener(options: MqttListenerOptions): MqttListener {
   return {
     stats,
     async listen() {
-      if (options.retainedStore && !bus) {
-        // The retained messages of before the restart, in place before the first client.
-        for (const { tenantId, message } of await options.retainedStore.load()) broker.space(tenantId).retained.set(message.topic, message);
-      }
-      if (options.sessionStore && !bus) {
-        // Persistent sessions of before the restart, detached until their clients come back.
-        for (const { tenantId, state, expiresAt } of await options.sessionStore.take()) {
+      if (durable && !bus) {
+        // The retained messages and persistent sessions of before the restart (or the crash), in
+        // place before the first client; the sessions detached until their clients come back.
+        for (const { tenantId, message } of await durable.loadRetained()) broker.space(tenantId).retained.set(message.topic, message);
+        for (const { tenantId, state, expiresAt } of await durable.loadSessions()) {
           broker.space(tenantId).adopt({ ...state, expiryMs: Math.max(1, expiresAt - Date.now()) });
         }
       }
@@ -750,10 +761,9 @@ export function createMqttListener(options: MqttListenerOptions): MqttListener {
       }
       for (const s of sockets) s.destroy();
       await done;
-      // Persistent sessions outlive the process: kept for the next start.
-      const persistent = broker.detachedSessions();
-      if (bus) bus.saveSessions(persistent);
-      else await options.sessionStore?.save(persistent);
+      // Persistent sessions outlive the process: their rows stay for the next start (the store
+      // writes what the closed connections changed when it closes, after the listener).
+      storing = false;
       broker.close();
     },
   };
