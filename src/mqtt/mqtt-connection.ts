@@ -807,7 +807,7 @@ export class MqttConnection implements Outlet {
    * the store has committed the change. Acknowledgements go out in the order they were made. A
    * change that could not be stored is never acknowledged as a success: an MQTT 5 PUBACK or PUBREC
    * carries 0x80 (unspecified error); anything else closes the connection (MQTT 5 with DISCONNECT
-   * 0x88, server unavailable).
+   * 0x80, unspecified error: 0x88 server unavailable is a CONNACK code only, MQTT 5 3.14.2.1).
    */
   private reply(packet: Packet): void {
     const durable = this.opts.durable;
@@ -825,7 +825,7 @@ export class MqttConnection implements Outlet {
         if (packet.cmd === 'pubrec') this.session?.inboundQos2.delete(packet.messageId!);
         return this.write({ ...packet, reasonCode: RC5.unspecified });
       }
-      this.terminate('store-failed', { will: true, reasonCode: RC5.serverUnavailable });
+      this.terminate('store-failed', { will: true, reasonCode: RC5.unspecified });
     });
   }
 
