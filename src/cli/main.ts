@@ -62,7 +62,10 @@ const MQTT_HELP = serviceHelp(
   VERIFIER_URL                    the certgate API's base URL, e.g. http://api-host:8080
   VERIFIER_TOKEN                  the API's verifier token
   DATABASE_URL                    optional: with it, live sessions close when their CA, device or
-                                  tenant changes (found by itself next to an embedded database in DATA_DIR)`,
+                                  tenant changes, and persistent sessions and retained messages are
+                                  stored there as they change; without it they are kept in memory
+                                  only, lost when the listener stops (found by itself next to an
+                                  embedded database in DATA_DIR)`,
 );
 
 export const COMMANDS: Record<string, Subcommand> = {

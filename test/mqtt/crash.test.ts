@@ -270,4 +270,27 @@ describe('MQTT state across a killed listener', async () => {
     await k3d.client.endAsync();
     await listener.stop();
   });
+
+  test('ok/memory-only-said: without a database the listener says in one line that sessions and retained messages live in memory only', async (t) => {
+    delete process.env.DATABASE_URL; // a fresh DATA_DIR has no embedded database to find either
+    const alone = await fs.mkdtemp(path.join(os.tmpdir(), 'certgate-mqtt-memory-'));
+    t.after(() => fs.rm(alone, { recursive: true, force: true }));
+    const listener = await startService({
+      mode: 'mqtt',
+      dataDir: alone,
+      env: {
+        VERIFIER_URL: apiServer.httpAddress!,
+        VERIFIER_TOKEN,
+        MQTT_WORKERS: '1',
+        MQTT_TLS_CERT: path.join(dir, 'server.crt'),
+        MQTT_TLS_KEY: path.join(dir, 'server.key'),
+        LOG_FORMAT: 'json',
+      },
+    });
+    t.after(() => listener.stop());
+    const lines = listener.output().split('\n').filter((l) => /kept in memory only/.test(l));
+    assert.equal(lines.length, 1, listener.output());
+    assert.match(lines[0]!, /persistent MQTT sessions and retained messages are kept in memory only/);
+    assert.equal(JSON.parse(lines[0]!).level, 40, 'a warning');
+  });
 });

@@ -42,6 +42,12 @@ describe('certgate help', () => {
     });
   }
 
+  test('certgate mqtt --help says where sessions and retained messages are kept', async () => {
+    const r = await runToEnd(['mqtt', '--help'], env, 60_000);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout.replace(/\s+/g, ' '), /persistent sessions and retained messages are stored there as they change; without it they are kept in memory only/);
+  });
+
   test('settings are environment variables: an argument to serve is refused before anything starts', async () => {
     const r = await runToEnd(['serve', '--port', '9000'], env, 60_000);
     assert.equal(r.code, 2);
