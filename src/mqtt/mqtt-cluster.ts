@@ -59,10 +59,15 @@ export interface WorkerSpec {
 /** Primary to worker. */
 export type ToWorker =
   | { mqtt: 'start'; spec: WorkerSpec }
-  | { mqtt: 'publish'; tenantId: string; message: Message }
+  /** `ack`: the worker answers `stored` once what the message changed in its stored sessions is written. */
+  | { mqtt: 'publish'; tenantId: string; message: Message; ack?: number }
+  /** Every other worker stored what the message of `ack` changed (`ok`), or one of them could not. */
+  | { mqtt: 'stored'; ack: number; ok: boolean }
   | { mqtt: 'retain'; tenantId: string; message: Message }
   | { mqtt: 'take-over'; claim: SessionClaim; requestId?: number }
   | { mqtt: 'handed-over'; requestId: number; state?: SessionState }
+  /** A stored session to keep (as claim 0) until its client comes back. */
+  | { mqtt: 'adopt'; tenantId: string; state: SessionState }
   | { mqtt: 'snapshot-done' }
   | { mqtt: 'drop-tenant'; tenantId: string }
   | { mqtt: 'shared'; tenantId: string; key: string; filter: string; workers: number[] }
@@ -78,7 +83,9 @@ export type ToPrimary =
   | { mqtt: 'attached' }
   | { mqtt: 'listening'; port: number }
   | { mqtt: 'failed'; error: string }
-  | { mqtt: 'publish'; tenantId: string; message: Message }
+  /** `ack`: the publisher's acknowledgement waits for the other workers to store it (`stored`). */
+  | { mqtt: 'publish'; tenantId: string; message: Message; ack?: number }
+  | { mqtt: 'stored'; ack: number; ok: boolean }
   | { mqtt: 'claim'; claim: SessionClaim; requestId?: number }
   | { mqtt: 'release'; tenantId: string; clientId: string; claimId: number }
   | { mqtt: 'handed-over'; requestId: number; state?: SessionState }
@@ -176,6 +183,24 @@ export function createMqttCluster(options: MqttClusterOptions): MqttCluster {
       const key = `${s.tenantId}\u0000${s.state.clientId}`;
       if (!directory.has(key)) storedSessions.set(key, s);
     }
+    placeSessions();
+  };
+  /**
+   * Stored sessions go to the attached workers in turn, which keep them (messages published
+   * meanwhile are queued in them) until their clients come back, there or on another worker.
+   */
+  let placeTurn = 0;
+  const placeSessions = (): void => {
+    const attached = [...workers.values()].filter((w) => w.attached);
+    if (attached.length === 0) return;
+    const now = Date.now();
+    for (const [key, s] of storedSessions) {
+      storedSessions.delete(key);
+      if (directory.has(key) || s.expiresAt <= now) continue;
+      const live = attached[placeTurn++ % attached.length]!;
+      directory.set(key, { worker: live.worker.id, claimId: 0 });
+      send(live, { mqtt: 'adopt', tenantId: s.tenantId, state: { ...s.state, expiryMs: s.expiresAt - now } });
+    }
   };
   /** Workers with members of each shared subscription, by tenant and `$share/...` filter. */
   const shared = new Map<string, { tenantId: string; key: string; filter: string; workers: Set<number> }>();
@@ -189,6 +214,19 @@ export function createMqttCluster(options: MqttClusterOptions): MqttCluster {
   const directory = new Map<string, { worker: number; claimId: number }>();
   /** Hand-overs asked of one worker for another, by the primary's request id. */
   const handOvers = new Map<number, { from: number; to: number; requestId: number }>();
+  /**
+   * Publications whose acknowledgement waits until every other worker stored what they changed,
+   * by the primary's request id: the publishing worker, its id for it, the workers yet to answer.
+   */
+  const storing = new Map<number, { origin: Live; ack: number; left: Set<number>; ok: boolean }>();
+  const storedBy = (requestId: number, workerId: number, ok: boolean): void => {
+    const s = storing.get(requestId);
+    if (!s || !s.left.delete(workerId)) return;
+    s.ok &&= ok;
+    if (s.left.size > 0) return;
+    storing.delete(requestId);
+    send(s.origin, { mqtt: 'stored', ack: s.ack, ok: s.ok });
+  };
   /** Answers awaited from workers (statistics, metrics), by request id. */
   const requests = new Map<number, (answer: MqttListenerStats | MetricsSnapshot) => void>();
   let lastRequestId = 0;
@@ -228,16 +266,27 @@ export function createMqttCluster(options: MqttClusterOptions): MqttCluster {
         retained.forEachRetained((tenantId, message) => send(live, { mqtt: 'retain', tenantId, message }));
         for (const g of shared.values()) announceShared(g, live);
         send(live, { mqtt: 'snapshot-done' });
+        placeSessions();
         return;
-      case 'publish':
+      case 'publish': {
         if (m.message.retain) retained.space(m.tenantId).retain(m.message);
+        let requestId: number | undefined;
+        if (m.ack !== undefined) {
+          const others = [...workers.values()].filter((w) => w !== live && w.attached).map((w) => w.worker.id);
+          if (others.length === 0) send(live, { mqtt: 'stored', ack: m.ack, ok: true });
+          else storing.set((requestId = ++lastRequestId), { origin: live, ack: m.ack, left: new Set(others), ok: true });
+        }
         for (const other of workers.values()) {
           if (other === live) {
             if (m.message.retain) send(live, { mqtt: 'retain', tenantId: m.tenantId, message: m.message });
           } else if (other.attached) {
-            send(other, { mqtt: 'publish', tenantId: m.tenantId, message: m.message });
+            send(other, { mqtt: 'publish', tenantId: m.tenantId, message: m.message, ...(requestId !== undefined ? { ack: requestId } : {}) });
           }
         }
+        return;
+      }
+      case 'stored':
+        storedBy(m.ack, live.worker.id, m.ok);
         return;
       case 'claim': {
         const { claim } = m;
@@ -314,6 +363,11 @@ export function createMqttCluster(options: MqttClusterOptions): MqttCluster {
   const forget = (live: Live): void => {
     const id = live.worker.id;
     for (const [key, held] of directory) if (held.worker === id) directory.delete(key);
+    // A worker gone before it stored a message cannot vouch for it; one that published it needs no answer.
+    for (const [requestId, s] of storing) {
+      if (s.origin === live) storing.delete(requestId);
+      else storedBy(requestId, id, false);
+    }
     for (const [requestId, h] of handOvers) {
       if (h.from === id) send(workers.get(h.to), { mqtt: 'handed-over', requestId: h.requestId });
       if (h.from === id || h.to === id) handOvers.delete(requestId);
@@ -470,6 +524,8 @@ export function workerBus(handOverTimeoutMs: number): ListenerBus & { snapshotDo
   let handlers: ListenerBusHandlers | undefined;
   let lastRequestId = 0;
   const waiting = new Map<number, (state: SessionState | undefined) => void>();
+  /** Publications waiting for the other workers to store them, by request id. */
+  const acks = new Map<number, (ok: boolean) => void>();
   let snapshotDone!: () => void;
   const snapshot = new Promise<void>((resolve) => (snapshotDone = resolve));
 
@@ -503,8 +559,16 @@ export function workerBus(handOverTimeoutMs: number): ListenerBus & { snapshotDo
       case 'batch':
         for (const one of m.messages) dispatch(one);
         return;
-      case 'publish':
-        handlers?.publish(m.tenantId, m.message);
+      case 'publish': {
+        const stored = handlers?.publish(m.tenantId, m.message);
+        if (m.ack === undefined) return;
+        const ack = m.ack;
+        if (!stored) send({ mqtt: 'stored', ack, ok: true });
+        else void stored.then((ok) => send({ mqtt: 'stored', ack, ok }));
+        return;
+      }
+      case 'stored':
+        acks.get(m.ack)?.(m.ok);
         return;
       case 'retain':
         handlers?.retain(m.tenantId, m.message);
@@ -516,6 +580,9 @@ export function workerBus(handOverTimeoutMs: number): ListenerBus & { snapshotDo
       }
       case 'handed-over':
         waiting.get(m.requestId)?.(m.state);
+        return;
+      case 'adopt':
+        handlers?.adopt(m.tenantId, m.state);
         return;
       case 'snapshot-done':
         snapshotDone();
@@ -537,8 +604,23 @@ export function workerBus(handOverTimeoutMs: number): ListenerBus & { snapshotDo
   return {
     snapshotDone: snapshot,
     flush,
-    publish(tenantId, message) {
-      send({ mqtt: 'publish', tenantId, message });
+    publish(tenantId, message, stored) {
+      if (!stored) {
+        send({ mqtt: 'publish', tenantId, message });
+        return undefined;
+      }
+      const ack = ++lastRequestId;
+      return new Promise<boolean>((resolve) => {
+        // Without an answer in time the message counts as not stored.
+        const timer = setTimeout(() => done(false), handOverTimeoutMs);
+        const done = (ok: boolean) => {
+          clearTimeout(timer);
+          acks.delete(ack);
+          resolve(ok);
+        };
+        acks.set(ack, done);
+        send({ mqtt: 'publish', tenantId, message, ack });
+      });
     },
     claim(claim) {
       if (!claim.handOver) {

@@ -27,7 +27,7 @@ import { Broker, DEFAULT_LIMITS, type BrokerLimits, type DropReason, type Messag
 import { MqttConnection, RC5, type AuthOutcome, type ConnectionStats, type LimitName } from './mqtt-connection.js';
 import { peerChain, sha1Fingerprint, type PeerChain } from './peer-chain.js';
 import { createBurstLogger } from '../lib/logger.js';
-import type { DurableStore } from './durable-store.js';
+import type { DurableStore, Durability } from './durable-store.js';
 import { SessionIndex, type SessionKeys } from './session-index.js';
 
 export interface SessionChangeSource {
@@ -70,8 +70,12 @@ export interface SessionClaim {
  * one, a listener is alone: its tenants' messages and sessions live in this process only.
  */
 export interface ListenerBus {
-  /** A message a client of this process published, for the same tenant's sessions elsewhere. */
-  publish(tenantId: string, message: Message): void;
+  /**
+   * A message a client of this process published, for the same tenant's sessions elsewhere.
+   * `stored`: resolves once the other processes stored what it changed in their stored sessions
+   * (false if one could not).
+   */
+  publish(tenantId: string, message: Message, stored?: boolean): Promise<boolean> | undefined;
   /**
    * This process takes the session; whichever process held it ends it (or, with `handOver`, hands
    * its state over: the promise resolves with it, or with undefined when there is none).
@@ -90,8 +94,11 @@ export interface ListenerBus {
 }
 
 export interface ListenerBusHandlers {
-  /** A message published on another process, for this process's sessions of the tenant. */
-  publish(tenantId: string, message: Message): void;
+  /**
+   * A message published on another process, for this process's sessions of the tenant; answers,
+   * when it changed stored sessions, when that is stored.
+   */
+  publish(tenantId: string, message: Message): Promise<boolean> | undefined;
   /** A retained message to store without routing it (the order every process agrees on). */
   retain(tenantId: string, message: Message): void;
   /**
@@ -99,6 +106,11 @@ export interface ListenerBusHandlers {
    * the new holder's device and whether it asks for the state.
    */
   takeOver(claim: SessionClaim): SessionState | undefined;
+  /**
+   * A stored session (of an earlier run, or of a process that died) for this process to keep
+   * until its client comes back, held as claim 0.
+   */
+  adopt(tenantId: string, state: SessionState): void;
   /** A tenant was deleted. */
   dropTenant(tenantId: string): void;
   /** The processes that have members of a shared subscription now. */
@@ -256,6 +268,29 @@ export function createMqttListener(options: MqttListenerOptions): MqttListener {
   const claimKey = (tenantId: string, clientId: string) => `${tenantId}\u0000${clientId}`;
   let lastClaimId = 0;
   const durable = options.durable;
+  /** Publications of this process waiting for other processes to store them. */
+  const elsewhere = {
+    changes: 0,
+    pending: new Set<Promise<boolean>>(),
+    track(p: Promise<boolean>): void {
+      this.changes++;
+      this.pending.add(p);
+      void p.finally(() => this.pending.delete(p));
+    },
+  };
+  /**
+   * What connections wait on before acknowledging: this process's store and, with other
+   * processes, their storing of the messages published here.
+   */
+  const durability: Durability | undefined = durable && {
+    get changes() {
+      return durable.changes + elsewhere.changes;
+    },
+    committed() {
+      if (elsewhere.pending.size === 0) return durable.committed();
+      return Promise.all([durable.committed(), ...elsewhere.pending]).then((all) => all.every(Boolean));
+    },
+  };
   /** Off at shutdown: the sessions a closing broker ends are kept. */
   let storing = true;
   const durableEvents = durable
@@ -271,7 +306,12 @@ export function createMqttListener(options: MqttListenerOptions): MqttListener {
     { ...DEFAULT_LIMITS, ...options.limits },
     bus
       ? {
-          published: (tenantId, message) => bus.publish(tenantId, message),
+          published: (tenantId, message) => {
+            // A QoS 1 or 2 publisher's acknowledgement waits for the other processes' stored
+            // sessions too (see `durability`).
+            const stored = bus.publish(tenantId, message, durable !== undefined && message.qos > 0);
+            if (stored) elsewhere.track(stored);
+          },
           sessionEnded: (session) => {
             const key = claimKey(session.space.tenantId, session.clientId);
             const held = claims.get(key);
@@ -328,7 +368,7 @@ export function createMqttListener(options: MqttListenerOptions): MqttListener {
     maxKeepAliveSeconds: options.maxKeepAliveSeconds ?? 0,
     maxSubscriptionsPerClient: options.maxSubscriptionsPerClient ?? 0,
     publishRatePerSecond: options.publishRatePerSecond ?? 0,
-    ...(durable ? { durable } : {}),
+    ...(durability ? { durable: durability } : {}),
   };
 
   // ---------------------------------------------------------------------------------------
@@ -629,13 +669,20 @@ export function createMqttListener(options: MqttListenerOptions): MqttListener {
   const stopReceiving = bus?.receive({
     publish(tenantId, message) {
       // Only a retained message needs a tenant space made for it here.
+      const mark = durable?.changes;
       (message.retain ? broker.space(tenantId) : broker.peek(tenantId))?.route(message);
+      return durable && durable.changes !== mark ? durable.committed() : undefined;
     },
     retain(tenantId, message) {
       // Stored by the process it was published on.
       broker.space(tenantId).retain(message, false);
     },
     takeOver,
+    adopt(tenantId, state) {
+      const key = claimKey(tenantId, state.clientId);
+      if (claims.has(key) || !broker.space(tenantId).adopt(state)) return;
+      claims.set(key, { claimId: 0 });
+    },
     dropTenant: dropTenantHere,
     sharedProcesses: (tenantId, key, filter, processes) => broker.setSharedProcesses(tenantId, key, filter, processes),
   });

@@ -45,8 +45,8 @@ describe('MQTT state across a killed listener', async () => {
     return text ? JSON.parse(text) : undefined;
   };
 
-  /** `certgate mqtt` on the test database, one process. */
-  const startListener = (t: TestContext): Promise<Service> =>
+  /** `certgate mqtt` on the test database: one process, or a primary and its worker processes. */
+  const startListener = (t: TestContext, workers: number): Promise<Service> =>
     startService({
       mode: 'mqtt',
       dataDir: dir,
@@ -54,7 +54,7 @@ describe('MQTT state across a killed listener', async () => {
         DATABASE_URL: db.url,
         VERIFIER_URL: apiServer.httpAddress!,
         VERIFIER_TOKEN,
-        MQTT_WORKERS: '1',
+        MQTT_WORKERS: String(workers),
         MQTT_TLS_CERT: path.join(dir, 'server.crt'),
         MQTT_TLS_KEY: path.join(dir, 'server.key'),
         LOG_FORMAT: 'json',
@@ -63,7 +63,7 @@ describe('MQTT state across a killed listener', async () => {
       t.after(() => s.stop());
       return s;
     });
-  /** SIGKILL: no shutdown, nothing written on the way out. */
+  /** SIGKILL to the process group (workers included): no shutdown, nothing written on the way out. */
   const kill = async (s: Service) => {
     process.kill(-s.pid, 'SIGKILL');
     await s.stop();
@@ -167,109 +167,112 @@ describe('MQTT state across a killed listener', async () => {
     await fs.rm(dir, { recursive: true, force: true });
   });
 
-  test('ok/sigkill-keeps-acknowledged: subscriptions, queued QoS 1 and 2 messages, retained messages and a QoS 2 exchange awaiting PUBREL survive SIGKILL; each message arrives once', async (t) => {
-    let listener = await startListener(t);
-    // Persistent sessions: MQTT 5 with a session expiry, MQTT 3.1.1 with clean session 0.
-    const v5opts = { clean: false, properties: { sessionExpiryInterval: 3600 } };
-    const v3opts = { clean: false, protocolVersion: 4 as const };
-    const k5 = await open(t, listener, 'keeper5', v5opts);
-    assert.equal(k5.sessionPresent, false);
-    await k5.client.subscribeAsync({ 'fleet/jobs/#': { qos: 2 }, 'fleet/alerts': { qos: 1 } });
-    await k5.client.endAsync();
-    const k3 = await open(t, listener, 'keeper3', v3opts);
-    await k3.client.subscribeAsync({ 'fleet/jobs/#': { qos: 2 }, 'fleet/alerts': { qos: 1 } });
-    await k3.client.endAsync();
+  for (const workers of [1, 2]) {
+    test(`ok/sigkill-keeps-acknowledged (${workers} listener process${workers > 1 ? 'es' : ''}): subscriptions, queued QoS 1 and 2 messages, retained messages and a QoS 2 exchange awaiting PUBREL survive SIGKILL; each message arrives once`, async (t) => {
+      const w = `-w${workers}`;
+      let listener = await startListener(t, workers);
+      // Persistent sessions: MQTT 5 with a session expiry, MQTT 3.1.1 with clean session 0.
+      const v5opts = { clean: false, properties: { sessionExpiryInterval: 3600 } };
+      const v3opts = { clean: false, protocolVersion: 4 as const };
+      const k5 = await open(t, listener, `keeper5${w}`, v5opts);
+      assert.equal(k5.sessionPresent, false);
+      await k5.client.subscribeAsync({ 'fleet/jobs/#': { qos: 2 }, 'fleet/alerts': { qos: 1 } });
+      await k5.client.endAsync();
+      const k3 = await open(t, listener, `keeper3${w}`, v3opts);
+      await k3.client.subscribeAsync({ 'fleet/jobs/#': { qos: 2 }, 'fleet/alerts': { qos: 1 } });
+      await k3.client.endAsync();
 
-    // Published while both are away; each publishAsync resolves on PUBACK (QoS 1) or PUBCOMP (QoS 2).
-    const boss = await open(t, listener, 'boss');
-    await boss.client.publishAsync('fleet/jobs/1', 'one', { qos: 1 });
-    await boss.client.publishAsync('fleet/jobs/2', 'two', { qos: 2 });
-    await boss.client.publishAsync('fleet/alerts', 'alert', { qos: 1 });
-    await boss.client.publishAsync('fleet/config', 'cfg-1', { qos: 1, retain: true });
-    // A persistent publisher's QoS 2 message: PUBREC came, PUBREL not sent before the kill.
-    const sender = await raw(t, listener, 'sender', { sessionExpiryInterval: 3600 });
-    sender.client.send({ cmd: 'publish', topic: 'fleet/jobs/3', payload: Buffer.from('three'), qos: 2, messageId: 7, retain: false, dup: false });
-    const pubrec = (await sender.client.take('pubrec')) as IPubrecPacket;
-    assert.equal(pubrec.reasonCode ?? 0, 0);
-    await kill(listener);
+      // Published while both are away; each publishAsync resolves on PUBACK (QoS 1) or PUBCOMP (QoS 2).
+      const boss = await open(t, listener, `boss${w}`);
+      await boss.client.publishAsync('fleet/jobs/1', 'one', { qos: 1 });
+      await boss.client.publishAsync('fleet/jobs/2', 'two', { qos: 2 });
+      await boss.client.publishAsync('fleet/alerts', 'alert', { qos: 1 });
+      await boss.client.publishAsync(`fleet/config${w}`, `cfg${w}`, { qos: 1, retain: true });
+      // A persistent publisher's QoS 2 message: PUBREC came, PUBREL not sent before the kill.
+      const sender = await raw(t, listener, `sender${w}`, { sessionExpiryInterval: 3600 });
+      sender.client.send({ cmd: 'publish', topic: 'fleet/jobs/3', payload: Buffer.from('three'), qos: 2, messageId: 7, retain: false, dup: false });
+      const pubrec = (await sender.client.take('pubrec')) as IPubrecPacket;
+      assert.equal(pubrec.reasonCode ?? 0, 0);
+      await kill(listener);
 
-    listener = await startListener(t);
-    // The QoS 2 exchange goes on: the PUBLISH sent again is not routed again ([MQTT-4.3.3-9]),
-    // and the PUBREL finds its packet identifier ([MQTT-4.3.3-10]: PUBCOMP, not 0x92).
-    const sender2 = await raw(t, listener, 'sender', { sessionExpiryInterval: 3600 });
-    assert.equal((sender2.connack as IConnackPacket).sessionPresent, true);
-    sender2.client.send({ cmd: 'publish', topic: 'fleet/jobs/3', payload: Buffer.from('three'), qos: 2, messageId: 7, retain: false, dup: true });
-    assert.equal(((await sender2.client.take('pubrec')) as IPubrecPacket).reasonCode ?? 0, 0);
-    sender2.client.send({ cmd: 'pubrel', messageId: 7 });
-    assert.equal(((await sender2.client.take('pubcomp')) as IPubcompPacket).reasonCode ?? 0, 0);
-    sender2.client.end();
+      listener = await startListener(t, workers);
+      // The QoS 2 exchange goes on: the PUBLISH sent again is not routed again ([MQTT-4.3.3-9]),
+      // and the PUBREL finds its packet identifier ([MQTT-4.3.3-10]: PUBCOMP, not 0x92).
+      const sender2 = await raw(t, listener, `sender${w}`, { sessionExpiryInterval: 3600 });
+      assert.equal((sender2.connack as IConnackPacket).sessionPresent, true);
+      sender2.client.send({ cmd: 'publish', topic: 'fleet/jobs/3', payload: Buffer.from('three'), qos: 2, messageId: 7, retain: false, dup: true });
+      assert.equal(((await sender2.client.take('pubrec')) as IPubrecPacket).reasonCode ?? 0, 0);
+      sender2.client.send({ cmd: 'pubrel', messageId: 7 });
+      assert.equal(((await sender2.client.take('pubcomp')) as IPubcompPacket).reasonCode ?? 0, 0);
+      sender2.client.end();
 
-    const expected = [
-      ['fleet/alerts', 'alert'],
-      ['fleet/jobs/1', 'one'],
-      ['fleet/jobs/2', 'two'],
-      ['fleet/jobs/3', 'three'],
-    ];
-    const k5b = await open(t, listener, 'keeper5', v5opts);
-    assert.equal(k5b.sessionPresent, true, 'MQTT 5 session back after SIGKILL');
-    assert.deepEqual((await jobsUntilMarker(t, listener, k5b, 'm1')).sort(), expected);
-    assert.deepEqual(
-      k5b.got.filter((p) => p.topic === 'fleet/jobs/2' || p.topic === 'fleet/jobs/3').map((p) => p.qos),
-      [2, 2],
-      'QoS 2 kept',
-    );
-    const k3b = await open(t, listener, 'keeper3', v3opts);
-    assert.equal(k3b.sessionPresent, true, 'MQTT 3.1.1 session back after SIGKILL');
-    assert.deepEqual((await jobsUntilMarker(t, listener, k3b, 'm2')).sort(), [...expected, ['fleet/jobs/m1', 'm1']].sort());
+      const expected = [
+        ['fleet/alerts', 'alert'],
+        ['fleet/jobs/1', 'one'],
+        ['fleet/jobs/2', 'two'],
+        ['fleet/jobs/3', 'three'],
+      ];
+      const k5b = await open(t, listener, `keeper5${w}`, v5opts);
+      assert.equal(k5b.sessionPresent, true, 'MQTT 5 session back after SIGKILL');
+      assert.deepEqual((await jobsUntilMarker(t, listener, k5b, `m1${w}`)).sort(), expected);
+      assert.deepEqual(
+        k5b.got.filter((p) => p.topic === 'fleet/jobs/2' || p.topic === 'fleet/jobs/3').map((p) => p.qos),
+        [2, 2],
+        'QoS 2 kept',
+      );
+      const k3b = await open(t, listener, `keeper3${w}`, v3opts);
+      assert.equal(k3b.sessionPresent, true, 'MQTT 3.1.1 session back after SIGKILL');
+      assert.deepEqual((await jobsUntilMarker(t, listener, k3b, `m2${w}`)).sort(), [...expected, [`fleet/jobs/m1${w}`, `m1${w}`]].sort());
 
-    // The retained message acknowledged before the kill.
-    const reader = await open(t, listener, 'reader');
-    await reader.client.subscribeAsync('fleet/config', { qos: 1 });
-    await waitFor(() => reader.got.length === 1, 10_000, 'the retained message');
-    assert.deepEqual([reader.got[0]!.payload.toString(), reader.got[0]!.retain], ['cfg-1', true]);
-    await reader.client.endAsync();
+      // The retained message acknowledged before the kill.
+      const reader = await open(t, listener, `reader${w}`);
+      await reader.client.subscribeAsync(`fleet/config${w}`, { qos: 1 });
+      await waitFor(() => reader.got.length === 1, 10_000, 'the retained message');
+      assert.deepEqual([reader.got[0]!.payload.toString(), reader.got[0]!.retain], [`cfg${w}`, true]);
+      await reader.client.endAsync();
 
-    // Delivered and acknowledged: gone from the stored sessions (the client's PUBACK and PUBCOMP
-    // are written after the turn they came in), so a second kill delivers nothing again.
-    await k5b.client.endAsync();
-    await k3b.client.endAsync();
-    for (const id of ['keeper5', 'keeper3']) {
+      // Delivered and acknowledged: gone from the stored sessions (the client's PUBACK and PUBCOMP
+      // are written after the turn they came in), so a second kill delivers nothing again.
+      await k5b.client.endAsync();
+      await k3b.client.endAsync();
+      for (const id of [`keeper5${w}`, `keeper3${w}`]) {
+        const deadline = Date.now() + 10_000;
+        for (;;) {
+          const s = await storedSession(id);
+          assert.ok(s, `${id} is stored`);
+          if (s.inflight.length === 0 && s.queued.length === 0) break;
+          assert.ok(Date.now() < deadline, `${id}: acknowledged messages still stored ${JSON.stringify(s.inflight)}`);
+          await new Promise((r) => setTimeout(r, 50));
+        }
+        assert.deepEqual((await storedSession(id))!.subscriptions.map(([f, o]) => [f, o.qos]).sort(), [
+          ['fleet/alerts', 1],
+          ['fleet/jobs/#', 2],
+        ]);
+      }
+      await kill(listener);
+      listener = await startListener(t, workers);
+      const k5c = await open(t, listener, `keeper5${w}`, v5opts);
+      assert.equal(k5c.sessionPresent, true);
+      assert.deepEqual(await jobsUntilMarker(t, listener, k5c, `m3${w}`), [], 'nothing delivered twice');
+      await k5c.client.endAsync();
+
+      // A clean start ends the stored session: gone from the database, and not back after a kill.
+      const k3c = await open(t, listener, `keeper3${w}`, { clean: true, protocolVersion: 4 });
+      assert.equal(k3c.sessionPresent, false);
+      await k3c.client.endAsync();
       const deadline = Date.now() + 10_000;
-      for (;;) {
-        const s = await storedSession(id);
-        assert.ok(s, `${id} is stored`);
-        if (s.inflight.length === 0 && s.queued.length === 0) break;
-        assert.ok(Date.now() < deadline, `${id}: acknowledged messages still stored ${JSON.stringify(s.inflight)}`);
+      while (await storedSession(`keeper3${w}`)) {
+        assert.ok(Date.now() < deadline, 'keeper3 still stored after a clean start');
         await new Promise((r) => setTimeout(r, 50));
       }
-      assert.deepEqual((await storedSession(id))!.subscriptions.map(([f, o]) => [f, o.qos]).sort(), [
-        ['fleet/alerts', 1],
-        ['fleet/jobs/#', 2],
-      ]);
-    }
-    await kill(listener);
-    listener = await startListener(t);
-    const k5c = await open(t, listener, 'keeper5', v5opts);
-    assert.equal(k5c.sessionPresent, true);
-    assert.deepEqual(await jobsUntilMarker(t, listener, k5c, 'm3'), [], 'nothing delivered twice');
-    await k5c.client.endAsync();
-
-    // A clean start ends the stored session: gone from the database, and not back after a kill.
-    const k3c = await open(t, listener, 'keeper3', { clean: true, protocolVersion: 4 });
-    assert.equal(k3c.sessionPresent, false);
-    await k3c.client.endAsync();
-    const deadline = Date.now() + 10_000;
-    while (await storedSession('keeper3')) {
-      assert.ok(Date.now() < deadline, 'keeper3 still stored after a clean start');
-      await new Promise((r) => setTimeout(r, 50));
-    }
-    await kill(listener);
-    listener = await startListener(t);
-    const k3d = await open(t, listener, 'keeper3', v3opts);
-    assert.equal(k3d.sessionPresent, false);
-    await k3d.client.endAsync();
-    await listener.stop();
-  });
+      await kill(listener);
+      listener = await startListener(t, workers);
+      const k3d = await open(t, listener, `keeper3${w}`, v3opts);
+      assert.equal(k3d.sessionPresent, false);
+      await k3d.client.endAsync();
+      await listener.stop();
+    });
+  }
 
   test('ok/memory-only-said: without a database the listener says in one line that sessions and retained messages live in memory only', async (t) => {
     delete process.env.DATABASE_URL; // a fresh DATA_DIR has no embedded database to find either
