@@ -1,6 +1,6 @@
 /**
  * Retained messages survive a restart of certgate: kept in PostgreSQL, written by the listener
- * alone or by the primary of the worker processes, loaded before the first client connects, and
+ * alone or by the worker process its publisher is on, loaded before the first client connects, and
  * deleted with their tenant. Real server (startServer) on a real PostgreSQL, MQTT.js clients; the
  * restarts switch between one listener process and two, so both ways of writing and loading are
  * crossed.
