@@ -21,8 +21,10 @@ export type ChangeEvent =
       devices?: Array<{ id: string; name: string }>;
     }
   /**
-   * Leaves the verifier recorded as OBSERVED credentials. They change no decision (the same
-   * device is found either way), so caches of decisions stay; credential indexes learn the ids.
+   * Leaves the verifier recorded as OBSERVED credentials, new to the database. A leaf whose
+   * credential is known resolves by it rather than by its path, so this counts as a change like
+   * any other (a process that missed it drops its caches); kept decisions stay, and credential
+   * indexes learn the ids.
    */
   | { type: 'credentials-observed'; tenantId: string; credentialsIds: string[] }
   /**
@@ -33,9 +35,9 @@ export type ChangeEvent =
   | { type: 'tenant-deleted'; tenantId: string };
 
 /**
- * One notification. `seq` is the change counter's value after the change (absent for hints such
- * as `credentials-observed`, which change no decision and count nothing). `events: null` says the
- * change was too large to describe in one notification: everything counts as changed.
+ * One notification. `seq` is the change counter's value after the change (every change counts;
+ * a notice without one comes from an older certgate). `events: null` says the change was too
+ * large to describe in one notification: everything counts as changed.
  */
 export interface ChangeNotice {
   seq?: bigint;
@@ -54,7 +56,7 @@ export interface ChangePublisher {
    * Announces a change. Pass the change's own transaction: the counter is increased and the
    * notification queued in it, so both take effect exactly when the change commits, and neither
    * when it rolls back (PostgreSQL delivers NOTIFY at commit). Without `db`, the statement runs
-   * on its own, which suits only events that change no decision.
+   * on its own: counted and announced, but not bound to any change.
    */
   publish(events: ChangeEvent[], db?: SqlExecutor): Promise<void>;
 }
@@ -87,11 +89,6 @@ export const MAX_PAYLOAD_BYTES = 7_900;
 const EVENTS_LIMIT = MAX_PAYLOAD_BYTES - 60;
 
 export const COUNTER_SQL = 'SELECT "seq"::text AS seq FROM "ChangeCounter" WHERE "id" = 1';
-
-/** Events that count as a change: any but the hints that change no decision. */
-function counts(events: readonly ChangeEvent[]): boolean {
-  return events.some((e) => e.type !== 'credentials-observed');
-}
 
 /**
  * Packs events into groups whose JSON fits one notification, in order. An event too large by
@@ -128,13 +125,6 @@ export function createChangePublisher(defaultDb: SqlExecutor): ChangePublisher {
   return {
     async publish(events, db = defaultDb) {
       if (events.length === 0) return;
-      if (!counts(events)) {
-        for (const json of pack(events)) {
-          if (json === 'null') continue; // a hint too large is dropped: it changes no decision
-          await db.$executeRawUnsafe(`SELECT pg_notify($1, '{"events":' || $2::text || '}')`, CHANNEL, json);
-        }
-        return;
-      }
       // A change too large for one notification is announced in several, each counted: in one
       // transaction they commit together and arrive in order, so no receiver takes them for lost.
       for (const json of pack(events)) {

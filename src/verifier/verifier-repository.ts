@@ -1,6 +1,6 @@
 import { CopyText, copyField } from '../db/copy-text.js';
 import { executeBulk, pgTransaction, queryBulk, sqlOf, type PrismaClient } from '../db/prisma.js';
-import type { ChangeEvent, SqlExecutor } from '../db/change-feed.js';
+import { credentialsObserved, type ChangeEvent, type SqlExecutor } from '../db/change-feed.js';
 import { createRegistrationBatches, registerBatch, type RegistrationResult } from './registration-batches.js';
 
 /** Everything the verifier reads and writes, in one place (Prisma, and `pg` for batch writes). */
@@ -386,7 +386,7 @@ export function createVerifierRepository(prisma: VerifierPrisma, options: Verifi
         // lock them, all at once and in id order: each row's key check then finds its device
         // locked already (~5 µs less per row with a device per row), and a device deleted
         // meanwhile drops out here instead of failing the batch at its key check.
-        await tx.query({
+        const rows = await tx.query<{ credentialsId: string; tenantId: string; inserted: boolean }>({
           text: `WITH live AS (SELECT id FROM "Device" WHERE id = ANY($1::uuid[]) ORDER BY id FOR KEY SHARE)
                  INSERT INTO "DeviceCredential" ("credentialsId", "tenantId", "deviceId", "certDer", "subject", "issuer", "serialNumber",
                                                  "notBefore", "notAfter", "source", "firstSeenAt", "lastSeenAt")
@@ -394,9 +394,25 @@ export function createVerifierRepository(prisma: VerifierPrisma, options: Verifi
                    FROM certgate_sightings v JOIN live ON live.id = v.device
                   ORDER BY v.id
                  ON CONFLICT ("credentialsId") DO UPDATE
-                    SET "lastSeenAt" = GREATEST(COALESCE("DeviceCredential"."lastSeenAt", EXCLUDED."lastSeenAt"), EXCLUDED."lastSeenAt")`,
+                    SET "lastSeenAt" = GREATEST(COALESCE("DeviceCredential"."lastSeenAt", EXCLUDED."lastSeenAt"), EXCLUDED."lastSeenAt")
+                 RETURNING "credentialsId", "tenantId", (xmax = 0) AS inserted`,
           values: [[...new Set(sorted.map((l) => l.deviceId))]],
         });
+        // A credential new to the database changes how its leaf resolves (by the credential, not
+        // by the path), so it is a change like any other: counted and announced in this
+        // transaction. A sighting of a known credential only moves its lastSeenAt and announces
+        // nothing.
+        const fresh = new Map<string, string[]>();
+        for (const r of rows) {
+          if (!r.inserted) continue;
+          const ids = fresh.get(r.tenantId);
+          if (ids) ids.push(r.credentialsId);
+          else fresh.set(r.tenantId, [r.credentialsId]);
+        }
+        if (fresh.size && options.announce) {
+          const events = [...fresh].flatMap(([tenantId, ids]) => credentialsObserved(tenantId, ids).flat());
+          await options.announce(events, sqlOf(tx));
+        }
       });
     },
 

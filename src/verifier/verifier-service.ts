@@ -2,7 +2,7 @@ import crypto from 'node:crypto';
 import type { Logger } from 'pino';
 import type { ParsedCertificate } from '../pki/certificate.js';
 import { recordQueue, type RecordQueueOptions } from './records-queue.js';
-import { credentialsObserved, type ChangePublisher } from '../db/change-feed.js';
+import type { ChangePublisher } from '../db/change-feed.js';
 import type { Metrics } from '../plugins/metrics.js';
 import type { TrustState } from './trust-state.js';
 import { SeenBefore } from './seen-before.js';
@@ -91,21 +91,14 @@ export function createVerifier(deps: VerifierDeps) {
   // Auth events and sightings are kept until written, whatever the database does meanwhile
   // (records-queue.ts); the verifier's close waits for them, bounded.
   const authEvents = recordQueue<EncodedAuthEvent>('auth_event', (batch) => repository.insertAuthEvents(batch.items, batch.id), deps);
-  // Recording an observed leaf changes no decision (the same device is found either way), so it
-  // is written behind and voids no cached decision; credential indexes learn the new ids.
+  // Observed leaves are written behind. A credential new to the database is counted and
+  // announced in the transaction that writes it (verifier-repository.ts, recordObserved): it
+  // changes how its leaf resolves, so no process may keep deciding without it.
   const observed = recordQueue<ObservedLeaf>(
     'sighting',
     async ({ items: leaves }) => {
       const latest = new Map(leaves.map((l) => [l.credentialsId, l]));
       await repository.recordObserved([...latest.values()]);
-      const fresh = new Map<string, string[]>();
-      for (const l of latest.values()) {
-        if (cache.knowsCredential(l.credentialsId)) continue;
-        const ids = fresh.get(l.tenantId);
-        if (ids) ids.push(l.credentialsId);
-        else fresh.set(l.tenantId, [l.credentialsId]);
-      }
-      for (const [tenantId, ids] of fresh) for (const events of credentialsObserved(tenantId, ids)) await publisher.publish(events);
     },
     deps,
   );

@@ -7,14 +7,18 @@
 import assert from 'node:assert/strict';
 import { test, type TestContext } from 'node:test';
 import pg from 'pg';
-import { createChangeFeed, createChangePublisher, type ChangeEvent, type ChangeNotice } from '../../src/db/change-feed.js';
+import { X509Certificate } from 'node:crypto';
+import { COUNTER_SQL, createChangeFeed, createChangePublisher, type ChangeEvent, type ChangeNotice } from '../../src/db/change-feed.js';
 import { createPrismaClient } from '../../src/db/prisma.js';
 import { createTrustState } from '../../src/verifier/trust-state.js';
 import { VerifierUnavailableError } from '../../src/verifier/verifier-types.js';
 import { createDevice } from '../../src/certs/certs-service.js';
 import { build, VERIFIER_TOKEN } from '../helpers/app.js';
 import { createTestDatabase } from '../helpers/database.js';
-import { api, devicesNamed, expectAllow, expectDeny, eventually, trustingTenant } from './fixtures.js';
+import { api, devicesNamed, expectAllow, expectDeny, eventually, sleep, trustingTenant } from './fixtures.js';
+
+/** A credential's id: the SHA-256 of the leaf's DER, hex. */
+const leafSha256 = (pem: string) => new X509Certificate(pem).fingerprint256.replace(/:/g, '').toLowerCase();
 
 /** A feed the test drives: notices are delivered when the test says, the counter is a variable. */
 function fakeFeed() {
@@ -286,12 +290,45 @@ test('the counter moves with the change: a rolled back change neither counts nor
   const after = await feed.readCounter();
   assert.equal(after, before + 1n, 'only the committed change counts');
   assert.deepEqual(notices, [{ seq: after, events: [revoke('acme')] }]);
+});
 
-  // Hints count nothing.
-  await publisher.publish([{ type: 'credentials-observed', tenantId: 'acme', credentialsIds: ['ab'] }]);
-  assert.equal(await feed.readCounter(), after);
-  assert.equal(notices.length, 2);
-  assert.equal(notices[1]!.seq, undefined);
+test('a credential observed for the first time counts, in the transaction that records it; seen again it counts nothing', async (t) => {
+  // A known credential decides how its leaf resolves (by the credential, before any path), so a
+  // process that missed its recording must find out from the counter like for any other change.
+  const s = await build(t, { changeFeed: true });
+  const notices: ChangeNotice[] = [];
+  s.changeFeed!.onNotice((n) => notices.push(n));
+  const { acme, ca } = await trustingTenant(s);
+  const leaf = await createDevice({ issuer: ca, cn: 'sensor-1' });
+  const req = { clientId: 'sensor-1', certificateChain: [leaf.certPem] };
+  const counter = async () => BigInt((await s.prisma.$queryRawUnsafe<Array<{ seq: string }>>(COUNTER_SQL))[0]!.seq);
+  const credentialRows = () => s.prisma.deviceCredential.count({ where: { tenantId: acme.id, source: 'OBSERVED' } });
+
+  // Read on the LISTEN connection: the notices of the setup have all arrived when it answers.
+  const before = await s.changeFeed!.readCounter();
+  notices.length = 0;
+  await expectAllow(s, req); // registers sensor-1 (counted) and records its leaf behind the answer
+  await eventually(async () => (await credentialRows()) === 1, 5_000, 'the observed credential recorded');
+  await eventually(async () => notices.some((n) => n.events?.some((e) => e.type === 'credentials-observed')), 5_000, 'its notice');
+  const observedNotice = notices.find((n) => n.events?.some((e) => e.type === 'credentials-observed'))!;
+  assert.ok(observedNotice.seq !== undefined, 'the notice of the observed credential carries a counter value');
+  const afterFirst = await counter();
+  assert.equal(afterFirst, before + BigInt(notices.length), 'every notice counted, the observed credential among them');
+  assert.deepEqual(
+    notices.map((n) => n.seq),
+    Array.from({ length: notices.length }, (_, i) => before + 1n + BigInt(i)),
+    'counted one after another, none missing',
+  );
+  const [event] = observedNotice.events!.filter((e) => e.type === 'credentials-observed');
+  assert.deepEqual(event, { type: 'credentials-observed', tenantId: acme.id, credentialsIds: [leafSha256(leaf.certPem)] });
+
+  // The same leaf again: its sighting moves lastSeenAt only, which changes no resolution.
+  const seenBefore = notices.length;
+  await expectAllow(s, req);
+  await expectAllow(s, req);
+  await sleep(1_500); // sightings are written behind, in batches
+  assert.equal(await counter(), afterFirst, 'a known credential seen again counts nothing');
+  assert.equal(notices.length, seenBefore);
 });
 
 test('a change too large for one notification arrives in several, counted one after another, none empty', async (t) => {
