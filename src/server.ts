@@ -135,7 +135,7 @@ export async function startServer(config: Config, mode: ServeMode = 'all', logge
             durable,
             verifier: app.verifier,
             sessionChanges: sessionChangesOf(feed, app.verifierRuntime),
-            tenantDeletions: tenantDeletionsOf(feed),
+            tenantDeletions: tenantDeletionsOf(feed, prisma),
             connectionRecorder: recorder,
           },
         });

@@ -793,6 +793,11 @@ export class Broker {
     }
   }
 
+  /** The tenants this broker keeps anything for (sessions, retained messages). */
+  tenantIds(): string[] {
+    return [...this.spaces.keys()];
+  }
+
   get tenantCount(): number {
     return this.spaces.size;
   }

@@ -5,7 +5,7 @@
 import type { Logger } from 'pino';
 import { COUNTER_SQL, createChangeFeed, type ChangeFeed } from '../db/change-feed.js';
 import type { Metrics } from '../plugins/metrics.js';
-import { createPrismaClient, queryBulk, type DatabaseTimeouts } from '../db/prisma.js';
+import { createPrismaClient, queryBulk, type DatabaseTimeouts, type PrismaClient } from '../db/prisma.js';
 import { createBurstLogger, reasonOf } from '../lib/logger.js';
 import { createRemoteVerifier } from '../verifier/remote-verifier.js';
 import { createVerifierRuntime } from '../verifier/runtime.js';
@@ -45,10 +45,18 @@ export function sessionChangesOf(
   };
 }
 
-/** Tenant deletions carried by the change feed, for the listener to forget their broker state. */
-export function tenantDeletionsOf(feed: Pick<ChangeFeed, 'subscribe'>): TenantDeletionSource {
+const EXISTING_TENANTS = { name: 'certgate_existing_tenants', text: 'SELECT "id" FROM "Tenant" WHERE "id" = ANY($1::text[])' };
+
+/**
+ * Tenant deletions carried by the change feed, for the listener to forget their broker state; with
+ * the database, which tenants still exist, for when deletions may have been missed.
+ */
+export function tenantDeletionsOf(feed: Pick<ChangeFeed, 'subscribe'>, prisma?: Pick<PrismaClient, '$queryRawUnsafe'>): TenantDeletionSource {
   return {
     subscribe: (fn) => feed.subscribe((e) => (e.type === 'tenant-deleted' ? fn(e.tenantId) : undefined)),
+    ...(prisma
+      ? { existing: async (ids: string[]) => new Set((await queryBulk<{ id: string }>(prisma, EXISTING_TENANTS, [ids])).map((r) => r.id)) }
+      : {}),
   };
 }
 
@@ -80,7 +88,7 @@ export async function listenerDependencies(
   closers.push(() => recorder.close());
   const deps = (missed: { onMissed(listener: () => void): () => void }) => ({
     sessionChanges: sessionChangesOf(feed, missed),
-    tenantDeletions: tenantDeletionsOf(feed),
+    tenantDeletions: tenantDeletionsOf(feed, prisma),
     connectionRecorder: recorder,
     durable,
   });

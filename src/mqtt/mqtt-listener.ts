@@ -39,6 +39,11 @@ export interface SessionChangeSource {
 /** Tenants deleted (their broker state must go: a tenant made again with the same id starts empty). */
 export interface TenantDeletionSource {
   subscribe(fn: (tenantId: string) => void): () => void;
+  /**
+   * Which of these tenants exist now (one query for all). After changes were missed, the tenants
+   * the listener keeps state for and that no longer exist are dropped as on their deletion.
+   */
+  existing?(tenantIds: string[]): Promise<Set<string>>;
 }
 
 /** Counters the listener feeds (Prometheus in certgate; see plugins/metrics.ts). */
@@ -253,6 +258,9 @@ interface HeldClaim {
 
 /** Denied publications of one device are logged at most this often. */
 const DENIED_LOG_MS = 10_000;
+
+/** Live sessions decided again at once after missed changes. */
+const RECHECK_PARALLEL = 32;
 
 /** Changes remembered to catch those that arrive while a CONNECT is being decided. */
 const RECENT_CHANGES = 1_024;
@@ -470,35 +478,68 @@ export function createMqttListener(options: MqttListenerOptions): MqttListener {
   let rechecking: Promise<void> | undefined;
   let recheckAgain = false;
   let recheckTimer: NodeJS.Timeout | undefined;
-  const recheckOne = async (conn: MqttConnection): Promise<boolean> => {
+  /** One session decided again: kept, closed, or undecided (the verifier could not decide). */
+  const recheckOne = async (conn: MqttConnection): Promise<'kept' | 'closed' | 'undecided'> => {
     const attachment = conn.attachment as Attachment | undefined;
-    if (!attachment?.request || conn.closed) return true;
+    if (!attachment?.request || conn.closed) return 'kept';
     let decision: Decision;
     try {
       decision = await (options.verifier.recheck ?? options.verifier.authenticate).call(options.verifier, attachment.request);
     } catch {
-      return false;
+      return 'undecided';
     }
     const kept =
       decision.result === 'allow' &&
       decision.tenantId === attachment.decision.tenantId &&
       decision.device.id === attachment.decision.device.id;
-    if (kept || conn.closed) return true;
+    if (kept || conn.closed) return 'kept';
     stats.sessionsKilled++;
     log.info(
       { tenantId: conn.tenantId, deviceId: conn.deviceId, clientId: conn.clientId, reason: decision.result === 'deny' ? decision.reason : 'DEVICE_CHANGED' },
       'session closed: decided again after missed changes, no longer allowed',
     );
     conn.terminate('kill-switch', { will: false, reasonCode: RC5.administrativeAction, endSession: true });
+    return 'closed';
+  };
+  /**
+   * After changes were missed: a tenant deleted meanwhile left its broker state here (retained
+   * messages, detached sessions, wills, queued messages). Every tenant kept for is looked up at
+   * once; those gone are dropped as on their deletion. False when the lookup failed.
+   */
+  const reconcileTenants = async (): Promise<boolean> => {
+    const existing = options.tenantDeletions?.existing;
+    if (!existing) return true;
+    const held = new Set(broker.tenantIds());
+    for (const conn of connections) if (conn.tenantId !== undefined) held.add(conn.tenantId);
+    if (held.size === 0) return true;
+    let found: Set<string>;
+    try {
+      found = await existing.call(options.tenantDeletions, [...held]);
+    } catch (err) {
+      log.warn({ err: (err as Error).message }, 'tenants not looked up after missed changes; tried again in a second');
+      return false;
+    }
+    for (const tenantId of held) {
+      if (found.has(tenantId) || closing) continue;
+      log.info({ tenantId }, 'tenant no longer exists (deleted while changes were missed)');
+      dropTenantHere(tenantId);
+      bus?.dropTenant(tenantId);
+    }
     return true;
   };
   const recheckAll = async (): Promise<void> => {
+    const started = performance.now();
+    let undecided = !(await reconcileTenants());
     const live = [...connections].filter((c) => (c.attachment as Attachment | undefined)?.request);
-    let undecided = false;
-    for (let i = 0; i < live.length; i += 32) {
-      const done = await Promise.all(live.slice(i, i + 32).map(recheckOne));
-      if (done.includes(false)) undecided = true;
+    const outcomes = { kept: 0, closed: 0, undecided: 0 };
+    // RECHECK_PARALLEL at a time: the verifier shares its counter reads and batches its device
+    // lookups among the decisions under way, so a larger group costs fewer round trips per session;
+    // each group still ends before the next begins, leaving room for new CONNECTs in between.
+    for (let i = 0; i < live.length && !closing; i += RECHECK_PARALLEL) {
+      for (const outcome of await Promise.all(live.slice(i, i + RECHECK_PARALLEL).map(recheckOne))) outcomes[outcome]++;
     }
+    if (outcomes.undecided) undecided = true;
+    log.info({ sessions: live.length, ...outcomes, ms: Math.round(performance.now() - started) }, 'live sessions decided again after missed changes');
     if (undecided && !closing) {
       // Only the re-check is tried again: no change is known to have landed since.
       recheckTimer = setTimeout(() => startRecheck(), 1_000);
