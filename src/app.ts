@@ -59,6 +59,8 @@ export interface AppDeps {
   records?: RecordQueueOptions;
   /** How long a change counter read that found the caches current vouches for them. */
   trustWindowMs?: number;
+  /** How long reading the change counter may take before a decision is unavailable. */
+  counterTimeoutMs?: number;
   /** `false` leaves out the Swagger UI (`/docs`) and the OpenAPI document (`/docs/json`). */
   docs?: boolean;
   /** When set, `/metrics` needs `Authorization: Bearer <metricsToken>`. */
@@ -226,6 +228,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     logger: app.log as never,
     ...(deps.records ? { records: deps.records } : {}),
     ...(deps.trustWindowMs !== undefined ? { trustWindowMs: deps.trustWindowMs } : {}),
+    ...(deps.counterTimeoutMs !== undefined ? { counterTimeoutMs: deps.counterTimeoutMs } : {}),
   });
   const { verifier, publisher } = runtime;
   app.decorate('verifier', verifier);

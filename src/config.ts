@@ -3,7 +3,7 @@ import path from 'node:path';
 import { TRUST_WINDOW_MS } from './verifier/trust-state.js';
 
 /** How long a database call may take unless configured (`DATABASE_STATEMENT_TIMEOUT_MS`, `DATABASE_ACQUIRE_TIMEOUT_MS`). */
-export const DATABASE_TIMEOUT_DEFAULTS = { statementTimeoutMs: 3_000, acquireTimeoutMs: 3_000 } as const;
+export const DATABASE_TIMEOUT_DEFAULTS = { statementTimeoutMs: 3_000, acquireTimeoutMs: 3_000, counterTimeoutMs: 2_000 } as const;
 
 const port = z.coerce.number().int().min(0).max(65535);
 const count = z.coerce.number().int().min(0);
@@ -75,6 +75,11 @@ const configSchema = z
      * behind the pool) it waits on, up to 10 s.
      */
     DATABASE_ACQUIRE_TIMEOUT_MS: z.coerce.number().int().min(100).max(600_000).default(DATABASE_TIMEOUT_DEFAULTS.acquireTimeoutMs),
+    /**
+     * Longest the read of the change counter may take before a decision is unavailable (503,
+     * CONNACK "server unavailable"): every decision reads it first (docs/trust-state.md).
+     */
+    DATABASE_COUNTER_TIMEOUT_MS: z.coerce.number().int().min(100).max(600_000).default(DATABASE_TIMEOUT_DEFAULTS.counterTimeoutMs),
     /**
      * Auth events, and sightings, that may wait in memory for a database that is away (each kind,
      * per process); more are dropped and counted in certgate_records_dropped_total.

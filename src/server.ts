@@ -106,6 +106,7 @@ export async function startServer(config: Config, mode: ServeMode = 'all', logge
       publicUrl: config.PUBLIC_URL,
       records: recordsOptions(config),
       trustWindowMs: config.TRUST_WINDOW_MS,
+      counterTimeoutMs: config.DATABASE_COUNTER_TIMEOUT_MS,
       docs: config.DOCS_ENABLED,
       metricsEnabled: config.METRICS_ENABLED,
       ...(config.METRICS_TOKEN ? { metricsToken: config.METRICS_TOKEN } : {}),
@@ -159,7 +160,11 @@ export async function startServer(config: Config, mode: ServeMode = 'all', logge
 
 /** How long each database call may take (statement, connection). */
 function databaseTimeouts(config: Config): DatabaseTimeouts {
-  return { statementTimeoutMs: config.DATABASE_STATEMENT_TIMEOUT_MS, acquireTimeoutMs: config.DATABASE_ACQUIRE_TIMEOUT_MS };
+  return {
+    statementTimeoutMs: config.DATABASE_STATEMENT_TIMEOUT_MS,
+    acquireTimeoutMs: config.DATABASE_ACQUIRE_TIMEOUT_MS,
+    counterTimeoutMs: config.DATABASE_COUNTER_TIMEOUT_MS,
+  };
 }
 
 /** How many records may wait for the database, and how long a stop waits for them to be written. */

@@ -23,6 +23,8 @@ export interface DatabaseTimeouts {
   statementTimeoutMs: number;
   /** Longest a caller waits for a pooled connection (or for a new one to be opened), in ms. */
   acquireTimeoutMs: number;
+  /** Longest the change counter read before each decision may take, in ms (`DATABASE_COUNTER_TIMEOUT_MS`). */
+  counterTimeoutMs?: number;
 }
 
 export interface PrismaClientOptions extends Partial<DatabaseTimeouts> {

@@ -100,6 +100,7 @@ export async function listenerDependencies(
       readCounter: async () => BigInt((await queryBulk<{ seq: string }>(prisma, { name: 'certgate_change_counter', text: COUNTER_SQL }, []))[0]!.seq),
       apply: () => {},
       clear: () => {},
+      ...(source.databaseTimeouts?.counterTimeoutMs !== undefined ? { timeoutMs: source.databaseTimeouts.counterTimeoutMs } : {}),
       // Fails with every read while the database is away: one line per burst, without a stack.
       onError: (err) => counterErrors.warn('counter', { err: reasonOf(err) }, 'change counter not read'),
     });
@@ -114,6 +115,7 @@ export async function listenerDependencies(
     ...(metrics ? { metrics } : {}),
     ...(source.records ? { records: source.records } : {}),
     ...(source.trustWindowMs !== undefined ? { trustWindowMs: source.trustWindowMs } : {}),
+    ...(source.databaseTimeouts?.counterTimeoutMs !== undefined ? { counterTimeoutMs: source.databaseTimeouts.counterTimeoutMs } : {}),
   });
   // Both wait for the database at once, within the one shutdown wait.
   closers.push(() => Promise.all([runtime.close(), recorder.close()]));

@@ -260,7 +260,7 @@ interface HeldClaim {
 const DENIED_LOG_MS = 10_000;
 
 /** Live sessions decided again at once after missed changes. */
-const RECHECK_PARALLEL = 32;
+const RECHECK_PARALLEL = 256;
 
 /** Changes remembered to catch those that arrive while a CONNECT is being decided. */
 const RECENT_CHANGES = 1_024;

@@ -1,6 +1,7 @@
 import { CopyText, copyField } from '../db/copy-text.js';
 import { executeBulk, pgTransaction, queryBulk, sqlOf, type PrismaClient } from '../db/prisma.js';
 import { credentialsObserved, type ChangeEvent, type SqlExecutor } from '../db/change-feed.js';
+import { createBatchLoader } from './batch-loader.js';
 import { createRegistrationBatches, registerBatch, type RegistrationResult } from './registration-batches.js';
 
 /** Everything the verifier reads and writes, in one place (Prisma, and `pg` for batch writes). */
@@ -153,8 +154,34 @@ export interface VerifierRepositoryOptions {
   announce?: (events: ChangeEvent[], db: SqlExecutor) => Promise<void>;
 }
 
+/** A device id as PostgreSQL's uuid type reads it: anything else names no device. */
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
 export function createVerifierRepository(prisma: VerifierPrisma, options: VerifierRepositoryOptions = {}) {
   let lastBatchPrune = 0;
+  // Devices and credentials looked up by id share their queries with the lookups of the same
+  // moment: the sessions decided again after missed changes (every cache dropped) and a storm of
+  // connections on cold caches pay a query per batch, not one per session.
+  const loadDevicesById = createBatchLoader(async (ids: string[]) => {
+    const rows = await queryBulk<DeviceRef>(
+      prisma,
+      { name: 'certgate_devices_by_ids', text: `${DEVICE_COLUMNS} FROM "Device" d WHERE d.id = ANY($1::uuid[])` },
+      [ids],
+    );
+    return new Map(rows.map((d) => [d.id, d]));
+  });
+  const loadCredentials = createBatchLoader(async (ids: string[]) => {
+    const rows = await queryBulk<CredentialRef>(
+      prisma,
+      {
+        name: 'certgate_credentials_by_ids',
+        text: `SELECT "credentialsId", "tenantId", "deviceId"::text AS "deviceId", status::text AS status, source::text AS source
+                 FROM "DeviceCredential" WHERE "credentialsId" = ANY($1::text[])`,
+      },
+      [ids],
+    );
+    return new Map(rows.map((c) => [c.credentialsId, c]));
+  });
   const registrations = createRegistrationBatches((batch) =>
     pgTransaction(prisma, async (tx) => {
       const results = await registerBatch(tx, batch);
@@ -253,14 +280,11 @@ export function createVerifierRepository(prisma: VerifierPrisma, options: Verifi
     },
 
     deviceById(id: string): Promise<DeviceRef | null> {
-      return prisma.device.findUnique({ where: { id }, select: deviceSelect });
+      return UUID.test(id) ? loadDevicesById(id.toLowerCase()) : Promise.resolve(null);
     },
 
     credential(credentialsId: string): Promise<CredentialRef | null> {
-      return prisma.deviceCredential.findUnique({
-        where: { credentialsId },
-        select: { credentialsId: true, tenantId: true, deviceId: true, status: true, source: true },
-      });
+      return loadCredentials(credentialsId);
     },
 
     /** The API-listed, active certificates of a device: what a pinned device may use. */
