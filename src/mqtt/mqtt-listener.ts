@@ -516,7 +516,7 @@ export function createMqttListener(options: MqttListenerOptions): MqttListener {
     try {
       found = await existing.call(options.tenantDeletions, [...held]);
     } catch (err) {
-      log.warn({ err: (err as Error).message }, 'tenants not looked up after missed changes; tried again in a second');
+      unavailable.warn('tenant-lookup', { err: (err as Error).message }, 'tenants not looked up after missed changes; tried again every second');
       return false;
     }
     for (const tenantId of held) {
@@ -539,7 +539,10 @@ export function createMqttListener(options: MqttListenerOptions): MqttListener {
       for (const outcome of await Promise.all(live.slice(i, i + RECHECK_PARALLEL).map(recheckOne))) outcomes[outcome]++;
     }
     if (outcomes.undecided) undecided = true;
-    log.info({ sessions: live.length, ...outcomes, ms: Math.round(performance.now() - started) }, 'live sessions decided again after missed changes');
+    const report = { sessions: live.length, ...outcomes, ms: Math.round(performance.now() - started) };
+    // Tried again every second while the store is away: one line per burst until it is back.
+    if (undecided) unavailable.warn('recheck', report, 'live sessions not all decided again after missed changes; tried again every second');
+    else log.info(report, 'live sessions decided again after missed changes');
     if (undecided && !closing) {
       // Only the re-check is tried again: no change is known to have landed since.
       recheckTimer = setTimeout(() => startRecheck(), 1_000);
