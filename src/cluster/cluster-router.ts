@@ -43,8 +43,9 @@ export async function clusterRouter(app: FastifyInstance, opts: ClusterRouterOpt
       description:
         'EMQX\'s HTTP authorizer: may this device publish to (or subscribe to) this topic now? Decided from the ' +
         'device\'s current state (device ACTIVE, tenant ACTIVE, the profile\'s ACL templates filled in), so ACL changes, ' +
-        'a disabled device or a suspended tenant apply on the next publish or subscribe. A subscription is allowed only ' +
-        'when one allowed filter covers it whole; `$share/<group>/` is ignored. Always 200 `{result}`; the topic is the ' +
+        'a disabled device or a suspended tenant apply on the next publish or subscribe. A publish is denied when a deny ' +
+        'filter matches the topic; a subscription when a deny filter covers it whole. Otherwise a subscription is allowed ' +
+        'only when one allowed filter covers it whole; `$share/<group>/` is ignored. Always 200 `{result}`; the topic is the ' +
         'client\'s (before the listener\'s mountpoint). EMQX asks only when the authentication\'s ACL did not decide ' +
         '(see `?acl=omit` on authenticate).',
       security: [{ verifierToken: [] }],

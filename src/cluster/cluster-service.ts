@@ -5,8 +5,9 @@
  *
  * Authorization is decided from the device's current state, read through the verifier's caches
  * (kept current by the change feed): the device exists and is ACTIVE, its tenant is ACTIVE, and
- * its profile's ACL templates, filled in, allow the topic. So an ACL change, a disabled device or
- * a suspended tenant applies on the device's next publish or subscribe, without a reconnect.
+ * its profile's ACL templates, filled in, allow the topic and none of its deny templates refuses
+ * it. So an ACL change, a disabled device or a suspended tenant applies on the device's next
+ * publish or subscribe, without a reconnect.
  */
 import crypto from 'node:crypto';
 import { isUuid } from '../lib/ids.js';
@@ -49,7 +50,9 @@ function realFilter(filter: string): string {
  * Is `topic` allowed by `acl` for `action`? Rules are read in order, first match wins, as EMQX
  * reads them (emqx_authz_rule:matches): a publish topic is matched by a rule's filter, a
  * subscription only when the rule's filter covers every topic the subscription can match
- * (`devices/dev1/#` allows `devices/dev1/+/state`, never `devices/#`).
+ * (`devices/dev1/#` allows `devices/dev1/+/state`, never `devices/#`). The profile's deny rules come
+ * first, so a deny wins: a subscription a deny filter covers is refused; a wider one is decided by
+ * the allow rules.
  */
 export function aclAllows(acl: readonly AclRule[], action: BrokerAction, topic: string): boolean {
   const t = action === 'subscribe' ? realFilter(topic) : topic;
@@ -78,7 +81,7 @@ export function createClusterService(deps: ClusterServiceDeps) {
   const { cache } = deps;
 
   /**
-   * The device's allow rules as they are now, or null when the device may do nothing (unknown,
+   * The device's ACL rules as they are now (deny rules first), or null when the device may do nothing (unknown,
    * of another tenant, disabled; its tenant suspended or gone).
    */
   async function currentAcl(tenantId: string, deviceId: string): Promise<AclRule[] | null> {

@@ -11,7 +11,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { RetainedTree, SubscriptionTree } from './topic-tree.js';
-import { topicMatches } from './topics.js';
+import { deniesTopic, topicMatches } from './topics.js';
 
 export type QoS = 0 | 1 | 2;
 
@@ -181,6 +181,12 @@ export class Session {
   /** While detached: epoch ms it expires at. */
   expiresAt: number | undefined;
   expiryTimer: NodeJS.Timeout | undefined;
+  /**
+   * Topic filters the device may not receive (its ACL's subscribe deny rules, set by the
+   * connection attached): a message on a topic they match is not delivered, whatever subscription
+   * matched it. Undefined, the usual case, costs nothing.
+   */
+  readDenied: readonly string[] | undefined;
   /** A will waiting out its Will Delay Interval; cancelled when the client comes back. */
   willTimer: NodeJS.Timeout | undefined;
   /** The will that `willTimer` publishes. */
@@ -229,6 +235,8 @@ export class Session {
 
   /** Delivers one message to this session at `qos`, now or when the client is able to take it. */
   deliver(message: Message, qos: QoS, retain: boolean, subscriptionIds?: number[]): void {
+    // Refused silently, as mosquitto skips a subscriber without read access (src/subs.c, subs__send).
+    if (this.readDenied && deniesTopic(this.readDenied, message.topic)) return;
     const p: OutgoingPublish = { message, qos, retain, dup: false, ...(subscriptionIds ? { subscriptionIds } : {}) };
     if (qos === 0) {
       if (!this.outlet) this.space.dropped('offline_qos0');
@@ -365,6 +373,8 @@ export class Session {
         this.space.dropped('expired');
         continue;
       }
+      // Queued while detached, before the ACL the client came back with was known.
+      if (this.readDenied && deniesTopic(this.readDenied, p.message.topic)) continue;
       this.sendInflight(p);
     }
   }

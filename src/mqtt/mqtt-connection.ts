@@ -18,7 +18,7 @@ import type { Logger } from 'pino';
 import type { AclRule } from '../verifier/verifier-types.js';
 import { parseShared, type Broker, type ForwardedProperties, type Message, type Outlet, type OutgoingPublish, type QoS, type Session, type TenantSpace } from './broker.js';
 import type { Durability } from './durable-store.js';
-import { isSharedSubscription, isValidTopicFilter, isValidTopicName, mayPublish, maySubscribe } from './topics.js';
+import { isSharedSubscription, isValidTopicFilter, isValidTopicName, mayPublish, maySubscribe, readDenied } from './topics.js';
 
 /** MQTT 5 reason codes used here (MQTT 5 2.4). */
 export const RC5 = {
@@ -501,6 +501,7 @@ export class MqttConnection implements Outlet {
     const clean = packet.clean !== false;
     const { session, present } = space.openSession(clientId, outcome.deviceId, clean);
     this.session = session;
+    session.readDenied = readDenied(this.acl);
     const maxExpiry = this.opts.maxSessionExpirySeconds;
     if (this.version === 5) {
       session.expiryMs = Math.min(props?.sessionExpiryInterval ?? 0, maxExpiry) * 1000;

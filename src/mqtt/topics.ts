@@ -87,18 +87,50 @@ export function filterCovers(outer: string, inner: string): boolean {
   return o.length === n.length;
 }
 
-/** May the holder of `acl` publish to `topic`? */
+/*
+ * An ACL is read in order and the first rule for the action (or `all`) that matches decides, as
+ * EMQX reads one (emqx_authz_rule:matches); none matching refuses. The verifier puts a profile's
+ * deny rules before its allow rules, so a deny always wins.
+ */
+
+/** May the holder of `acl` publish to `topic`? The first publish rule matching the topic decides. */
 export function mayPublish(acl: readonly AclRule[], topic: string): boolean {
   for (const r of acl) {
-    if (r.action === 'publish' && r.permission === 'allow' && topicMatches(r.topic, topic)) return true;
+    if (r.action !== 'publish' && r.action !== 'all') continue;
+    if (topicMatches(r.topic, topic)) return r.permission === 'allow';
   }
   return false;
 }
 
-/** May the holder of `acl` subscribe to `filter`? Only if one subscribe rule covers the whole filter. */
+/**
+ * May the holder of `acl` subscribe to `filter`? The first subscribe rule covering the whole
+ * filter decides: a deny of `a/b` refuses `a/b`, while `#`, which it does not cover, is decided
+ * by the rules after it (and, granted, is not sent messages on `a/b`: see readDenied).
+ */
 export function maySubscribe(acl: readonly AclRule[], filter: string): boolean {
   for (const r of acl) {
-    if (r.action === 'subscribe' && r.permission === 'allow' && filterCovers(r.topic, filter)) return true;
+    if (r.action !== 'subscribe' && r.action !== 'all') continue;
+    if (filterCovers(r.topic, filter)) return r.permission === 'allow';
   }
+  return false;
+}
+
+/**
+ * The subscribe deny filters of `acl`, or undefined when it has none: a wider subscription they
+ * do not cover is granted, and each message is checked against them on delivery, as mosquitto
+ * checks read access on every message it delivers (src/subs.c, subs__send). The final deny of
+ * everything (`all`) is not one of them: it only refuses what no allow rule grants.
+ */
+export function readDenied(acl: readonly AclRule[]): readonly string[] | undefined {
+  let denied: string[] | undefined;
+  for (const r of acl) {
+    if (r.permission === 'deny' && r.action === 'subscribe') (denied ??= []).push(r.topic);
+  }
+  return denied;
+}
+
+/** Is `topic` matched by one of the `denied` filters (readDenied)? */
+export function deniesTopic(denied: readonly string[], topic: string): boolean {
+  for (const f of denied) if (topicMatches(f, topic)) return true;
   return false;
 }

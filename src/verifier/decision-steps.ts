@@ -167,10 +167,20 @@ function fillTopic(template: string, device: { id: string; name: string }): stri
   return template.replaceAll('{deviceName}', device.name).replaceAll('{deviceId}', device.id);
 }
 
-/** ACL templates of the profile with the device filled in. */
-export function expandAcl(profile: Pick<ProfileRef, 'aclPublish' | 'aclSubscribe'>, device: { id: string; name: string }): AclRule[] {
+/**
+ * ACL templates of the profile with the device filled in, deny rules first: read in order, first
+ * match wins (as EMQX reads an ACL), a deny always wins over an allow.
+ */
+export function expandAcl(
+  profile: Pick<ProfileRef, 'aclPublish' | 'aclSubscribe'> & Partial<Pick<ProfileRef, 'aclDenyPublish' | 'aclDenySubscribe'>>,
+  device: { id: string; name: string },
+): AclRule[] {
+  const rules = (permission: AclRule['permission'], action: 'publish' | 'subscribe', templates: readonly string[] | undefined) =>
+    (templates ?? []).map((t): AclRule => ({ permission, action, topic: fillTopic(t, device) }));
   return [
-    ...profile.aclPublish.map((t) => ({ permission: 'allow' as const, action: 'publish' as const, topic: fillTopic(t, device) })),
-    ...profile.aclSubscribe.map((t) => ({ permission: 'allow' as const, action: 'subscribe' as const, topic: fillTopic(t, device) })),
+    ...rules('deny', 'publish', profile.aclDenyPublish),
+    ...rules('deny', 'subscribe', profile.aclDenySubscribe),
+    ...rules('allow', 'publish', profile.aclPublish),
+    ...rules('allow', 'subscribe', profile.aclSubscribe),
   ];
 }

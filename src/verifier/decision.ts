@@ -158,7 +158,7 @@ export function createDecision({ cache, repository, clock }: DecisionDeps) {
       device: { id: device.id, name: device.name, autoRegistered: device.createdBy === 'AUTO_REGISTRATION' },
       matchedBy,
       trustedCertificateFingerprint: anchor?.fingerprint,
-      allow: profile ? expandAcl(profile, device) : [],
+      rules: profile ? expandAcl(profile, device) : [],
       leafNotAfter: leaf.notAfter,
       cacheTtlSeconds: CACHE_TTL_SECONDS,
     });

@@ -47,6 +47,8 @@ export interface ProfileRef {
   maxNewDevicesPerHour: number | null;
   aclPublish: string[];
   aclSubscribe: string[];
+  aclDenyPublish: string[];
+  aclDenySubscribe: string[];
 }
 
 export interface RevocationRef {
@@ -230,6 +232,8 @@ export function createVerifierRepository(prisma: VerifierPrisma, options: Verifi
           maxNewDevicesPerHour: true,
           aclPublish: true,
           aclSubscribe: true,
+          aclDenyPublish: true,
+          aclDenySubscribe: true,
         },
       });
     },

@@ -100,8 +100,9 @@ export const decisionSchema = z.union([
     acl: z
       .array(aclRuleSchema)
       .describe(
-        'The profile\'s allow rules with the device filled in, then `{permission: deny, action: all, topic: "#"}`: ' +
-          'EMQX checks these rules first and passes a topic none matches on to its other sources.',
+        'The profile\'s rules with the device filled in, its deny rules before its allow rules, then ' +
+          '`{permission: deny, action: all, topic: "#"}`: EMQX checks these rules in order, first match wins, before ' +
+          'its other sources, so a deny wins over an allow and nothing else is granted.',
       ),
     client_attrs: z
       .object({ tenant_id: z.string(), device_id: z.string(), device_name: z.string() })

@@ -1,11 +1,16 @@
 import { z } from 'zod';
+import { isValidTopicFilter } from '../../mqtt/topics.js';
 
 const topicTemplate = z
   .string()
   .min(1)
   .max(256)
   .refine((t) => !/\{(?!deviceName\}|deviceId\})[^}]*\}/.test(t), 'only {deviceName} and {deviceId} may be used')
-  .refine((t) => !t.includes('\u0000'), 'must not contain NUL');
+  .refine((t) => !t.includes('\u0000'), 'must not contain NUL')
+  .refine(
+    (t) => isValidTopicFilter(t.replaceAll('{deviceName}', 'x').replaceAll('{deviceId}', 'x')),
+    'must be an MQTT topic filter: `#` only as the whole last level, `+` only as a whole level',
+  );
 
 const identitySource = z.enum(['COMMON_NAME', 'SAN_URI', 'SAN_DNS']);
 const identityPattern = z
@@ -34,9 +39,27 @@ const identityUpdateSchema = z.strictObject({
   uriPrefix: identityUriPrefix,
 });
 
+const topicTemplates = z.array(topicTemplate).max(50);
+
+const aclDenySchema = z
+  .strictObject({
+    publish: topicTemplates.optional().describe('Topics the device may never publish to, whatever the allow rules say'),
+    subscribe: topicTemplates
+      .optional()
+      .describe(
+        'Topics the device may never receive: a subscription these filters cover is refused; a wider subscription ' +
+          '(`#`) is granted, but messages on a topic they match are not delivered to the device',
+      ),
+  })
+  .describe(
+    'Deny rules, same filters and placeholders as the allow rules. A deny always wins over an allow. ' +
+      'Left out on create: none. On update, a list left out keeps its stored value; `[]` removes it.',
+  );
+
 export const aclSchema = z.strictObject({
-  publish: z.array(topicTemplate).max(50),
-  subscribe: z.array(topicTemplate).max(50),
+  publish: topicTemplates,
+  subscribe: topicTemplates,
+  deny: aclDenySchema.optional(),
 });
 
 export const deviceProfileSchema = z
@@ -51,7 +74,14 @@ export const deviceProfileSchema = z
     }),
     clientIdPolicy: z.enum(['MUST_MATCH_DEVICE_NAME', 'ANY']),
     autoRegistration: z.object({ maxNewDevicesPerHour: z.number().int().optional() }),
-    acl: z.object({ publish: z.array(z.string()), subscribe: z.array(z.string()) }),
+    acl: z.object({
+      publish: z.array(z.string()),
+      subscribe: z.array(z.string()),
+      deny: z
+        .object({ publish: z.array(z.string()), subscribe: z.array(z.string()) })
+        .optional()
+        .describe('Present when the profile has deny rules: they win over the allow rules'),
+    }),
     creationTime: z.string(),
     self: z.string(),
   })
@@ -68,6 +98,18 @@ export const createDeviceProfileBody = z.strictObject({
   clientIdPolicy: z.enum(['MUST_MATCH_DEVICE_NAME', 'ANY']).optional(),
   autoRegistration: autoRegistrationSchema.optional(),
   acl: aclSchema.partial().optional(),
+}).meta({
+  examples: [
+    {
+      name: 'sensors',
+      clientIdPolicy: 'MUST_MATCH_DEVICE_NAME',
+      acl: {
+        publish: ['devices/{deviceName}/#'],
+        subscribe: ['devices/{deviceName}/#', 'fleet/#'],
+        deny: { publish: ['devices/{deviceName}/config'], subscribe: ['fleet/admin/#'] },
+      },
+    },
+  ],
 });
 
 export const updateDeviceProfileBody = z.strictObject({

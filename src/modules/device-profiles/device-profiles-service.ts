@@ -24,7 +24,13 @@ export function toDeviceProfileView(p: DeviceProfile): DeviceProfileView {
     },
     clientIdPolicy: p.clientIdPolicy,
     autoRegistration: p.maxNewDevicesPerHour === null ? {} : { maxNewDevicesPerHour: p.maxNewDevicesPerHour },
-    acl: { publish: p.aclPublish, subscribe: p.aclSubscribe },
+    acl: {
+      publish: p.aclPublish,
+      subscribe: p.aclSubscribe,
+      ...(p.aclDenyPublish.length || p.aclDenySubscribe.length
+        ? { deny: { publish: p.aclDenyPublish, subscribe: p.aclDenySubscribe } }
+        : {}),
+    },
     creationTime: p.creationTime.toISOString(),
   };
 }
@@ -76,6 +82,8 @@ export function createDeviceProfilesService({ prisma, publisher }: DeviceProfile
               maxNewDevicesPerHour: input.autoRegistration?.maxNewDevicesPerHour ?? null,
               aclPublish: input.acl?.publish ?? defaults.aclPublish,
               aclSubscribe: input.acl?.subscribe ?? defaults.aclSubscribe,
+              aclDenyPublish: input.acl?.deny?.publish ?? [],
+              aclDenySubscribe: input.acl?.deny?.subscribe ?? [],
             },
           });
         });
@@ -123,6 +131,8 @@ export function createDeviceProfilesService({ prisma, publisher }: DeviceProfile
                   : undefined,
               aclPublish: input.acl?.publish,
               aclSubscribe: input.acl?.subscribe,
+              aclDenyPublish: input.acl?.deny?.publish,
+              aclDenySubscribe: input.acl?.deny?.subscribe,
             },
           });
         });
