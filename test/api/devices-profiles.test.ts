@@ -121,6 +121,56 @@ test('device profiles: create, update and delete with their rules', async (t) =>
   assert.equal((await call(s, 'PUT', `${PROFILES}/${crypto.randomUUID()}`, s.admin, { name: 'x' })).status, 404);
 });
 
+test('device profiles: ACL deny rules are stored, returned, partly updated and validated', async (t) => {
+  const s = await setup(t);
+  const created = await call(s, 'POST', PROFILES, s.admin, {
+    name: 'deny',
+    acl: { publish: ['#'], subscribe: ['#'], deny: { subscribe: ['test/nosubscribe', 'devices/{deviceName}/secret/+'] } },
+  });
+  assert.equal(created.status, 201, created.text);
+  assert.deepEqual(created.body.acl, {
+    publish: ['#'],
+    subscribe: ['#'],
+    deny: { publish: [], subscribe: ['test/nosubscribe', 'devices/{deviceName}/secret/+'] },
+  });
+  assert.deepEqual((await call(s, 'GET', `${PROFILES}/${created.body.id}`, s.admin)).body.acl, created.body.acl);
+
+  // A list left out keeps its stored value; allow lists alone leave the deny rules alone.
+  const publishToo = await call(s, 'PUT', `${PROFILES}/${created.body.id}`, s.admin, { acl: { deny: { publish: ['ctl/#'] } } });
+  assert.equal(publishToo.status, 200, publishToo.text);
+  assert.deepEqual(publishToo.body.acl.deny, { publish: ['ctl/#'], subscribe: ['test/nosubscribe', 'devices/{deviceName}/secret/+'] });
+  const allowOnly = await call(s, 'PUT', `${PROFILES}/${created.body.id}`, s.admin, { acl: { publish: ['a/#'] } });
+  assert.deepEqual(allowOnly.body.acl, { publish: ['a/#'], subscribe: ['#'], deny: publishToo.body.acl.deny });
+
+  // Emptied: the profile is an allow-list again and reads as one without deny rules.
+  const cleared = await call(s, 'PUT', `${PROFILES}/${created.body.id}`, s.admin, { acl: { deny: { publish: [], subscribe: [] } } });
+  assert.deepEqual(cleared.body.acl, { publish: ['a/#'], subscribe: ['#'] });
+  const none = await call(s, 'POST', PROFILES, s.admin, { name: 'plain', acl: { publish: ['x'], subscribe: ['y'] } });
+  assert.deepEqual(none.body.acl, { publish: ['x'], subscribe: ['y'] }, 'a profile written without deny rules reads as before');
+
+  for (const [what, acl] of [
+    ['`#` not last', { deny: { subscribe: ['a/#/b'] } }],
+    ['`+` inside a level', { deny: { publish: ['a/b+'] } }],
+    ['an empty filter', { deny: { subscribe: [''] } }],
+    ['an unknown placeholder', { deny: { subscribe: ['t/{tenantId}'] } }],
+    ['NUL', { deny: { publish: ['a\u0000b'] } }],
+    ['a string for a list', { deny: { subscribe: 'test/nosubscribe' } }],
+    ['an unknown deny field', { deny: { read: ['a'] } }],
+    ['51 filters', { deny: { subscribe: Array.from({ length: 51 }, (_, i) => `t/${i}`) } }],
+    ['`#` not last in an allow filter', { publish: ['#/a'] }],
+  ] as const) {
+    for (const [method, path, body] of [
+      ['POST', PROFILES, { name: 'bad', acl }],
+      ['PUT', `${PROFILES}/${created.body.id}`, { acl }],
+    ] as const) {
+      const res = await call(s, method, path, s.admin, body);
+      assert.equal(res.status, 400, `${method} ${what}: ${res.text}`);
+      for (const key of ['error', 'message', 'info']) assert.equal(typeof res.body[key], 'string', `${what}: error body has "${key}"`);
+    }
+  }
+  assert.deepEqual((await call(s, 'GET', `${PROFILES}/${created.body.id}`, s.admin)).body.acl, cleared.body.acl, 'nothing stored by a 400');
+});
+
 test('device profiles: patterns are compiled as RE2 at write time; invalid, non-RE2 and too large ones are 422', async (t) => {
   const s = await setup(t);
   const profile = await call(s, 'POST', PROFILES, s.admin, { name: 'checked', identity: { pattern: '^device-([0-9]+)$' } });

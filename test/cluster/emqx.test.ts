@@ -250,6 +250,59 @@ test('ok/emqx-authorizer: decided from the device as it is now, on every publish
   assert.equal((await ask('publish', 'devices/dev1/up')).result, 'deny');
 });
 
+test('ok/emqx-acl-deny: a profile\'s deny rules come before its allow rules in the ACL and refuse in the authorizer too', async (t) => {
+  const s = await build(t);
+  const { t: acme, ca } = await acmeWithCa(s);
+  const p = await profile(s, acme, {
+    clientIdPolicy: 'MUST_MATCH_DEVICE_NAME',
+    acl: {
+      publish: ['devices/{deviceName}/#'],
+      subscribe: ['devices/{deviceName}/#', '#'],
+      deny: { publish: ['devices/{deviceName}/config'], subscribe: ['test/nosubscribe', 'devices/{deviceName}/secret/+'] },
+    },
+  });
+  const leaf = await createDevice({ issuer: ca, cn: 'dev1' });
+  await device(s, acme, { name: 'dev1', deviceProfileId: p });
+  const vars = connectVars({ clientid: 'dev1', username: 'acme', leaf });
+  const auth = await emqxAuthenticate(s, vars);
+  assert.equal(auth.body.result, 'allow', JSON.stringify(auth.body));
+  // Deny rules first (EMQX stops at the first rule that matches), the final deny of everything last.
+  assert.deepEqual(auth.body.acl, [
+    { permission: 'deny', action: 'publish', topic: 'devices/dev1/config' },
+    { permission: 'deny', action: 'subscribe', topic: 'test/nosubscribe' },
+    { permission: 'deny', action: 'subscribe', topic: 'devices/dev1/secret/+' },
+    { permission: 'allow', action: 'publish', topic: 'devices/dev1/#' },
+    { permission: 'allow', action: 'subscribe', topic: 'devices/dev1/#' },
+    { permission: 'allow', action: 'subscribe', topic: '#' },
+    { permission: 'deny', action: 'all', topic: '#' },
+  ]);
+  assert.equal(auth.emqx.outcome, 'ok');
+  if (auth.emqx.outcome !== 'ok') return;
+  const client = { ...vars, client_attrs: auth.body.client_attrs };
+  const cases: Array<[string, 'publish' | 'subscribe', string, 'allow' | 'deny']> = [
+    ['fail/publish-denied', 'publish', 'devices/dev1/config', 'deny'],
+    ['ok/publish-allowed', 'publish', 'devices/dev1/up', 'allow'],
+    ['fail/subscribe-denied', 'subscribe', 'test/nosubscribe', 'deny'],
+    ['fail/subscribe-covered-by-deny', 'subscribe', 'devices/dev1/secret/a', 'deny'],
+    ['ok/subscribe-wider-than-deny', 'subscribe', '#', 'allow'],
+    ['ok/subscribe-next-to-deny', 'subscribe', 'test/other', 'allow'],
+  ];
+  for (const [name, action, topic, expected] of cases) {
+    // The ACL EMQX got with the authentication and the HTTP authorizer (`?acl=omit`) agree.
+    assert.equal(emqxAclCheck(auth.emqx.acl!, action, topic), expected, `acl: ${name}`);
+    assert.equal((await emqxAuthorize(s, { ...client, action, topic })).result, expected, `authorizer: ${name}`);
+  }
+  // The authorizer judges a shared subscription by its filter.
+  assert.equal((await emqxAuthorize(s, { ...client, action: 'subscribe', topic: '$share/g/test/nosubscribe' })).result, 'deny');
+  assert.equal((await emqxAuthorize(s, { ...client, action: 'subscribe', topic: '$share/g/test/other' })).result, 'allow');
+
+  // Emptied deny lists: the same profile allows them again, on the next request.
+  const cleared = await api(s, 'PUT', `/tenant/tenants/acme/device-profiles/${p}`, acme.auth, { acl: { deny: { publish: [], subscribe: [] } } });
+  assert.equal(cleared.status, 200, cleared.text);
+  assert.equal((await emqxAuthorize(s, { ...client, action: 'publish', topic: 'devices/dev1/config' })).result, 'allow');
+  assert.equal((await emqxAuthorize(s, { ...client, action: 'subscribe', topic: 'test/nosubscribe' })).result, 'allow');
+});
+
 test('fail/emqx-authorizer-input: unknown devices, other tenants, missing attributes are denied; bad requests are 400, never allow', async (t) => {
   const s = await build(t);
   const { t: acme } = await acmeWithCa(s, 'acme');

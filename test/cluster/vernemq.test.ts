@@ -22,7 +22,7 @@ import { createChangeFeed } from '../../src/db/change-feed.js';
 import { createBrokerSync } from '../../src/cluster/broker-sync.js';
 import { createSyncRepository } from '../../src/cluster/cluster-repository.js';
 import { createVernemqApi } from '../../src/cluster/vernemq-api.js';
-import { api, eventually, profile, tenant, trust, updateDevice } from '../verifier/fixtures.js';
+import { api, device, eventually, profile, tenant, trust, updateDevice } from '../verifier/fixtures.js';
 
 /** The token travels as the password of the endpoint URL (`http://vernemq:TOKEN@certgate:8080/...`). */
 const AUTH = basic('vernemq', VERIFIER_TOKEN);
@@ -165,6 +165,36 @@ test('ok/vernemq-publish-subscribe: decided from the device ACL now; refused top
   // A disabled device: the next publish is refused.
   await updateDevice(s, acme, deviceId, { status: 'DISABLED' });
   assert.deepEqual((await publish('devices/dev1/up')).body, { result: { error: 'not_allowed' } });
+});
+
+test('ok/vernemq-deny: the profile\'s deny rules refuse publishes and the subscriptions they cover; a wider subscription stays granted', async (t) => {
+  const { s, acme, ca } = await setup(t);
+  const p = await profile(s, acme, {
+    clientIdPolicy: 'MUST_MATCH_DEVICE_NAME',
+    acl: { publish: ['#'], subscribe: ['#'], deny: { publish: ['devices/{deviceName}/config'], subscribe: ['test/nosubscribe'] } },
+  });
+  const leaf = await createDevice({ issuer: ca, cn: 'dev2' });
+  await device(s, acme, { name: 'dev2', deviceProfileId: p });
+  const reg = readRegister((await hook(s, 'auth_on_register', registerBody('dev2', leaf))).body);
+  assert.equal(reg.ok, true);
+  const session = { username: (reg as { username: string }).username, mountpoint: 'acme', client_id: 'dev2' };
+  const publish = (topic: string, name = 'auth_on_publish') =>
+    hook(s, name, { ...session, qos: 1, topic, payload: Buffer.from('hi').toString('base64'), retain: false });
+
+  assert.deepEqual((await publish('devices/dev2/config')).body, { result: { error: 'not_allowed' } });
+  assert.deepEqual((await publish('devices/dev2/config', 'auth_on_publish_m5')).body, { result: { error: 'not_allowed' } });
+  assert.deepEqual((await publish('devices/dev2/up')).body, { result: 'ok' });
+  const sub = await hook(s, 'auth_on_subscribe', {
+    ...session,
+    topics: [{ topic: 'test/nosubscribe', qos: 1 }, { topic: '#', qos: 1 }, { topic: 'test/+', qos: 0 }],
+  });
+  assert.deepEqual(sub.body, { result: 'ok', topics: [{ topic: 'test/nosubscribe', qos: 128 }, { topic: '#', qos: 1 }, { topic: 'test/+', qos: 0 }] });
+  const m5 = await hook(s, 'auth_on_subscribe_m5', {
+    ...session,
+    topics: [{ topic: 'test/nosubscribe', qos: 2, no_local: false, rap: false, retain_handling: 'send_retain' }],
+    properties: {},
+  });
+  assert.deepEqual(m5.body, { result: 'ok', modifiers: { topics: [{ topic: 'test/nosubscribe', qos: 128 }] } });
 });
 
 test('fail/vernemq-requests: no token 401, an unknown hook or a malformed body 400 with the error shape', async (t) => {
