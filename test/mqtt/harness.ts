@@ -77,6 +77,8 @@ export function device(issuer: Credentials, cn: string): Promise<Credentials> {
 export interface TestVerifierOptions {
   /** Extra ACL rules for every device, after the default `devices/{name}/#` publish + subscribe. */
   acl?: (deviceName: string) => AclRule[];
+  /** Deny rules for a device, before every allow rule (as the verifier orders a profile's). */
+  deny?: (deviceName: string) => AclRule[];
 }
 
 export class TestVerifier implements Verifier {
@@ -125,6 +127,7 @@ export class TestVerifier implements Verifier {
         if (cn.startsWith('deny') || this.disabled.has(cn)) return deny('DEVICE_DISABLED');
         const deviceId = `${anchor.tenantId}:${cn}`;
         const acl: AclRule[] = [
+          ...(this.opts.deny?.(cn) ?? []),
           { permission: 'allow', action: 'publish', topic: `devices/${cn}/#` },
           { permission: 'allow', action: 'subscribe', topic: `devices/${cn}/#` },
           ...(this.opts.acl?.(cn) ?? []),

@@ -1,11 +1,14 @@
 /**
  * Tenant isolation and the ACL: two tenants each with a device `dev1` on the same
  * topics never see each other's messages, retained messages or wills; denied publications are
- * dropped and denied subscriptions get 0x80 / 0x87.
+ * dropped and denied subscriptions get 0x80 / 0x87. Deny rules win over allow rules; a wider
+ * subscription than a deny filter is granted but not sent the denied topics, as mosquitto checks
+ * read access on every message it delivers (eclipse/mosquitto src/subs.c, subs__send, and
+ * src/retain.c for retained messages).
  */
 import assert from 'node:assert/strict';
 import { describe, test, type TestContext } from 'node:test';
-import { TestVerifier, collect, connect, device, sleep, startListener, suback, tenantPki, waitFor } from './harness.js';
+import { TestVerifier, collect, connect, device, sleep, startListener, suback, tenantPki, waitFor, type Received } from './harness.js';
 
 describe('MQTT listener: tenants and ACL', async () => {
   const acme = await tenantPki('acme');
@@ -193,5 +196,110 @@ describe('MQTT listener: tenants and ACL', async () => {
     await waitFor(() => got.length === 1);
     await sleep(100);
     assert.deepEqual(got, [{ topic: 'devices/dev1/rap', payload: 'flagged', retain: true, qos: 1 }]);
+  });
+});
+
+describe('MQTT listener: ACL deny rules', async () => {
+  const acme = await tenantPki('acme');
+  const dev1 = await device(acme.intermediate, 'dev1');
+  const dev2 = await device(acme.intermediate, 'dev2');
+
+  /** Both devices may subscribe to everything and publish under `test/`; dev1 has deny rules. */
+  const setup = async (t: TestContext) => {
+    const verifier = new TestVerifier({
+      acl: () => [
+        { permission: 'allow', action: 'subscribe', topic: '#' },
+        { permission: 'allow', action: 'publish', topic: 'test/#' },
+      ],
+      deny: (name) =>
+        name === 'dev1'
+          ? [
+              { permission: 'deny', action: 'publish', topic: 'test/locked' },
+              { permission: 'deny', action: 'subscribe', topic: 'test/nosubscribe' },
+              { permission: 'deny', action: 'subscribe', topic: 'devices/+/secret' },
+            ]
+          : [],
+    });
+    verifier.trust('acme', acme.root);
+    return startListener(t, verifier);
+  };
+
+  test('fail/acl-deny-subscribe: a filter a deny rule covers gets 0x80 (3.1.1) / 0x87 (5), though `#` is allowed', async (t) => {
+    const l = await setup(t);
+    const v3 = await connect(t, l, { creds: dev1, chain: true, clientId: 'dev1' });
+    assert.deepEqual(await suback(v3, { 'test/nosubscribe': { qos: 1 }, 'devices/dev2/secret': { qos: 1 }, '#': { qos: 1 }, 'test/+': { qos: 0 } }), [
+      0x80, 0x80, 1, 0,
+    ]);
+    const v5 = await connect(t, l, { creds: dev1, chain: true, clientId: 'dev1-v5', protocolVersion: 5 });
+    assert.deepEqual(
+      await suback(v5, { 'test/nosubscribe': { qos: 2 }, 'devices/+/secret': { qos: 1 }, '$share/g/test/nosubscribe': { qos: 0 }, '#': { qos: 2 } }),
+      [0x87, 0x87, 0x87, 2],
+    );
+    assert.equal(l.listener.stats.subscribeDenied, 5);
+    // Without deny rules the same filter is granted.
+    const other = await connect(t, l, { creds: dev2, chain: true, clientId: 'dev2' });
+    assert.deepEqual(await suback(other, { 'test/nosubscribe': { qos: 1 } }), [1]);
+    assert.equal(v3.connected && v5.connected, true);
+  });
+
+  test('fail/acl-deny-publish: a publication a deny rule matches is dropped though `test/#` is allowed; 3.1.1 gets its PUBACK, 5 gets 0x87', async (t) => {
+    const l = await setup(t);
+    const w = await connect(t, l, { creds: dev2, chain: true, clientId: 'dev2' });
+    const got = collect(w);
+    await w.subscribeAsync('test/#', { qos: 1 });
+    const v3 = await connect(t, l, { creds: dev1, chain: true, clientId: 'dev1' });
+    await v3.publishAsync('test/locked', 'denied qos1', { qos: 1 });
+    await v3.publishAsync('test/locked', 'denied qos2', { qos: 2 });
+    const v5 = await connect(t, l, { creds: dev1, chain: true, clientId: 'dev1-v5', protocolVersion: 5 });
+    await assert.rejects(v5.publishAsync('test/locked', 'denied v5', { qos: 1 }), (err: Error & { code?: number }) => {
+      assert.equal(err.code, 0x87);
+      return true;
+    });
+    await v5.publishAsync('test/open', 'allowed', { qos: 1 });
+    await waitFor(() => got.length === 1);
+    await sleep(100);
+    assert.deepEqual(got.map((m) => [m.topic, m.payload]), [['test/open', 'allowed']]);
+    assert.equal(l.listener.stats.publishDenied, 3);
+    assert.equal(v3.connected && v5.connected, true);
+  });
+
+  test('ok/acl-deny-delivery: `#` is granted but never sent messages on a denied topic, live or retained, 3.1.1 and 5', async (t) => {
+    const l = await setup(t);
+    const pub = await connect(t, l, { creds: dev2, chain: true, clientId: 'dev2', protocolVersion: 5 });
+    const gotPub = collect(pub);
+    await pub.subscribeAsync('#', { qos: 1 });
+    await pub.publishAsync('test/nosubscribe', 'retained denied', { qos: 1, retain: true });
+    await pub.publishAsync('test/open', 'retained open', { qos: 1, retain: true });
+
+    const v3 = await connect(t, l, { creds: dev1, chain: true, clientId: 'dev1' });
+    const v5 = await connect(t, l, { creds: dev1, chain: true, clientId: 'dev1-v5', protocolVersion: 5 });
+    const got3 = collect(v3);
+    const got5 = collect(v5);
+    assert.deepEqual(await suback(v3, { '#': { qos: 1 } }), [1]);
+    assert.deepEqual(await suback(v5, { '#': { qos: 2 }, 'test/+': { qos: 0 }, 'devices/dev2/+': { qos: 1 } }), [2, 0, 1]);
+    await waitFor(() => got3.length >= 1 && got5.length >= 1, 5_000, 'the retained message');
+
+    for (const [topic, qos] of [['test/nosubscribe', 2], ['devices/dev2/secret', 1], ['test/nosubscribe', 0], ['devices/dev2/open', 0]] as const) {
+      await pub.publishAsync(topic, `live ${topic} ${qos}`, { qos });
+    }
+    await pub.publishAsync('test/marker', 'marker', { qos: 1 });
+    await waitFor(() => got3.some((m) => m.topic === 'test/marker') && got5.some((m) => m.topic === 'test/marker'));
+    await waitFor(() => gotPub.some((m) => m.topic === 'test/marker'));
+    await sleep(100);
+    const seen = (got: Received[]) => got.map((m) => [m.topic, m.payload]);
+    const expected = [
+      ['test/open', 'retained open'],
+      ['devices/dev2/open', 'live devices/dev2/open 0'],
+      ['test/marker', 'marker'],
+    ];
+    assert.deepEqual(seen(got3), expected);
+    // The retained message once per matching subscription (`#`, `test/+`); live ones once (MQTT 5 3.3.4).
+    assert.deepEqual(seen(got5), [expected[0], ...expected], 'none on denied topics');
+    // The publisher, without deny rules, got everything on the same `#`.
+    assert.deepEqual(
+      seen(gotPub).map(([topic]) => topic),
+      ['test/nosubscribe', 'test/open', 'test/nosubscribe', 'devices/dev2/secret', 'test/nosubscribe', 'devices/dev2/open', 'test/marker'],
+    );
+    assert.equal(v3.connected && v5.connected, true);
   });
 });
