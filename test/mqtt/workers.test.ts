@@ -95,7 +95,12 @@ describe('MQTT listener on two worker processes', async () => {
     const profiles = await api('GET', `/tenant/tenants/${pki.tenantId}/device-profiles`, tenantAuth(pki.tenantId));
     const profile = profiles.deviceProfiles.find((p: { default: boolean }) => p.default);
     await api('PUT', `/tenant/tenants/${pki.tenantId}/device-profiles/${profile.id}`, tenantAuth(pki.tenantId), {
-      acl: { publish: ['devices/{deviceName}/#', 'fleet/#'], subscribe: ['devices/{deviceName}/#', 'fleet/#'] },
+      acl: {
+        publish: ['devices/{deviceName}/#', 'fleet/#'],
+        subscribe: ['devices/{deviceName}/#', 'fleet/#'],
+        // Each device may not read its own `fleet/private/...` topic nor write its `readonly` one (ok/acl-deny).
+        deny: { publish: ['fleet/{deviceName}/readonly'], subscribe: ['fleet/private/{deviceName}'] },
+      },
     });
   };
 
@@ -211,6 +216,29 @@ describe('MQTT listener on two worker processes', async () => {
     await sleep(300);
     assert.deepEqual(otherTenant.got.map((m) => m.payload), ['from globex']);
     assert.equal(sub.got.length, 2);
+  });
+
+  test('ok/acl-deny: the profile\'s deny rules, filled in per device, refuse on either worker; `fleet/#` is not sent a denied topic', async (t) => {
+    const [a, b] = workers as [number, number];
+    const sub1 = await openOn(t, b, acme, 'dsub1', { protocolVersion: 5 });
+    const sub2 = await openOn(t, a, acme, 'dsub2');
+    assert.deepEqual(await suback(sub1.client, { 'fleet/private/dsub1': { qos: 1 }, 'fleet/private/dsub2': { qos: 1 }, 'fleet/#': { qos: 1 } }), [0x87, 1, 1]);
+    assert.deepEqual(await suback(sub2.client, { 'fleet/private/dsub2': { qos: 1 }, 'fleet/#': { qos: 1 } }), [0x80, 1]);
+
+    const pub = await openOn(t, a, acme, 'dpub1', { protocolVersion: 5 });
+    await assert.rejects(pub.client.publishAsync('fleet/dpub1/readonly', 'denied', { qos: 1 }), (err: Error & { code?: number }) => {
+      assert.equal(err.code, 0x87);
+      return true;
+    });
+    await pub.client.publishAsync('fleet/private/dsub1', 'for everyone but dsub1', { qos: 1 });
+    await pub.client.publishAsync('fleet/private/dsub2', 'for everyone but dsub2', { qos: 1 });
+    await pub.client.publishAsync('fleet/dsub1/readonly', 'only dsub1 may not write here', { qos: 1 });
+    await pub.client.publishAsync('fleet/marker', 'marker', { qos: 1 });
+    await waitFor(() => [sub1, sub2].every((o) => o.got.some((m) => m.topic === 'fleet/marker')), 5_000, 'the marker on both workers');
+    await sleep(200);
+    // sub1 holds `fleet/private/dsub2` and `fleet/#`: one copy of that message (MQTT 5 3.3.4).
+    assert.deepEqual(sub1.got.map((m) => m.topic), ['fleet/private/dsub2', 'fleet/dsub1/readonly', 'fleet/marker']);
+    assert.deepEqual(sub2.got.map((m) => m.topic), ['fleet/private/dsub1', 'fleet/dsub1/readonly', 'fleet/marker']);
   });
 
   /** A device of the other tenant publishes on the same topic from worker `w`. */
