@@ -54,10 +54,11 @@ api() { # method path body
 }
 TENANT_AUTH='paho/admin:paho-tenant-pass'
 api POST /tenant/tenants '{"id":"paho","company":"Paho","domain":"paho.example.com","adminName":"admin","adminPass":"paho-tenant-pass"}' "$ADMIN" >/dev/null
-# Every client id, publish and subscribe to everything. The profile ACL is an allow-list, so
-# `test/nosubscribe` cannot be refused while `#` is allowed (see docs/mqtt-conformance.md).
+# Every client id, publish and subscribe to everything but a subscription to `test/nosubscribe`,
+# which the suites' test_subscribe_failure expects refused (a deny rule; `#` stays granted and is
+# not sent that topic).
 PROFILE=$(api POST /tenant/tenants/paho/device-profiles \
-  '{"name":"paho","clientIdPolicy":"ANY","acl":{"publish":["#"],"subscribe":["#"]}}' "$TENANT_AUTH" |
+  '{"name":"paho","clientIdPolicy":"ANY","acl":{"publish":["#"],"subscribe":["#"],"deny":{"subscribe":["test/nosubscribe"]}}}' "$TENANT_AUTH" |
   python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
 
 cd "$WORK"
