@@ -12,7 +12,7 @@ import { describe, test, type TestContext } from 'node:test';
 import tls from 'node:tls';
 import { createConnectionRecorder } from '../../src/mqtt/connection-recorder.js';
 import { resolveServerTls } from '../../src/mqtt/server-tls.js';
-import { filterCovers, isValidTopicFilter, isValidTopicName, mayPublish, maySubscribe, topicMatches } from '../../src/mqtt/topics.js';
+import { deniesTopic, filterCovers, isValidTopicFilter, isValidTopicName, mayPublish, maySubscribe, readDenied, topicMatches } from '../../src/mqtt/topics.js';
 import { RetainedTree, SubscriptionTree } from '../../src/mqtt/topic-tree.js';
 import { createRemoteVerifier } from '../../src/verifier/remote-verifier.js';
 import { VerifierUnavailableError, type AclRule, type Decision } from '../../src/verifier/verifier-types.js';
@@ -83,6 +83,33 @@ describe('topics', () => {
     assert.equal(filterCovers('#', '$SYS/#'), false);
     assert.equal(filterCovers('+/#', 'a/+/b'), true);
     assert.equal(filterCovers('a/+', 'a/#'), false);
+  });
+
+  test('ok/acl-deny: deny rules before allow rules win; the final deny of everything is not a read deny', () => {
+    const acl: AclRule[] = [
+      { permission: 'deny', action: 'publish', topic: 'cfg/+' },
+      { permission: 'deny', action: 'subscribe', topic: 'test/nosubscribe' },
+      { permission: 'deny', action: 'subscribe', topic: 'secret/#' },
+      { permission: 'allow', action: 'publish', topic: '#' },
+      { permission: 'allow', action: 'subscribe', topic: '#' },
+      { permission: 'deny', action: 'all', topic: '#' },
+    ];
+    assert.equal(mayPublish(acl, 'cfg/a'), false);
+    assert.equal(mayPublish(acl, 'cfg/a/b'), true, '`+` is one level');
+    assert.equal(mayPublish(acl, 'test/nosubscribe'), true, 'a subscribe deny does not refuse publishing');
+    assert.equal(maySubscribe(acl, 'test/nosubscribe'), false);
+    assert.equal(maySubscribe(acl, 'secret/+/x'), false, 'covered by the deny filter');
+    assert.equal(maySubscribe(acl, 'secret'), false, '`secret/#` covers its parent level');
+    assert.equal(maySubscribe(acl, '#'), true, 'wider than the deny filters: decided by the allow rules');
+    assert.equal(maySubscribe(acl, 'test/+'), true);
+    assert.equal(maySubscribe(acl, 'cfg/a'), true, 'a publish deny does not refuse subscribing');
+    const denied = readDenied(acl);
+    assert.deepEqual(denied, ['test/nosubscribe', 'secret/#']);
+    assert.equal(deniesTopic(denied!, 'test/nosubscribe'), true);
+    assert.equal(deniesTopic(denied!, 'secret'), true);
+    assert.equal(deniesTopic(denied!, 'secret/a/b'), true);
+    assert.equal(deniesTopic(denied!, 'test/other'), false);
+    assert.equal(readDenied(acl.slice(3)), undefined, 'an allow-list with its final deny has none: no per-message check');
   });
 });
 
