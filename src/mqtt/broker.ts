@@ -431,8 +431,10 @@ export class SharedGroup {
     readonly filter: string,
   ) {}
 
-  pick(): [Session, SubscriptionOptions] | undefined {
-    const list = [...this.members];
+  /** A member for a message on `topic`: never one whose ACL denies it that topic (Session.readDenied). */
+  pick(topic: string): [Session, SubscriptionOptions] | undefined {
+    let list = [...this.members];
+    if (list.some(([s]) => s.readDenied)) list = list.filter(([s]) => !s.readDenied || !deniesTopic(s.readDenied, topic));
     if (list.length === 0) return undefined;
     for (let i = 0; i < list.length; i++) {
       const candidate = list[(this.turn + i) % list.length]!;
@@ -538,7 +540,7 @@ export class TenantSpace {
         const target = message.sharedTo?.[group.key];
         if (target === undefined ? !local : target !== this.directory.self) continue;
       }
-      const picked = group.pick();
+      const picked = group.pick(message.topic);
       if (!picked) continue;
       const [session, opts] = picked;
       const ids = opts.subscriptionId !== undefined ? [opts.subscriptionId] : undefined;

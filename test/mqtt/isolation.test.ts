@@ -302,4 +302,21 @@ describe('MQTT listener: ACL deny rules', async () => {
     );
     assert.equal(v3.connected && v5.connected, true);
   });
+
+  test('ok/acl-deny-shared: a shared subscription hands a denied topic to a member allowed to read it', async (t) => {
+    const l = await setup(t);
+    const denied = await connect(t, l, { creds: dev1, chain: true, clientId: 'dev1', protocolVersion: 5 });
+    const allowed = await connect(t, l, { creds: dev2, chain: true, clientId: 'dev2', protocolVersion: 5 });
+    const gotDenied = collect(denied);
+    const gotAllowed = collect(allowed);
+    for (const c of [denied, allowed]) assert.deepEqual(await suback(c, { '$share/g/test/+': { qos: 1 } }), [1]);
+    const pub = await connect(t, l, { creds: dev2, chain: true, clientId: 'pub', protocolVersion: 5 });
+    for (let i = 0; i < 4; i++) await pub.publishAsync('test/nosubscribe', `denied ${i}`, { qos: 1 });
+    for (let i = 0; i < 4; i++) await pub.publishAsync('test/open', `open ${i}`, { qos: 1 });
+    await waitFor(() => gotDenied.length + gotAllowed.length === 8, 5_000, 'each message to one member');
+    await sleep(100);
+    assert.deepEqual(gotDenied.filter((m) => m.topic === 'test/nosubscribe'), []);
+    assert.equal(gotAllowed.filter((m) => m.topic === 'test/nosubscribe').length, 4);
+    assert.ok(gotDenied.some((m) => m.topic === 'test/open'), 'the member with deny rules still gets its turn on other topics');
+  });
 });
