@@ -52,6 +52,19 @@ const GENERATORS = Math.max(1, Math.min(PARALLEL, Number(env.BENCH_GENERATORS ??
 const DEVICES = Number(env.BENCH_DEVICES ?? 1_000);
 const ONLY = env.BENCH_ONLY;
 const MOSQUITTO = env.MOSQUITTO ?? 'mosquitto';
+const CONNECTS = env.BENCH_CONNECT !== '0';
+const MSG = env.BENCH_MSG !== '0';
+const MSG_DURATION = Number(env.BENCH_MSG_DURATION ?? 5);
+const MSG_WARMUP = Number(env.BENCH_MSG_WARMUP ?? 2);
+const MSG_ROUNDS = Math.max(1, Number(env.BENCH_MSG_ROUNDS ?? 2));
+const MSG_CLIENTS = Number(env.BENCH_MSG_CLIENTS ?? 100);
+const MSG_WINDOW = Math.max(1, Number(env.BENCH_MSG_WINDOW ?? 20));
+/** Both brokers' QoS 1/2 messages in flight to each client (mosquitto's max_inflight_messages). */
+const MSG_INFLIGHT = Number(env.BENCH_MSG_INFLIGHT ?? 20);
+const MSG_QUEUED = Number(env.BENCH_MSG_QUEUED ?? 1_000);
+const MSG_PAYLOAD = Number(env.BENCH_MSG_PAYLOAD ?? 64);
+const MSG_PROCESSES = Math.max(1, Number(env.BENCH_MSG_GENERATORS ?? 2));
+const MSG_TOPIC_ROOT = 'bench';
 const ADMIN_PASSWORD = 'bench-management-pass';
 const TENANT_PASS = 'bench-tenant-pass';
 const VERIFIER_TOKEN = 'bench-verifier-token-0123456789';
@@ -62,6 +75,7 @@ const deviceName = (i: number) => `d${String(i).padStart(6, '0')}`;
 const execFileAsync = promisify(execFile);
 
 if (DEVICES % PARALLEL !== 0) throw new Error('BENCH_DEVICES must be a multiple of BENCH_PARALLEL');
+if (MSG && MSG_CLIENTS + 1 > DEVICES) throw new Error('BENCH_MSG_CLIENTS must be below BENCH_DEVICES');
 
 // ---------------------------------------------------------------------------------------------
 // Processes and their CPU time
@@ -172,15 +186,35 @@ interface Generator {
  */
 async function buildNativeGenerator(dir: string): Promise<string | undefined> {
   if (env.BENCH_GENERATOR === 'node') return undefined;
-  const out = path.join(dir, 'mqtt-load');
   try {
-    await execFileAsync(env.CC ?? 'cc', ['-O2', '-o', out, path.join(here, 'mqtt-load.c'), '-lssl', '-lcrypto']);
-    return out;
+    return await buildC(dir, 'mqtt-load');
   } catch (err) {
     if (env.BENCH_GENERATOR === 'c') throw err;
     log(`bench/mqtt-load.c not built (${(err as Error).message.split('\n')[0]}); the Node generator is used`);
     return undefined;
   }
+}
+
+/** bench/<name>.c built into `dir`; the path of the binary. */
+async function buildC(dir: string, name: string): Promise<string> {
+  const out = path.join(dir, name);
+  await execFileAsync(env.CC ?? 'cc', ['-O2', '-o', out, path.join(here, `${name}.c`), '-lssl', '-lcrypto']);
+  return out;
+}
+
+/** The device list the C clients read: "<client id> <PEM file>" a line; written once. */
+async function deviceList(devices: LoadDevice[], dir: string): Promise<string> {
+  const listFile = path.join(dir, 'devices.txt');
+  if (await fs.stat(listFile).then(() => true, () => false)) return listFile;
+  const lines: string[] = [];
+  await fs.mkdir(path.join(dir, 'devices'));
+  for (const d of devices) {
+    const file = path.join(dir, 'devices', `${d.name}.pem`);
+    await fs.writeFile(file, `${d.certPem}${d.keyPem}`, { mode: 0o600 });
+    lines.push(`${d.name} ${file}`);
+  }
+  await fs.writeFile(listFile, `${lines.join('\n')}\n`);
+  return listFile;
 }
 
 function nativeGenerator(binary: string, listFile: string, msg: Pick<RunMessage, 'concurrency' | 'offset' | 'total'>): Generator {
@@ -254,15 +288,7 @@ async function startGenerators(devices: LoadDevice[], dir: string): Promise<Gene
   const offsets = split.map((_, i) => split.slice(0, i).reduce((a, b) => a + b, 0));
   let procs: Generator[];
   if (binary) {
-    const listFile = path.join(dir, 'devices.txt');
-    const lines: string[] = [];
-    await fs.mkdir(path.join(dir, 'devices'));
-    for (const d of devices) {
-      const file = path.join(dir, 'devices', `${d.name}.pem`);
-      await fs.writeFile(file, `${d.certPem}${d.keyPem}`, { mode: 0o600 });
-      lines.push(`${d.name} ${file}`);
-    }
-    await fs.writeFile(listFile, `${lines.join('\n')}\n`);
+    const listFile = await deviceList(devices, dir);
     procs = split.map((concurrency, i) => nativeGenerator(binary, listFile, { concurrency, offset: offsets[i]!, total: PARALLEL }));
   } else {
     procs = await Promise.all(split.map(() => nodeGenerator(devices)));
@@ -427,6 +453,220 @@ function pids(p: Period): string {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Message throughput
+
+/** One bench/mqtt-msg.c process: a line asked, a line answered. */
+interface MsgClient {
+  pid: number;
+  ask(line: string): Promise<string>;
+  stop(): Promise<void>;
+}
+
+function msgClient(binary: string, listFile: string): MsgClient {
+  const proc = spawn(binary, [listFile], { stdio: ['pipe', 'pipe', 'inherit'] });
+  const lines = readline.createInterface({ input: proc.stdout });
+  const pending: Array<{ resolve: (line: string) => void; reject: (err: Error) => void }> = [];
+  lines.on('line', (line) => pending.shift()?.resolve(line));
+  proc.once('exit', (code, signal) => {
+    for (const p of pending.splice(0)) p.reject(new Error(`bench/mqtt-msg.c exited with ${signal ?? code}`));
+  });
+  return {
+    pid: proc.pid!,
+    ask(line) {
+      return new Promise((resolve, reject) => {
+        pending.push({ resolve, reject });
+        proc.stdin.write(`${line}\n`);
+      });
+    },
+    stop: async () => {
+      proc.stdin.end();
+      await stopProcess(proc);
+    },
+  };
+}
+
+interface Scenario {
+  name: 'fanin' | 'fanout';
+  topic: string;
+  subscribers: number;
+  publishers: number;
+}
+
+const SCENARIOS: Scenario[] = [
+  { name: 'fanin', topic: `${MSG_TOPIC_ROOT}/fanin`, subscribers: 1, publishers: MSG_CLIENTS },
+  { name: 'fanout', topic: `${MSG_TOPIC_ROOT}/fanout`, subscribers: MSG_CLIENTS, publishers: 1 },
+];
+
+/** `n` spread over the client processes, the first ones taking one more. */
+const share = (n: number, i: number) => Math.floor(n / MSG_PROCESSES) + (i < n % MSG_PROCESSES ? 1 : 0);
+const before = (n: number, i: number) => Array.from({ length: i }, (_, j) => share(n, j)).reduce((a, b) => a + b, 0);
+
+interface MsgPeriod {
+  published: number;
+  acknowledged: number;
+  /** PUBLISH packets the subscribers received (deliveries, summed over subscribers). */
+  received: number;
+  errors: number;
+  firstError?: string;
+  /** The measured period each client process counted over. */
+  periodMs: number;
+  elapsedMs: number;
+  serverCpuMs: number;
+  mainCpuMs: number;
+  databaseCpuMs: number;
+  generatorCpuMs: number;
+  otherCpuMs: number;
+}
+
+/**
+ * One measured period of one scenario on one broker: every client connects (subscribers
+ * subscribe), publishers publish for the warm-up then for the measured period, then all
+ * disconnect. Subscribers are devices 0.., publishers the devices after them.
+ */
+async function msgPeriod(broker: RunningBroker, clients: MsgClient[], s: Scenario): Promise<MsgPeriod> {
+  // A connection refused on a busy machine (certgate: verifier unavailable) is tried again, twice.
+  for (let attempt = 1; ; attempt++) {
+    const ready = await Promise.all(
+      clients.map((c, i) =>
+        c.ask(
+          `setup ${broker.port} ${s.topic} ${share(s.subscribers, i)} ${before(s.subscribers, i)}` +
+            ` ${share(s.publishers, i)} ${s.subscribers + before(s.publishers, i)} ${MSG_PAYLOAD}`,
+        ),
+      ),
+    );
+    const notReady = ready.find((r) => r.split(' ')[1] !== '0');
+    if (!notReady) break;
+    await Promise.all(clients.map((c) => c.ask('close')));
+    if (attempt === 3) throw new Error(`${broker.label} ${s.name}: clients not connected (${notReady})`);
+    log(`${broker.label} ${s.name}: clients not connected (${notReady}); again in 1 s`);
+    await new Promise((r) => setTimeout(r, 1_000));
+  }
+  const go = async (ms: number) => {
+    const answers = await Promise.all(clients.map((c) => c.ask(`go ${ms} ${MSG_WINDOW}`)));
+    const parts = answers.map((a) => a.split(' '));
+    const sum = (k: number) => parts.reduce((n, p) => n + Number(p[k]), 0);
+    const firstError = parts.map((p) => p.slice(5).join(' ')).find((e) => e !== '-');
+    return { published: sum(1), acknowledged: sum(2), received: sum(3), errors: sum(4), ...(firstError ? { firstError } : {}) };
+  };
+  try {
+    if (MSG_WARMUP > 0) await go(MSG_WARMUP * 1000);
+    const pids = await broker.pids();
+    const genPids = clients.map((c) => c.pid);
+    const sample = async () => ({
+      main: await cpuOf(pids.server.slice(0, 1)),
+      server: await cpuOf(pids.server),
+      db: await cpuOf(pids.database),
+      gen: await cpuOf(genPids),
+      machine: await machineBusyMs(),
+    });
+    const b = await sample();
+    const t0 = performance.now();
+    const r = await go(MSG_DURATION * 1000);
+    const elapsedMs = performance.now() - t0;
+    const a = await sample();
+    const server = used(b.server, a.server);
+    const db = used(b.db, a.db);
+    const generator = used(b.gen, a.gen);
+    return {
+      ...r,
+      periodMs: MSG_DURATION * 1000,
+      elapsedMs,
+      serverCpuMs: server,
+      mainCpuMs: used(b.main, a.main),
+      databaseCpuMs: db,
+      generatorCpuMs: generator,
+      otherCpuMs: Math.max(0, a.machine - b.machine - server - db - generator),
+    };
+  } finally {
+    await Promise.all(clients.map((c) => c.ask('close')));
+  }
+}
+
+interface MsgSummary {
+  received: number;
+  perSecond: number;
+  perRound: number[];
+  publishedPerSecond: number;
+  errors: number;
+  firstError?: string;
+  /** Per message received, µs. */
+  serverCpuUs: number;
+  generatorCpuUs: number;
+  serverCores: number;
+  generatorCores: number;
+  otherCores: number;
+}
+
+function summarizeMsg(periods: MsgPeriod[]): MsgSummary {
+  const total = (f: (p: MsgPeriod) => number) => periods.reduce((n, p) => n + f(p), 0);
+  const received = total((p) => p.received);
+  const seconds = total((p) => p.periodMs) / 1000;
+  const ms = total((p) => p.elapsedMs);
+  const firstError = periods.find((p) => p.firstError)?.firstError;
+  return {
+    received,
+    perSecond: received / seconds,
+    perRound: periods.map((p) => p.received / (p.periodMs / 1000)),
+    publishedPerSecond: total((p) => p.published) / seconds,
+    errors: total((p) => p.errors),
+    ...(firstError ? { firstError } : {}),
+    serverCpuUs: (total((p) => p.serverCpuMs) * 1000) / Math.max(1, received),
+    generatorCpuUs: (total((p) => p.generatorCpuMs) * 1000) / Math.max(1, received),
+    serverCores: total((p) => p.serverCpuMs) / ms,
+    generatorCores: total((p) => p.generatorCpuMs) / ms,
+    otherCores: total((p) => p.otherCpuMs) / ms,
+  };
+}
+
+function describeMsg(s: MsgSummary): string {
+  return (
+    `${s.perSecond.toFixed(0)} msgs/s received (rounds: ${s.perRound.map((r) => r.toFixed(0)).join(', ')})` +
+    ` published=${s.publishedPerSecond.toFixed(0)}/s` +
+    ` server_cpu=${s.serverCpuUs.toFixed(1)}us/msg (${s.serverCores.toFixed(2)} cores)` +
+    ` client_cpu=${s.generatorCpuUs.toFixed(1)}us/msg (${s.generatorCores.toFixed(2)} cores)` +
+    ` other_load=${s.otherCores.toFixed(2)} cores` +
+    `${s.errors ? ` errors=${s.errors}${s.firstError ? ` (${s.firstError})` : ''}` : ''}`
+  );
+}
+
+/** Both scenarios on every broker, alternating which broker goes first; the summary lines. */
+async function measureMessages(brokers: RunningBroker[], binary: string, listFile: string): Promise<string[]> {
+  const clients = Array.from({ length: MSG_PROCESSES }, () => msgClient(binary, listFile));
+  const out: string[] = [];
+  try {
+    for (const s of SCENARIOS) {
+      const periods = new Map<RunningBroker, MsgPeriod[]>(brokers.map((b) => [b, []]));
+      for (let round = 0; round < MSG_ROUNDS; round++) {
+        const order = round % 2 === 0 ? brokers : [...brokers].reverse();
+        for (const b of order) {
+          const p = await msgPeriod(b, clients, s);
+          periods.get(b)!.push(p);
+          log(
+            `${s.name.padEnd(6)} round ${round + 1} ${b.label.padEnd(9)} ${(p.received / (p.periodMs / 1000)).toFixed(0).padStart(7)} msgs/s` +
+              `  published ${(p.published / (p.periodMs / 1000)).toFixed(0)}/s` +
+              `  server ${((p.serverCpuMs * 1000) / Math.max(1, p.received)).toFixed(1)} us CPU/msg (${(p.serverCpuMs / p.elapsedMs).toFixed(2)} cores` +
+              `${p.mainCpuMs < p.serverCpuMs ? `, main process ${(p.mainCpuMs / p.elapsedMs).toFixed(2)}` : ''})` +
+              `  client ${(p.generatorCpuMs / p.elapsedMs).toFixed(2)} cores  other load ${(p.otherCpuMs / p.elapsedMs).toFixed(2)} cores` +
+              `${p.errors ? `  ${p.errors} errors (${p.firstError})` : ''}`,
+          );
+        }
+      }
+      const summaries = new Map(brokers.map((b) => [b.label, summarizeMsg(periods.get(b)!)]));
+      const mosq = summaries.get('mosquitto');
+      const cg = summaries.get('certgate');
+      out.push(`${s.name} mosquitto: ${mosq ? describeMsg(mosq) : 'not run'}`, `${s.name} certgate: ${cg ? describeMsg(cg) : 'not run'}`);
+      if (mosq && cg) {
+        const rounds = cg.perRound.map((c, i) => (c / mosq.perRound[i]!).toFixed(2)).join(', ');
+        out.push(`msg_ratio_${s.name}=${(cg.perSecond / mosq.perSecond).toFixed(2)} (goal >= 0.8; rounds: ${rounds})`);
+      }
+    }
+  } finally {
+    await Promise.all(clients.map((c) => c.stop()));
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
 // The brokers
 
 interface Files {
@@ -456,6 +696,9 @@ async function startMosquitto(files: Files): Promise<RunningBroker> {
       'use_identity_as_username true',
       'set_tcp_nodelay true',
       'allow_anonymous false',
+      // As certgate's MQTT_MAX_INFLIGHT and MQTT_MAX_QUEUED (both brokers' defaults: 20, 1000).
+      `max_inflight_messages ${MSG_INFLIGHT}`,
+      `max_queued_messages ${MSG_QUEUED}`,
       '',
     ].join('\n'),
   );
@@ -505,6 +748,8 @@ async function startCertgate(files: Files, deviceCa: Credentials): Promise<Runni
       LOG_LEVEL: env.BENCH_LOG_LEVEL ?? 'warn',
       MANAGEMENT_ADMIN_PASSWORD: ADMIN_PASSWORD,
       VERIFIER_TOKEN,
+      MQTT_MAX_INFLIGHT: String(MSG_INFLIGHT),
+      MQTT_MAX_QUEUED: String(MSG_QUEUED),
       ...(env.BENCH_PROFILE
         ? { NODE_OPTIONS: `${env.NODE_OPTIONS ?? ''} --cpu-prof --cpu-prof-dir=${path.resolve(env.BENCH_PROFILE)}`.trim() }
         : {}),
@@ -536,6 +781,14 @@ async function startCertgate(files: Files, deviceCa: Credentials): Promise<Runni
       status: 'ENABLED',
       autoRegistrationEnabled: false,
       certInPemFormat: deviceCa.certPem,
+    });
+    // The default profile lets every device publish and subscribe under bench/ (the message runs).
+    const profiles = (await api(base, 'GET', `/tenant/tenants/${tenantId}/device-profiles`, basic(`${tenantId}/admin`, TENANT_PASS))) as {
+      deviceProfiles: Array<{ id: string; default: boolean; acl: { publish: string[]; subscribe: string[] } }>;
+    };
+    const profile = profiles.deviceProfiles.find((p) => p.default)!;
+    await api(base, 'PUT', `/tenant/tenants/${tenantId}/device-profiles/${profile.id}`, basic(`${tenantId}/admin`, TENANT_PASS), {
+      acl: { publish: [...profile.acl.publish, `${MSG_TOPIC_ROOT}/#`], subscribe: [...profile.acl.subscribe, `${MSG_TOPIC_ROOT}/#`] },
     });
     const db = new pg.Client({ connectionString: await databaseUrlOf(dataDir) });
     await db.connect();
@@ -618,40 +871,21 @@ async function main(): Promise<void> {
 
     if (ONLY !== 'certgate') brokers.push(await startMosquitto(files));
     if (ONLY !== 'mosquitto') brokers.push(await startCertgate(files, deviceCa));
-    gen = await startGenerators(devices, dir);
-    log(`load generator: ${gen.kind === 'c' ? 'bench/mqtt-load.c' : 'bench/mqtt-load.ts'} x ${GENERATORS}`);
-
-    for (const b of brokers) {
-      if (WARMUP <= 0) break;
-      const w = await gen.run(b.port, WARMUP * 1000);
-      log(`${b.label}: warm-up ${w.accepted} CONNACKs${w.refused ? `, ${w.refused} refused` : ''}${w.errors ? `, ${w.errors} errors (${w.firstError})` : ''}`);
-    }
-    const periods = new Map<RunningBroker, Period[]>(brokers.map((b) => [b, []]));
-    for (let round = 0; round < ROUNDS; round++) {
-      const order = round % 2 === 0 ? brokers : [...brokers].reverse();
-      for (const b of order) {
-        const p = await period(b, gen, DURATION * 1000);
-        periods.get(b)!.push(p);
+    const out: string[] = [];
+    if (CONNECTS) out.push(...(await measureConnects(brokers, devices, dir, (g) => (gen = g))));
+    if (MSG) {
+      const binary = await buildC(dir, 'mqtt-msg').catch((err: Error) => {
+        log(`bench/mqtt-msg.c not built (${err.message.split('\n')[0]}); messages not measured`);
+        return undefined;
+      });
+      if (binary) {
         log(
-          `round ${round + 1} ${b.label.padEnd(9)} ${(p.accepted / (p.elapsedMs / 1000)).toFixed(0).padStart(6)} CONNACK/s` +
-            `  server ${(p.serverCpuMs / Math.max(1, p.accepted)).toFixed(3)} ms CPU/conn` +
-            `${pids(p)}` +
-            `  other load ${(p.otherCpuMs / p.elapsedMs).toFixed(2)} cores` +
-            `${p.refused ? `  ${p.refused} refused` : ''}${p.errors ? `  ${p.errors} errors (${p.firstError})` : ''}`,
+          `messages: ${MSG_CLIENTS} publishers to 1 subscriber (fanin), 1 publisher to ${MSG_CLIENTS} subscribers (fanout);` +
+            ` QoS 1 both ways, ${MSG_PAYLOAD}-byte payloads, ${MSG_WINDOW} unacknowledged PUBLISH per publisher;` +
+            ` bench/mqtt-msg.c x ${MSG_PROCESSES}; ${MSG_WARMUP} s warm-up then ${MSG_DURATION} s measured, ${MSG_ROUNDS} rounds per broker`,
         );
+        out.push(...(await measureMessages(brokers, binary, await deviceList(devices, dir))));
       }
-    }
-
-    const summaries = new Map(brokers.map((b) => [b.label, summarize(b.label, periods.get(b)!)]));
-    const mosq = summaries.get('mosquitto');
-    const cg = summaries.get('certgate');
-    const out = [
-      `mosquitto: ${mosq ? describe(mosq, false) : 'not run'}`,
-      `certgate: ${cg ? describe(cg, true) : 'not run'}`,
-    ];
-    if (mosq && cg) {
-      const rounds = cg.perRound.map((c, i) => (c / mosq.perRound[i]!).toFixed(2)).join(', ');
-      out.push(`connect_ratio=${(cg.connacksPerSecond / mosq.connacksPerSecond).toFixed(2)} (goal >= 1.0; rounds: ${rounds})`);
     }
     process.stdout.write(`${out.join('\n')}\n`);
   } finally {
@@ -659,6 +893,52 @@ async function main(): Promise<void> {
     for (const b of brokers) await b.stop();
     await fs.rm(dir, { recursive: true, force: true });
   }
+}
+
+/** The connection runs: warm-up of each broker, then the rounds; the summary lines. */
+async function measureConnects(
+  brokers: RunningBroker[],
+  devices: LoadDevice[],
+  dir: string,
+  started: (gen: Generators) => void,
+): Promise<string[]> {
+  const gen = await startGenerators(devices, dir);
+  started(gen);
+  log(`load generator: ${gen.kind === 'c' ? 'bench/mqtt-load.c' : 'bench/mqtt-load.ts'} x ${GENERATORS}`);
+
+  for (const b of brokers) {
+    if (WARMUP <= 0) break;
+    const w = await gen.run(b.port, WARMUP * 1000);
+    log(`${b.label}: warm-up ${w.accepted} CONNACKs${w.refused ? `, ${w.refused} refused` : ''}${w.errors ? `, ${w.errors} errors (${w.firstError})` : ''}`);
+  }
+  const periods = new Map<RunningBroker, Period[]>(brokers.map((b) => [b, []]));
+  for (let round = 0; round < ROUNDS; round++) {
+    const order = round % 2 === 0 ? brokers : [...brokers].reverse();
+    for (const b of order) {
+      const p = await period(b, gen, DURATION * 1000);
+      periods.get(b)!.push(p);
+      log(
+        `round ${round + 1} ${b.label.padEnd(9)} ${(p.accepted / (p.elapsedMs / 1000)).toFixed(0).padStart(6)} CONNACK/s` +
+          `  server ${(p.serverCpuMs / Math.max(1, p.accepted)).toFixed(3)} ms CPU/conn` +
+          `${pids(p)}` +
+          `  other load ${(p.otherCpuMs / p.elapsedMs).toFixed(2)} cores` +
+          `${p.refused ? `  ${p.refused} refused` : ''}${p.errors ? `  ${p.errors} errors (${p.firstError})` : ''}`,
+      );
+    }
+  }
+
+  const summaries = new Map(brokers.map((b) => [b.label, summarize(b.label, periods.get(b)!)]));
+  const mosq = summaries.get('mosquitto');
+  const cg = summaries.get('certgate');
+  const out = [
+    `mosquitto: ${mosq ? describe(mosq, false) : 'not run'}`,
+    `certgate: ${cg ? describe(cg, true) : 'not run'}`,
+  ];
+  if (mosq && cg) {
+    const rounds = cg.perRound.map((c, i) => (c / mosq.perRound[i]!).toFixed(2)).join(', ');
+    out.push(`connect_ratio=${(cg.connacksPerSecond / mosq.connacksPerSecond).toFixed(2)} (goal >= 1.0; rounds: ${rounds})`);
+  }
+  return out;
 }
 
 await main();
