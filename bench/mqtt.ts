@@ -492,10 +492,13 @@ interface Scenario {
   publishers: number;
 }
 
-const SCENARIOS: Scenario[] = [
-  { name: 'fanin', topic: `${MSG_TOPIC_ROOT}/fanin`, subscribers: 1, publishers: MSG_CLIENTS },
-  { name: 'fanout', topic: `${MSG_TOPIC_ROOT}/fanout`, subscribers: MSG_CLIENTS, publishers: 1 },
-];
+/** BENCH_MSG=fanin or =fanout runs that one only. */
+const SCENARIOS: Scenario[] = (
+  [
+    { name: 'fanin', topic: `${MSG_TOPIC_ROOT}/fanin`, subscribers: 1, publishers: MSG_CLIENTS },
+    { name: 'fanout', topic: `${MSG_TOPIC_ROOT}/fanout`, subscribers: MSG_CLIENTS, publishers: 1 },
+  ] as const
+).filter((s) => env.BENCH_MSG === undefined || env.BENCH_MSG === '1' || env.BENCH_MSG === s.name);
 
 /** `n` spread over the client processes, the first ones taking one more. */
 const share = (n: number, i: number) => Math.floor(n / MSG_PROCESSES) + (i < n % MSG_PROCESSES ? 1 : 0);
@@ -653,11 +656,14 @@ async function measureMessages(brokers: RunningBroker[], binary: string, listFil
       }
       const summaries = new Map(brokers.map((b) => [b.label, summarizeMsg(periods.get(b)!)]));
       const mosq = summaries.get('mosquitto');
-      const cg = summaries.get('certgate');
-      out.push(`${s.name} mosquitto: ${mosq ? describeMsg(mosq) : 'not run'}`, `${s.name} certgate: ${cg ? describeMsg(cg) : 'not run'}`);
-      if (mosq && cg) {
-        const rounds = cg.perRound.map((c, i) => (c / mosq.perRound[i]!).toFixed(2)).join(', ');
-        out.push(`msg_ratio_${s.name}=${(cg.perSecond / mosq.perSecond).toFixed(2)} (goal >= 0.8; rounds: ${rounds})`);
+      out.push(`${s.name} mosquitto: ${mosq ? describeMsg(mosq) : 'not run'}`);
+      for (const label of certgateLabels(brokers)) {
+        const cg = summaries.get(label);
+        out.push(`${s.name} ${label}: ${cg ? describeMsg(cg) : 'not run'}`);
+        if (mosq && cg) {
+          const rounds = cg.perRound.map((c, i) => (c / mosq.perRound[i]!).toFixed(2)).join(', ');
+          out.push(`msg_ratio_${s.name}${ratioSuffix(label)}=${(cg.perSecond / mosq.perSecond).toFixed(2)} (goal >= 0.8; rounds: ${rounds})`);
+        }
       }
     }
   } finally {
@@ -730,11 +736,24 @@ function databaseUrlOf(dataDir: string): Promise<string> {
   });
 }
 
-async function startCertgate(files: Files, deviceCa: Credentials): Promise<RunningBroker> {
+/** certgate's labels, this build's first (`certgate`), then BENCH_BASELINE's (`baseline`). */
+function certgateLabels(brokers: RunningBroker[]): string[] {
+  const labels = brokers.map((b) => b.label).filter((l) => l !== 'mosquitto');
+  return labels.length ? labels : ['certgate'];
+}
+
+const ratioSuffix = (label: string) => (label === 'certgate' ? '' : `_${label}`);
+
+/**
+ * certgate from `root`: this checkout, or (BENCH_BASELINE) another build's checkout with its
+ * own node_modules, measured in the same run under the label `baseline`.
+ */
+async function startCertgate(files: Files, deviceCa: Credentials, root = path.dirname(here), label = 'certgate'): Promise<RunningBroker> {
   const port = await freePort();
   const dataDir = await fs.mkdtemp(path.join(os.tmpdir(), 'certgate-bench-mqtt-'));
   await fs.chmod(dataDir, 0o755);
-  const proc = fork(path.join(here, 'certgate-server.ts'), [], {
+  const proc = fork(path.join(root, 'bench', 'certgate-server.ts'), [], {
+    cwd: root,
     execArgv: ['--import', 'tsx'],
     env: {
       ...env,
@@ -804,13 +823,13 @@ async function startCertgate(files: Files, deviceCa: Credentials): Promise<Runni
     } finally {
       await db.end();
     }
-    log(`certgate: tenant ${tenantId} trusts the device CA, ${DEVICES} devices registered`);
+    log(`${label}: tenant ${tenantId} trusts the device CA, ${DEVICES} devices registered`);
   } catch (err) {
     await stop();
     throw err;
   }
   return {
-    label: 'certgate',
+    label,
     port,
     async pids() {
       const tree = await processTree(proc.pid!);
@@ -871,6 +890,7 @@ async function main(): Promise<void> {
 
     if (ONLY !== 'certgate') brokers.push(await startMosquitto(files));
     if (ONLY !== 'mosquitto') brokers.push(await startCertgate(files, deviceCa));
+    if (ONLY !== 'mosquitto' && env.BENCH_BASELINE) brokers.push(await startCertgate(files, deviceCa, path.resolve(env.BENCH_BASELINE), 'baseline'));
     const out: string[] = [];
     if (CONNECTS) out.push(...(await measureConnects(brokers, devices, dir, (g) => (gen = g))));
     if (MSG) {
@@ -929,14 +949,14 @@ async function measureConnects(
 
   const summaries = new Map(brokers.map((b) => [b.label, summarize(b.label, periods.get(b)!)]));
   const mosq = summaries.get('mosquitto');
-  const cg = summaries.get('certgate');
-  const out = [
-    `mosquitto: ${mosq ? describe(mosq, false) : 'not run'}`,
-    `certgate: ${cg ? describe(cg, true) : 'not run'}`,
-  ];
-  if (mosq && cg) {
-    const rounds = cg.perRound.map((c, i) => (c / mosq.perRound[i]!).toFixed(2)).join(', ');
-    out.push(`connect_ratio=${(cg.connacksPerSecond / mosq.connacksPerSecond).toFixed(2)} (goal >= 1.0; rounds: ${rounds})`);
+  const out = [`mosquitto: ${mosq ? describe(mosq, false) : 'not run'}`];
+  for (const label of certgateLabels(brokers)) {
+    const cg = summaries.get(label);
+    out.push(`${label}: ${cg ? describe(cg, true) : 'not run'}`);
+    if (mosq && cg) {
+      const rounds = cg.perRound.map((c, i) => (c / mosq.perRound[i]!).toFixed(2)).join(', ');
+      out.push(`connect_ratio${ratioSuffix(label)}=${(cg.connacksPerSecond / mosq.connacksPerSecond).toFixed(2)} (goal >= 1.0; rounds: ${rounds})`);
+    }
   }
   return out;
 }

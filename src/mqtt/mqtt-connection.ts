@@ -218,6 +218,8 @@ export class MqttConnection implements Outlet {
   /** Acknowledgements waiting for the store (they go out in order), and how many wait. */
   private replies: Promise<void> | undefined;
   private repliesWaiting = 0;
+  /** The socket is corked until the end of the current handler (see `send`). */
+  private corked = false;
 
   constructor(
     readonly socket: Socket,
@@ -791,7 +793,7 @@ export class MqttConnection implements Outlet {
     const buf = mqttPacket.generate(packet, { protocolVersion: this.version });
     // MQTT 5 3.1.2.11.4: never send a packet larger than the client accepts.
     if (buf.length > this.clientMaxPacketSize) return false;
-    this.socket.write(buf);
+    this.send(buf);
     if (newAlias !== undefined) this.outAliases.set(m.topic, newAlias);
     this.stats.publishSent++;
     return true;
@@ -833,11 +835,32 @@ export class MqttConnection implements Outlet {
   private write(packet: Packet): void {
     if (this.socket.destroyed) return;
     try {
-      this.socket.write(mqttPacket.generate(packet, { protocolVersion: this.version }));
+      this.send(mqttPacket.generate(packet, { protocolVersion: this.version }));
     } catch (err) {
       this.log.warn({ err: (err as Error).message, cmd: packet.cmd }, 'could not encode MQTT packet');
     }
   }
+
+  /**
+   * The packets written while one event is handled (the PUBACKs of a chunk of PUBLISH packets,
+   * the messages a chunk of PUBACKs lets out of the queue, a batch relayed from another listener
+   * process) leave together: the socket is corked at the first and uncorked once the handler is
+   * done, so they make one TLS record and one system call rather than one each.
+   */
+  private send(buf: Buffer): void {
+    if (!this.corked) {
+      this.corked = true;
+      this.socket.cork();
+      process.nextTick(this.uncork);
+    }
+    this.socket.write(buf);
+  }
+
+  private readonly uncork = (): void => {
+    if (!this.corked) return;
+    this.corked = false;
+    this.socket.uncork();
+  };
 
   // ------------------------------------------------------------------------------------------
 
@@ -867,6 +890,8 @@ export class MqttConnection implements Outlet {
       this.will = undefined;
       if (opts.will && will) this.publishWill(space, session, will);
     }
+    // What this turn wrote goes to the socket before it is closed, as when it was written.
+    this.uncork();
     if (this.socket.destroyed) {
       // nothing to flush
     } else if (!flush && reason !== 'client-disconnect' && reason !== 'shutdown' && reason !== 'takeover') {

@@ -50,17 +50,34 @@ export function isSharedSubscription(filter: string): boolean {
  * starting with `$` (MQTT 4.7.2).
  */
 export function topicMatches(filter: string, topic: string): boolean {
-  if (topic.startsWith('$') && (filter.startsWith('+') || filter.startsWith('#'))) return false;
-  const f = filter.split('/');
-  const t = topic.split('/');
-  for (let i = 0; i < f.length; i++) {
-    const fl = f[i]!;
-    if (fl === '#') return true; // also matches the parent level: `a/#` matches `a` (MQTT 4.7.1.2)
-    if (i >= t.length) return false;
-    if (fl !== '+' && fl !== t[i]) return false;
+  // Level by level in place: this runs for every publication (ACL, shared groups), so it
+  // allocates nothing.
+  const first = filter.charCodeAt(0);
+  if (topic.charCodeAt(0) === DOLLAR && (first === PLUS || first === HASH)) return false;
+  let f = 0; // where the filter's level starts
+  let t = 0; // where the topic's level starts; -1 once the topic has no level left
+  for (;;) {
+    const fSlash = filter.indexOf('/', f);
+    const fEnd = fSlash < 0 ? filter.length : fSlash;
+    const length = fEnd - f;
+    const wildcard = length === 1 ? filter.charCodeAt(f) : 0;
+    if (wildcard === HASH) return true; // also matches the parent level: `a/#` matches `a` (MQTT 4.7.1.2)
+    if (t < 0) return false;
+    const tSlash = topic.indexOf('/', t);
+    const tEnd = tSlash < 0 ? topic.length : tSlash;
+    if (wildcard !== PLUS) {
+      if (tEnd - t !== length) return false;
+      for (let i = 0; i < length; i++) if (filter.charCodeAt(f + i) !== topic.charCodeAt(t + i)) return false;
+    }
+    if (fSlash < 0) return tSlash < 0; // as many levels in both
+    f = fSlash + 1;
+    t = tSlash < 0 ? -1 : tSlash + 1;
   }
-  return f.length === t.length;
 }
+
+const DOLLAR = 0x24;
+const PLUS = 0x2b;
+const HASH = 0x23;
 
 /**
  * Is every topic that `inner` can match also matched by `outer`? Used for subscribe ACLs: a device

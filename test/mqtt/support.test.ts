@@ -63,6 +63,41 @@ describe('topics', () => {
     assert.equal(retained.size, 4);
   });
 
+  test('ok/matching: every filter of up to 3 levels against every topic of up to 3 levels, as MQTT 4.7 says', () => {
+    // The rule written out level by level (MQTT 4.7.1, 4.7.2), against the matcher working in place.
+    const rule = (filter: string, topic: string): boolean => {
+      if (topic.startsWith('$') && (filter.startsWith('+') || filter.startsWith('#'))) return false;
+      const f = filter.split('/');
+      const t = topic.split('/');
+      for (let i = 0; i < f.length; i++) {
+        if (f[i] === '#') return true;
+        if (i >= t.length) return false;
+        if (f[i] !== '+' && f[i] !== t[i]) return false;
+      }
+      return f.length === t.length;
+    };
+    const combine = (levels: string[], max: number): string[] => {
+      let out = levels.slice();
+      let all = out.slice();
+      for (let n = 2; n <= max; n++) {
+        out = out.flatMap((s) => levels.map((l) => `${s}/${l}`));
+        all = all.concat(out);
+      }
+      return all;
+    };
+    const topics = combine(['', 'a', 'b', 'ab', '$s'], 3);
+    const filters = combine(['', 'a', 'b', 'ab', '+', '#', '$s'], 3);
+    let matched = 0;
+    for (const f of filters) {
+      for (const t of topics) {
+        const want = rule(f, t);
+        assert.equal(topicMatches(f, t), want, `${f} ~ ${t}`);
+        if (want) matched++;
+      }
+    }
+    assert.ok(matched > 1000, `${matched} matching pairs`);
+  });
+
   test('ok/acl: publish by match, subscribe only when the whole filter is covered', () => {
     const acl: AclRule[] = [
       { permission: 'allow', action: 'publish', topic: 'devices/dev1/#' },
