@@ -22,13 +22,39 @@
  * certgate every Node process of the server, PostgreSQL reported apart), the generator's own CPU,
  * and the CPU that other processes of the machine took meanwhile.
  *
+ * Then message throughput, on the same two brokers with the same certificates, from the same
+ * client: bench/mqtt-msg.c (epoll and OpenSSL, built here with `cc`), BENCH_MSG_GENERATORS
+ * processes sharing the connections, each writing what one wake-up produced in one TLS write. All
+ * devices are in one tenant whose default profile allows `bench/#` to publish and subscribe;
+ * MQTT 3.1.1, clean sessions, QoS 1 both ways, both brokers with the same outbound limits
+ * (mosquitto's max_inflight_messages / max_queued_messages = certgate's MQTT_MAX_INFLIGHT /
+ * MQTT_MAX_QUEUED, 20 / 1000, both brokers' defaults):
+ *   fanin:  BENCH_MSG_CLIENTS (100) publishers to one subscriber of the topic;
+ *   fanout: one publisher to BENCH_MSG_CLIENTS subscribers of the topic.
+ * Each publisher keeps BENCH_MSG_WINDOW (20) PUBLISH packets unacknowledged, sending the next as
+ * each PUBACK comes; subscribers acknowledge every message at once. Per round and broker the
+ * clients connect and subscribe, publish for BENCH_MSG_WARMUP s, then for BENCH_MSG_DURATION s
+ * measured, then disconnect; rounds alternate which broker goes first, as above. Prints each side's
+ * deliveries per second (PUBLISH packets received by the subscribers, summed) with the PUBLISH
+ * packets sent per second, server and client CPU per delivery and the other load, then
+ * msg_ratio_fanin and msg_ratio_fanout = certgate deliveries/s ÷ mosquitto deliveries/s. In fan-in
+ * the publishers offer far more than one subscriber can take through its 20 in-flight messages:
+ * both brokers drop what does not fit the subscriber's queue, and the deliveries per second follow
+ * how soon the broker turns the subscriber's PUBACKs into the next PUBLISH packets while flooded.
+ *
  * Environment: BENCH_DURATION (s per period, default 10), BENCH_ROUNDS (3), BENCH_WARMUP (s, 10),
  * BENCH_PARALLEL (20), BENCH_GENERATORS (2), BENCH_GENERATOR (`c` or `node`; default C when it
  * builds), BENCH_DEVICES (1000, a multiple of BENCH_PARALLEL), BENCH_ONLY (`mosquitto` or
  * `certgate`), BENCH_LOG_LEVEL (certgate's LOG_LEVEL, default warn), MQTT_WORKERS (passed to
  * certgate; unset: certgate's default), DATABASE_URL (certgate uses it instead of its own embedded
  * PostgreSQL), MOSQUITTO (path of the mosquitto binary), BENCH_PROFILE=<dir> (every certgate Node
- * process writes a V8 CPU profile of its life there).
+ * process writes a V8 CPU profile of its life there), BENCH_BASELINE=<dir> (another checkout of
+ * certgate, with its node_modules and src/generated, measured in the same run as `baseline`:
+ * connect_ratio_baseline, msg_ratio_*_baseline), BENCH_CONNECT=0 (no connection runs).
+ * Messages: BENCH_MSG (0: none; `fanin` or `fanout`: that one only), BENCH_MSG_DURATION (s, 5),
+ * BENCH_MSG_WARMUP (s, 2), BENCH_MSG_ROUNDS (2), BENCH_MSG_CLIENTS (100), BENCH_MSG_WINDOW (20),
+ * BENCH_MSG_PAYLOAD (bytes, 64), BENCH_MSG_INFLIGHT (20) and BENCH_MSG_QUEUED (1000) for both
+ * brokers, BENCH_MSG_GENERATORS (2). With the defaults the whole run takes about three minutes.
  */
 import { execFile, fork, spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs/promises';

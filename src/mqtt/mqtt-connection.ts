@@ -560,6 +560,9 @@ export class MqttConnection implements Outlet {
       };
     }
     this.write(connack);
+    // CONNACK travels alone: a client learns it is connected (and sets itself up) before the
+    // messages a resumed session sends next reach it.
+    this.uncork();
     this.state = 'connected';
     this.tokens = this.opts.publishRatePerSecond;
     this.tokensAt = Date.now();
