@@ -3,6 +3,7 @@ import { parseCertificate, type ParsedCertificate } from '../pki/certificate.js'
 import type { ChangeEvent } from '../db/change-feed.js';
 import { createBatchLoader } from './batch-loader.js';
 import { createCredentialIndex } from './credential-index.js';
+import { without } from '../lib/without.js';
 import type { CredentialRef, DeviceRef, ProfileRef, TrustedRef, VerifierRepository } from './verifier-repository.js';
 
 export interface TrustedEntry extends TrustedRef {
@@ -77,7 +78,8 @@ export function createTrustCache(repo: VerifierRepository, opts: TrustCacheOptio
   const profiles = new Map<string, Promise<ProfileRef[]>>();
   const revocations = new Map<string, Promise<TenantRevocations>>();
   const maxDevices = opts.maxDevices ?? 200_000;
-  const preloadAfter = opts.preloadAfter ?? 1_000;
+  // Measured without (lib/without.ts): a tenant's devices are never read at once.
+  const preloadAfter = without('storm-preload') ? Infinity : (opts.preloadAfter ?? 1_000);
   const preloadPage = opts.preloadPage ?? 1_000;
   const now = opts.now ?? Date.now;
   const devicesByName = new LRUCache<string, Promise<DeviceRef | null>>({ max: maxDevices });
@@ -187,6 +189,8 @@ export function createTrustCache(repo: VerifierRepository, opts: TrustCacheOptio
   const credentialIndex = createCredentialIndex((after, limit, tenantId) => repo.credentialIds(after, limit, tenantId), {
     onError: opts.onError,
   });
+  // Measured without (lib/without.ts): every leaf is looked up in the database.
+  const indexed = !without('credential-index');
   const credentials = new LRUCache<string, Promise<CredentialRef | null>>({ max: 200_000 });
   const pinned = new LRUCache<string, Promise<Set<string>>>({ max: 50_000 });
 
@@ -272,13 +276,13 @@ export function createTrustCache(repo: VerifierRepository, opts: TrustCacheOptio
     },
 
     credential(credentialsId: string): Promise<CredentialRef | null> {
-      if (!credentialIndex.mayContain(credentialsId)) return NO_CREDENTIAL;
+      if (indexed && !credentialIndex.mayContain(credentialsId)) return NO_CREDENTIAL;
       return memo(credentials, credentialsId, () => repo.credential(credentialsId));
     },
 
     /** Whether the id is known to be a device credential already (nothing to announce). */
     knowsCredential(credentialsId: string): boolean {
-      return credentialIndex.ready && credentialIndex.mayContain(credentialsId);
+      return indexed && credentialIndex.ready && credentialIndex.mayContain(credentialsId);
     },
 
     deviceById(tenantId: string, id: string) {

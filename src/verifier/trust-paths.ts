@@ -4,6 +4,7 @@
  * gets the chain when several do.
  */
 import { LRUCache } from 'lru-cache';
+import { without } from '../lib/without.js';
 import type { ParsedCertificate } from '../pki/certificate.js';
 import { nameHash } from '../pki/name-hash.js';
 import { prefetchSignatures, validatePath, type TraceStep } from '../pki/path-validation.js';
@@ -11,6 +12,12 @@ import { denied, MAX_CHAIN_LENGTH, note, revocation, type Denied, type Result } 
 import { chooseTenant } from './tenant-choice.js';
 import type { TrustCache, TrustedEntry } from './trust-cache.js';
 import type { AuthenticateRequest } from './verifier-types.js';
+
+/**
+ * New leaves' signatures checked on the signature worker before the path is built; measured
+ * without (lib/without.ts), path building checks them on the event loop.
+ */
+const prefetch: typeof prefetchSignatures = without('signature-worker') ? async () => {} : prefetchSignatures;
 
 export interface Chain {
   leaf: ParsedCertificate;
@@ -76,7 +83,7 @@ export function createTrustPaths(cache: Pick<TrustCache, 'trustedBySubjectHash' 
   /** The path in one tenant, the anchors prefetched: a listed credential's (step 1). */
   async function pathForCredential(chain: Chain, tenantId: string, now: Date, trace?: TraceStep[]): Promise<Result<Claim>> {
     const anchors = await candidateAnchors([chain.leaf, ...chain.presented], tenantId);
-    await prefetchSignatures(chain.leaf, [...chain.presented, ...anchors.filter((a) => a.status === 'ENABLED').map((a) => a.cert)]);
+    await prefetch(chain.leaf, [...chain.presented, ...anchors.filter((a) => a.status === 'ENABLED').map((a) => a.cert)]);
     return pathInTenant(chain, tenantId, anchors, now, trace);
   }
 
@@ -105,7 +112,7 @@ export function createTrustPaths(cache: Pick<TrustCache, 'trustedBySubjectHash' 
       return denied('NO_TRUSTED_ANCHOR', 'no trusted certificate matches the chain', scope.tenantId);
     }
     if (trace) note(trace, 'anchor', true, `candidate trusted certificates: ${candidates.map((c) => `${c.tenantId}/${c.fingerprint}`).join(', ')}`);
-    await prefetchSignatures(chain.leaf, [...chain.presented, ...candidates.map((c) => c.cert)]);
+    await prefetch(chain.leaf, [...chain.presented, ...candidates.map((c) => c.cert)]);
 
     const { claims, failure } = await claimsOf(chain, candidates, now, trace);
     if (claims.length === 0) {

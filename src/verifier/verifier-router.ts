@@ -3,6 +3,7 @@ import { serializerCompiler, type ZodTypeProvider } from 'fastify-type-provider-
 import { ServiceUnavailableError } from '../errors.js';
 import { endOfTurn } from '../lib/end-of-turn.js';
 import { errorResponses } from '../lib/http-schemas.js';
+import { without } from '../lib/without.js';
 import { authenticateBody, authenticateQuery, decisionSchema, SHARED_CA_RULE } from './verifier-schemas.js';
 import { decisionJson } from './verifier-service.js';
 import { presentedChain } from './presented-chain.js';
@@ -31,6 +32,7 @@ function decisionLogFields(clientId: string, d: Decision): Record<string, unknow
 
 export async function verifierRouter(app: FastifyInstance, opts: VerifierRouterOptions) {
   const r = app.withTypeProvider<ZodTypeProvider>();
+  const answerTogether = !without('end-of-turn');
 
   r.post('/verifier/v1/authenticate', {
     onRequest: verifierTokenHook(opts.tokenSha256),
@@ -70,7 +72,7 @@ export async function verifierRouter(app: FastifyInstance, opts: VerifierRouterO
         const decision = recheck ? await recheck.call(opts.verifier, request) : await opts.verifier.authenticate(request);
         req.logFields = decisionLogFields(req.body.clientId, decision);
         // Answers decided in the same turn leave together (a storm of connections is many at once).
-        await endOfTurn();
+        if (answerTogether) await endOfTurn();
         if (req.query.acl === 'omit' && decision.result === 'allow') {
           // The broker asks its authorizer instead (EMQX checks an ACL given here before any source).
           const { acl: _acl, ...withoutAcl } = decision;

@@ -7,6 +7,7 @@ import type { Metrics } from '../plugins/metrics.js';
 import type { TrustState } from './trust-state.js';
 import { SeenBefore } from './seen-before.js';
 import { GenerationalCache } from '../lib/generational-cache.js';
+import { without } from '../lib/without.js';
 import { createDecision, type DecideOptions, type Resolution } from './decision.js';
 import { CACHE_TTL_SECONDS } from './decision-steps.js';
 import type { TrustCache } from './trust-cache.js';
@@ -84,6 +85,10 @@ export function createVerifier(deps: VerifierDeps) {
   // Decisions expire after CACHE_TTL_SECONDS; a cold request misses here, so the cache is cheap to miss.
   const decisions = new GenerationalCache<string, { generation: number; expires: number; resolution: Recorded }>(100_000);
   const seenBefore = new SeenBefore();
+  // Measurement switches (lib/without.ts), read once.
+  const decisionCache = !without('decision-cache');
+  const doorkeeper = !without('doorkeeper');
+  const preserialized = !without('preserialized-bodies');
   // Bound once: a labelled child found again on every request costs a lookup each time.
   const cacheHits = metrics?.verifierCache.labels('hit');
   const cacheMisses = metrics?.verifierCache.labels('miss');
@@ -144,7 +149,7 @@ export function createVerifier(deps: VerifierDeps) {
   function keep(key: string, req: AuthenticateRequest, r: Recorded, generation: number, now: Date): void {
     const event = authEventOf(req, r);
     if (event) r.encodeEvent = authEventEncoder(event);
-    keptBodies.set(r.decision, JSON.stringify(r.decision));
+    if (preserialized) keptBodies.set(r.decision, JSON.stringify(r.decision));
     decisions.set(key, { generation, expires: now.getTime() + CACHE_TTL_SECONDS * 1000, resolution: r });
   }
 
@@ -216,7 +221,7 @@ export function createVerifier(deps: VerifierDeps) {
       });
       const now = clock();
       const key = cacheKey(req);
-      const found = decisions.get(key);
+      const found = decisionCache ? decisions.get(key) : undefined;
       const hit = found && found.expires > now.getTime() ? found : undefined;
       let r: Recorded;
       if (hit && hit.generation === cache.generation && (!hit.resolution.leaf || hit.resolution.leaf.notAfter > now)) {
@@ -227,12 +232,12 @@ export function createVerifier(deps: VerifierDeps) {
         const generation = cache.generation;
         // A chain asked for the first time is mostly never asked for again (see SeenBefore): neither
         // its decision nor its parsed leaf is kept.
-        const repeated = seenBefore.check(key);
+        const repeated = !doorkeeper || seenBefore.check(key);
         const decided = await decide(req, req.tenantId === undefined ? { repeated } : { repeated, tenantId: req.tenantId });
         const { leaf, ...rest } = decided;
         r = leaf ? { ...rest, leaf: leafFacts(leaf) } : decided;
         // A decision made while a change arrived may be stale: do not keep it.
-        if (repeated && generation === cache.generation) keep(key, req, r, generation, now);
+        if (decisionCache && repeated && generation === cache.generation) keep(key, req, r, generation, now);
       }
       record(req, r, now, started);
       return r.decision;

@@ -1,0 +1,47 @@
+/**
+ * A measurement switch, not for production: `CERTGATE_WITHOUT` names mechanisms of the verifier's
+ * hot path to turn off, comma-separated (`all` for every one), so that a benchmark can measure
+ * what each one buys (bench/verifier.ts, `BENCH_WITHOUT`). Off, each takes the simplest path that
+ * decides the same:
+ *   decision-cache        every request is decided in full (no decision kept for a known chain);
+ *   doorkeeper            a chain's decision and parsed leaf are kept the first time it is seen;
+ *   preserialized-bodies  a kept decision is serialized again for every answer;
+ *   end-of-turn           answers are written as soon as decided, and each device lookup is its
+ *                         own query, at once;
+ *   storm-preload         a tenant's devices are never read at once, only one by one;
+ *   credential-index      every new leaf is looked up among the device credentials in the database;
+ *   signature-worker      signatures are checked on the event loop.
+ * Read once, when this module is loaded (at start); an unknown name stops the start.
+ */
+export const MECHANISMS = [
+  'decision-cache',
+  'doorkeeper',
+  'preserialized-bodies',
+  'end-of-turn',
+  'storm-preload',
+  'credential-index',
+  'signature-worker',
+] as const;
+
+export type Mechanism = (typeof MECHANISMS)[number];
+
+/** The mechanisms a `CERTGATE_WITHOUT` value names; throws on a name that is none of them. */
+export function parseWithout(value: string | undefined): Set<Mechanism> {
+  const names = (value ?? '')
+    .split(',')
+    .map((n) => n.trim())
+    .filter(Boolean);
+  if (names.includes('all')) return new Set(MECHANISMS);
+  const unknown = names.filter((n) => !(MECHANISMS as readonly string[]).includes(n));
+  if (unknown.length) {
+    throw new Error(`CERTGATE_WITHOUT: unknown mechanism ${unknown.map((n) => `"${n}"`).join(', ')}; known: all, ${MECHANISMS.join(', ')}`);
+  }
+  return new Set(names as Mechanism[]);
+}
+
+const off = parseWithout(process.env.CERTGATE_WITHOUT);
+
+/** Whether `mechanism` was turned off for a measurement. */
+export function without(mechanism: Mechanism): boolean {
+  return off.has(mechanism);
+}
