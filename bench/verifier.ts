@@ -19,13 +19,24 @@
  * in turn, so a change in background load falls on all of them alike. Prints warm_ratio,
  * cold_ratio and scale_ratio with each side's req/s and p50/p99 latency, and who used the CPU.
  *
+ * BENCH_WITHOUT=all (or a list of src/lib/without.ts's names) then measures what each of the
+ * verifier's hot-path mechanisms buys: per mechanism, two more certgate servers on the same
+ * database, started fresh side by side, one as built and one with that mechanism off
+ * (CERTGATE_WITHOUT), loaded with the target the mechanism can change, with the same warm-up and in
+ * the same rounds: warm for the decision cache and pre-serialized bodies; cold for the doorkeeper
+ * (what it spares is keeping the chains that never come back), end-of-turn batching, the
+ * credential index and the signature worker; for the storm preload, the first seconds of a storm
+ * of first connections to the 100,000-device tenant (warmed up on the 10-device tenant's new
+ * leaves, so the storm starts with the measurement). Prints
+ * `buys_<name>=<req/s with / req/s without - 1>` per mechanism.
+ *
  * Environment: BENCH_DURATION (measured s per target, default 10), BENCH_ROUNDS (2),
  * BENCH_WARMUP (s, 2), BENCH_CONNECTIONS (32), BENCH_LOG_LEVEL (certgate's LOG_LEVEL, default
  * warn; at info and below its log goes to a file), BENCH_PROFILE=<dir> (certgate writes a V8 CPU
  * profile of each measured slice there), BENCH_ONLY=certgate (skip the peers), BENCH_SCALE=0
  * (skip the scale pair), BENCH_COLD_LEAVES and BENCH_SCALE_LEAVES (leaves minted per list,
  * default 8,000 per second of warm-up and measurement), DATABASE_URL (certgate uses it instead of
- * its own embedded PostgreSQL).
+ * its own embedded PostgreSQL), BENCH_WITHOUT (above).
  */
 import { fork, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs/promises';
@@ -35,6 +46,7 @@ import { fileURLToPath } from 'node:url';
 import autocannon, { type Result } from 'autocannon';
 import pg from 'pg';
 import { createCa, type Credentials } from '../src/certs/certs-service.js';
+import { parseWithout, type Mechanism } from '../src/lib/without.js';
 import { createLeafMinter, type LeafMinter } from './leaves.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -45,6 +57,7 @@ const WARMUP = Number(env.BENCH_WARMUP ?? 2);
 const CONNECTIONS = Number(env.BENCH_CONNECTIONS ?? 32);
 const ONLY_CERTGATE = env.BENCH_ONLY === 'certgate';
 const SCALE = env.BENCH_SCALE !== '0';
+const WITHOUT = [...parseWithout(env.BENCH_WITHOUT, 'BENCH_WITHOUT')];
 const VERIFIER_TOKEN = 'bench-verifier-token-0123456789';
 const ADMIN_PASSWORD = 'bench-management-pass';
 const TENANT_PASS = 'bench-tenant-pass';
@@ -61,6 +74,17 @@ const LARGE_CAS = 1_000;
 const LEAVES_PER_RUN = 8_000 * (WARMUP + DURATION);
 const COLD_LEAVES = Number(env.BENCH_COLD_LEAVES ?? LEAVES_PER_RUN);
 const SCALE_LEAVES = Number(env.BENCH_SCALE_LEAVES ?? LEAVES_PER_RUN);
+
+/** The target each mechanism can change (see the top of this file). */
+const MECHANISM_TARGET: Record<Mechanism, 'warm' | 'cold' | 'storm'> = {
+  'decision-cache': 'warm',
+  'preserialized-bodies': 'warm',
+  doorkeeper: 'cold',
+  'end-of-turn': 'cold',
+  'credential-index': 'cold',
+  'signature-worker': 'cold',
+  'storm-preload': 'storm',
+};
 
 const deviceName = (i: number) => `d${String(i).padStart(6, '0')}`;
 const log = (m: string) => process.stderr.write(`# ${m}\n`);
@@ -228,6 +252,8 @@ interface Target {
   address: string;
   /** One body for every request, or a new one per request. */
   source: BodySource | string;
+  /** What the warm-up sends, when not `source`. */
+  warmup?: BodySource | string;
   child: Child;
   /** Name of the CPU profile certgate writes for this target's slices (BENCH_PROFILE). */
   profile?: string;
@@ -283,7 +309,7 @@ function fire(t: Target, seconds: number, onAnswer: (status: number, body: strin
  */
 async function measure(targets: Target[]): Promise<Measured[]> {
   const ignore = () => {};
-  for (const t of targets) if (WARMUP > 0) await fire(t, WARMUP, ignore);
+  for (const t of targets) if (WARMUP > 0) await fire(t.warmup ? { ...t, source: t.warmup } : t, WARMUP, ignore);
   const slice = DURATION / ROUNDS;
   const out = targets.map(
     (t): Measured => ({
@@ -507,27 +533,35 @@ async function main(): Promise<void> {
   const logLevel = env.BENCH_LOG_LEVEL ?? 'warn';
   const logFile = ['info', 'debug', 'trace'].includes(logLevel) ? path.join(dataDir, 'certgate.log') : undefined;
   const logHandle = logFile ? await fs.open(logFile, 'w') : undefined;
-  const certgate = await startChild(
-    'certgate-server.ts',
-    [],
-    {
-      ...env,
-      HTTP_HOST: '127.0.0.1',
-      HTTP_PORT: '0',
-      DATA_DIR: dataDir,
-      LOG_LEVEL: logLevel,
-      MANAGEMENT_ADMIN_PASSWORD: ADMIN_PASSWORD,
-      VERIFIER_TOKEN,
-      ...(env.BENCH_PROFILE ? { BENCH_PROFILE: path.resolve(env.BENCH_PROFILE) } : {}),
-    },
-    logHandle?.fd ?? 'inherit',
-  );
+  const startCertgate = (more: NodeJS.ProcessEnv = {}) =>
+    startChild(
+      'certgate-server.ts',
+      [],
+      {
+        ...env,
+        HTTP_HOST: '127.0.0.1',
+        HTTP_PORT: '0',
+        // The MQTT listener is not measured here: any free port, so that servers side by side can start.
+        MQTT_TLS_HOST: '127.0.0.1',
+        MQTT_TLS_PORT: '0',
+        DATA_DIR: dataDir,
+        LOG_LEVEL: logLevel,
+        MANAGEMENT_ADMIN_PASSWORD: ADMIN_PASSWORD,
+        VERIFIER_TOKEN,
+        ...(env.BENCH_PROFILE ? { BENCH_PROFILE: path.resolve(env.BENCH_PROFILE) } : {}),
+        ...more,
+      },
+      logHandle?.fd ?? 'inherit',
+    );
+  const certgate = await startCertgate();
   if (logFile) log(`certgate logs at ${logLevel} to ${logFile}`);
-  const db = new pg.Client({ connectionString: await databaseUrlOf(dataDir) });
+  const databaseUrl = await databaseUrlOf(dataDir);
+  const db = new pg.Client({ connectionString: databaseUrl });
   await db.connect();
   countTransactions = async () =>
     Number((await db.query('SELECT xact_commit + xact_rollback AS n FROM pg_stat_database WHERE datname = current_database()')).rows[0].n);
   const results: Record<string, Measured> = {};
+  const buys: Array<{ mechanism: Mechanism; target: string; with: Measured; without: Measured }> = [];
   try {
     const base = certgate.address;
     const main = await createTenant(base, `bench-${suffix}`, mainCa);
@@ -547,9 +581,12 @@ async function main(): Promise<void> {
     const [warm, cold, leafOnly] = measured.slice(-3);
     Object.assign(results, ONLY_CERTGATE ? {} : { hello: measured[0], x509: measured[1] }, { warm, cold, leafOnly });
 
+    // The scale pair's tenants, and their leaves' minters.
+    let scale: { small: LeafMinter; large: LeafMinter } | undefined;
     if (SCALE) {
       const smallMinter = await createLeafMinter(smallCa, 7);
       const largeMinter = await createLeafMinter(largeCa, 7);
+      scale = { small: smallMinter, large: largeMinter };
       const small = await createTenant(base, `small-${suffix}`, smallCa);
       await insertDevices(db, small.id, SMALL_DEVICES);
       await announce(db, small.id, ['devices']);
@@ -574,6 +611,42 @@ async function main(): Promise<void> {
         { label: 'certgate cold, 10 devices', address: base, source: smallCold, child: certgate, profile: 'cold-small' },
         { label: 'certgate cold, 100k devices/1k CAs', address: base, source: largeCold, child: certgate, profile: 'cold-large' },
       ]);
+    }
+
+    // What each mechanism buys: a server as built and one without it, both fresh, side by side.
+    const smallDevice = (i: number) => deviceName(i % SMALL_DEVICES);
+    const largeDevice = (i: number) => deviceName((i * 7919) % LARGE_DEVICES);
+    for (const mechanism of WITHOUT) {
+      const target = MECHANISM_TARGET[mechanism];
+      if (target === 'storm' && !scale) {
+        log(`without ${mechanism}: not measured, it needs the scale tenants (BENCH_SCALE=0)`);
+        continue;
+      }
+      // New leaves for both servers from one list, each used once: a leaf one server saw is a
+      // credential in the database the other shares.
+      let source: BodySource | string = warmBody;
+      let warmup: BodySource | undefined;
+      if (target === 'cold') source = new BodySource(coldBodies(mainMinter, mainCa, 2 * COLD_LEAVES, (i) => deviceName(i % MAIN_DEVICES)));
+      if (target === 'storm') {
+        source = new BodySource(coldBodies(scale!.large, largeCa, 2 * SCALE_LEAVES, largeDevice));
+        warmup = new BodySource(coldBodies(scale!.small, smallCa, 2 * 8_000 * WARMUP, smallDevice));
+      }
+      // On the first server's database; each with its MQTT listener in its own process (idle here).
+      const pairEnv = { DATABASE_URL: databaseUrl, MQTT_WORKERS: '1' };
+      const withIt = await startCertgate({ ...pairEnv, CERTGATE_WITHOUT: '' });
+      const withoutIt = await startCertgate({ ...pairEnv, CERTGATE_WITHOUT: mechanism });
+      const what = target === 'storm' ? 'first storm, 100k devices' : target;
+      try {
+        const [a, b] = await measure([
+          { label: `certgate ${what}, as built`, address: withIt.address, source, warmup, child: withIt },
+          { label: `certgate ${what}, without ${mechanism}`, address: withoutIt.address, source, warmup, child: withoutIt },
+        ]);
+        buys.push({ mechanism, target: what, with: a!, without: b! });
+      } finally {
+        await new Promise((r) => setTimeout(r, 1_000));
+        await withIt.stop();
+        await withoutIt.stop();
+      }
     }
   } finally {
     // Let answers still in flight when the load stopped finish before the servers go.
@@ -603,6 +676,12 @@ async function main(): Promise<void> {
     out.push(`certgate_cold_10_devices: ${line(results.small)}`);
     out.push(`certgate_cold_100k_devices_1k_cas: ${line(results.large)}`);
     out.push(`scale_ratio=${(results.large.mean / results.small.mean).toFixed(2)} (mean cold latency, 100k devices / 10 devices; goal <= 1.2)`);
+  }
+  for (const b of buys) {
+    const pct = (100 * (b.with.rps / b.without.rps - 1)).toFixed(1);
+    // Server CPU per request moves less with other work on the machine than req/s does.
+    const cpu = `server CPU ${b.with.serverUs.toFixed(0)} against ${b.without.serverUs.toFixed(0)} µs per request`;
+    out.push(`buys_${b.mechanism.replaceAll('-', '_')}=${pct}% (${b.target}: ${line(b.with)} as built; ${line(b.without)} without; ${cpu})`);
   }
   process.stdout.write(`${out.join('\n')}\n`);
 }

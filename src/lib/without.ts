@@ -26,7 +26,7 @@ export const MECHANISMS = [
 export type Mechanism = (typeof MECHANISMS)[number];
 
 /** The mechanisms a `CERTGATE_WITHOUT` value names; throws on a name that is none of them. */
-export function parseWithout(value: string | undefined): Set<Mechanism> {
+export function parseWithout(value: string | undefined, setting = 'CERTGATE_WITHOUT'): Set<Mechanism> {
   const names = (value ?? '')
     .split(',')
     .map((n) => n.trim())
@@ -34,7 +34,7 @@ export function parseWithout(value: string | undefined): Set<Mechanism> {
   if (names.includes('all')) return new Set(MECHANISMS);
   const unknown = names.filter((n) => !(MECHANISMS as readonly string[]).includes(n));
   if (unknown.length) {
-    throw new Error(`CERTGATE_WITHOUT: unknown mechanism ${unknown.map((n) => `"${n}"`).join(', ')}; known: all, ${MECHANISMS.join(', ')}`);
+    throw new Error(`${setting}: unknown mechanism ${unknown.map((n) => `"${n}"`).join(', ')}; known: all, ${MECHANISMS.join(', ')}`);
   }
   return new Set(names as Mechanism[]);
 }
