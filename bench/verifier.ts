@@ -631,7 +631,7 @@ async function main(): Promise<void> {
         source = new BodySource(coldBodies(scale!.large, largeCa, 2 * SCALE_LEAVES, largeDevice));
         warmup = new BodySource(coldBodies(scale!.small, smallCa, 2 * 8_000 * WARMUP, smallDevice));
       }
-      // On the first server's database; each with its MQTT listener in its own process (idle here).
+      // On the first server's database; the MQTT listener (idle here) in the server's own process.
       const pairEnv = { DATABASE_URL: databaseUrl, MQTT_WORKERS: '1' };
       const withIt = await startCertgate({ ...pairEnv, CERTGATE_WITHOUT: '' });
       const withoutIt = await startCertgate({ ...pairEnv, CERTGATE_WITHOUT: mechanism });
