@@ -347,6 +347,26 @@ export async function main(mode: ServeMode = 'all'): Promise<void> {
   releaseShutdownSignals();
   process.on('SIGINT', () => void stop('SIGINT'));
   process.on('SIGTERM', () => void stop('SIGTERM'));
+  stopWithParent(() => void stop('parent process exited'));
+}
+
+/**
+ * Calls `stop` once the process that started this one is gone: a launcher (npx, npm, a shell)
+ * that was stopped without passing the signal on must not leave certgate, its embedded database
+ * and its listeners running. Seen as the end of the IPC channel when there is one, or as a new
+ * parent process id (the orphan is adopted by init or a subreaper). A process started by init
+ * itself (a container's PID 1, a systemd unit) has no launcher to watch.
+ */
+export function stopWithParent(stop: () => void, intervalMs = 1000): void {
+  if (process.channel) process.once('disconnect', stop);
+  const parent = process.ppid;
+  if (parent <= 1) return;
+  const timer = setInterval(() => {
+    if (process.ppid === parent) return;
+    clearInterval(timer);
+    stop();
+  }, intervalMs);
+  timer.unref();
 }
 
 if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
