@@ -88,9 +88,10 @@ declare module 'fastify' {
 
 /**
  * Routes called all the time, whose lines are written at debug: probes and scrapers every few
- * seconds, and a clustered broker on every publish and subscribe (authorize, its webhooks).
+ * seconds, a standalone listener's token check when it starts, and a clustered broker on every
+ * publish and subscribe (authorize, its webhooks).
  */
-const QUIET_ROUTES = new Set(['/health', '/ready', '/metrics', '/verifier/v1/authorize', '/verifier/v1/vernemq']);
+const QUIET_ROUTES = new Set(['/health', '/ready', '/metrics', '/verifier/v1/token', '/verifier/v1/authorize', '/verifier/v1/vernemq']);
 
 /** The tags of the OpenAPI document, in the order Swagger UI shows them. */
 const TAGS = [

@@ -82,32 +82,35 @@ export interface TokenCheck {
 }
 
 /**
- * One call a standalone listener makes at start: `POST /verifier/v1/authenticate` with an empty
- * body. The token is checked before the body, so 401 means the token is refused and 400 (the body)
- * means it is accepted; the call decides nothing and records nothing.
+ * One call a standalone listener makes at start: `GET /verifier/v1/token`, which answers 200 naming
+ * the certgate verifier when the token is accepted and 401 when it is not. Any other answer comes
+ * from something that is not a certgate verifier (another web server, a proxy's error page) and
+ * stops the start; only no answer at all, or a certgate answering 503, lets the listener start and
+ * wait for it.
  */
 export async function checkVerifierToken(opts: Pick<RemoteVerifierOptions, 'url' | 'token' | 'fetch'> & { timeoutMs?: number }): Promise<TokenCheck> {
-  const endpoint = new URL('verifier/v1/authenticate', opts.url.endsWith('/') ? opts.url : `${opts.url}/`).toString();
+  const endpoint = new URL('verifier/v1/token', opts.url.endsWith('/') ? opts.url : `${opts.url}/`).toString();
   let res: Response;
+  let body: unknown;
   try {
     res = await (opts.fetch ?? fetch)(endpoint, {
-      method: 'POST',
-      headers: { authorization: `Bearer ${opts.token}`, 'content-type': 'application/json', accept: 'application/json' },
-      body: '{}',
+      headers: { authorization: `Bearer ${opts.token}`, accept: 'application/json' },
       signal: AbortSignal.timeout(opts.timeoutMs ?? 5_000),
     });
+    body = await res.json().catch(() => undefined);
   } catch (err) {
     const e = err as Error;
     const why = e.name === 'TimeoutError' ? 'no answer' : ((e.cause as Error | undefined)?.message ?? e.message);
     return { warning: `the verifier at VERIFIER_URL is not reachable (${why}): devices get "server unavailable" until it is` };
   }
-  await res.body?.cancel().catch(() => {});
-  if (res.status === 401) {
+  const fields = typeof body === 'object' && body !== null ? (body as Record<string, unknown>) : {};
+  const certgateError = ['error', 'message', 'info'].every((k) => typeof fields[k] === 'string');
+  if (res.status === 200 && fields.service === 'certgate-verifier') return {};
+  if (res.status === 401 && certgateError) {
     return { problem: 'the verifier refused VERIFIER_TOKEN (401): set VERIFIER_TOKEN to the API\'s token (its VERIFIER_TOKEN, or the one it printed on its first start)' };
   }
-  if (res.status === 404 || res.status === 405) {
-    return { problem: `${endpoint} is no certgate verifier (${res.status}): set VERIFIER_URL to the certgate API's base URL (e.g. http://api-host:8080)` };
+  if (res.status === 503 && certgateError) {
+    return { warning: `the verifier at VERIFIER_URL answered 503 (${String(fields.message)}): devices get "server unavailable" until it recovers` };
   }
-  if (res.status >= 500) return { warning: `the verifier at VERIFIER_URL answered ${res.status}: devices get "server unavailable" until it recovers` };
-  return {};
+  return { problem: `${endpoint} is no certgate verifier (it answered ${res.status}): set VERIFIER_URL to the certgate API's base URL (e.g. http://api-host:8080)` };
 }

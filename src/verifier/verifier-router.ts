@@ -1,5 +1,6 @@
 import type { FastifyInstance } from 'fastify';
 import { serializerCompiler, type ZodTypeProvider } from 'fastify-type-provider-zod';
+import { z } from 'zod';
 import { ServiceUnavailableError } from '../errors.js';
 import { endOfTurn } from '../lib/end-of-turn.js';
 import { errorResponses } from '../lib/http-schemas.js';
@@ -30,9 +31,27 @@ function decisionLogFields(clientId: string, d: Decision): Record<string, unknow
     : { clientId, result: 'deny', reason: d.reason };
 }
 
+/** What the token check answers: names the service, so a caller knows it reached a certgate verifier. */
+export const VERIFIER_SERVICE = 'certgate-verifier' as const;
+
 export async function verifierRouter(app: FastifyInstance, opts: VerifierRouterOptions) {
   const r = app.withTypeProvider<ZodTypeProvider>();
   const answerTogether = !without('end-of-turn');
+
+  r.get('/verifier/v1/token', {
+    onRequest: verifierTokenHook(opts.tokenSha256),
+    schema: {
+      tags: ['Verifier'],
+      operationId: 'checkVerifierToken',
+      summary: 'Check the verifier token',
+      description:
+        'What a standalone listener (`certgate mqtt`) calls when it starts: 200 when the token is accepted, 401 when ' +
+        'it is not. Needs no database; decides nothing and records nothing.',
+      security: [{ verifierToken: [] }],
+      response: { 200: z.object({ service: z.literal(VERIFIER_SERVICE) }), ...errorResponses(401) },
+    },
+    handler: async () => ({ service: VERIFIER_SERVICE }),
+  });
 
   r.post('/verifier/v1/authenticate', {
     onRequest: verifierTokenHook(opts.tokenSha256),

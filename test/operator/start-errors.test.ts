@@ -166,11 +166,23 @@ describe('the verifier token of a standalone listener', () => {
     t.after(() => new Promise<void>((resolve) => other.close(() => resolve())));
     const otherUrl = `http://127.0.0.1:${(other.address() as net.AddressInfo).port}`;
     const notCertgate = await runToEnd(['mqtt'], listenerEnv({ VERIFIER_URL: otherUrl, VERIFIER_TOKEN: token }));
-    assertOneLine(notCertgate, /is no certgate verifier \(404\): set VERIFIER_URL to the certgate API's base URL/);
+    assertOneLine(notCertgate, /is no certgate verifier \(it answered 404\): set VERIFIER_URL to the certgate API's base URL/);
+
+    // A server error that is not certgate's (501 from some other service), and a 200 that is not the verifier's.
+    for (const [status, answer] of [[501, 'not implemented'], [200, '{"ok":true}']] as const) {
+      const server = http.createServer((_req, res) => res.writeHead(status, { 'content-type': 'application/json' }).end(answer));
+      await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+      t.after(() => new Promise<void>((resolve) => server.close(() => resolve())));
+      const url = `http://127.0.0.1:${(server.address() as net.AddressInfo).port}`;
+      const refused = await runToEnd(['mqtt'], listenerEnv({ VERIFIER_URL: url, VERIFIER_TOKEN: token }));
+      assertOneLine(refused, new RegExp(`is no certgate verifier \\(it answered ${status}\\): set VERIFIER_URL`));
+    }
 
     const listener = await startService({ mode: 'mqtt', dataDir: path.join(dir, '.data-ok'), env: { VERIFIER_URL: apiService.httpUrl, VERIFIER_TOKEN: token, DATABASE_URL: db.url, MQTT_WORKERS: '1' } });
     t.after(() => listener.stop());
     assert.ok(listener.mqttPort > 0);
+    // The listeners' token checks, refused or accepted, are no errors in the API's log.
+    assert.doesNotMatch(apiService.output(), /verifier\/v1/, 'token checks are logged at debug');
   });
 });
 
