@@ -11,21 +11,58 @@ export interface Subcommand {
   run(argv: readonly string[]): Promise<number>;
 }
 
-const SERVICE_ENVIRONMENT = `Environment (see the README's configuration table for all of it):
-  HTTP_HOST, HTTP_PORT            REST API address (default 0.0.0.0:8080)
-  MQTT_TLS_HOST, MQTT_TLS_PORT    mTLS MQTT listener address (default 0.0.0.0:8883)
-  MQTT_TLS_CERT, MQTT_TLS_KEY     the listener's certificate and key (default: made under DATA_DIR/tls)
-  MQTT_WORKERS                    listener processes (default: one per CPU)
-  DATABASE_URL                    PostgreSQL URL (default: an embedded PostgreSQL under DATA_DIR)
-  DATA_DIR                        embedded database and generated TLS files (default .data)
-  MANAGEMENT_ADMIN_PASSWORD       password of management/admin (default: generated, printed once)
-  VERIFIER_TOKEN                  the verifier's bearer token (default: generated, printed once)
-  LOG_LEVEL, LOG_FORMAT           info; auto (readable on a terminal, JSON otherwise), pretty or json
-  METRICS_TOKEN, METRICS_ENABLED  protect or remove /metrics
-  DOCS_ENABLED                    false removes /docs and /docs/json`;
+/** One line of a command's settings: the variables and what they are for. */
+const setting = (names: string, what: string) => `  ${names.padEnd(32)}${what}`;
 
-const serviceHelp = (usage: string, what: string, extra = '') =>
-  `Usage: ${usage}\n\n${what}\n\n${SERVICE_ENVIRONMENT}${extra}\n\nStops on SIGINT (Ctrl-C) or SIGTERM.\n`;
+const HTTP = setting('HTTP_HOST, HTTP_PORT', 'REST API address (default 0.0.0.0:8080)');
+const MQTT = [
+  setting('MQTT_TLS_HOST, MQTT_TLS_PORT', 'mTLS MQTT listener address (default 0.0.0.0:8883)'),
+  setting('MQTT_TLS_CERT, MQTT_TLS_KEY', "the listener's certificate and key (default: made under DATA_DIR/tls)"),
+  setting('MQTT_WORKERS', 'listener processes (default: one per CPU)'),
+];
+const LOGS = setting('LOG_LEVEL, LOG_FORMAT', 'info; auto (readable on a terminal, JSON otherwise), pretty or json');
+const API_SETTINGS = [
+  setting('DATABASE_URL', 'PostgreSQL URL (default: an embedded PostgreSQL under DATA_DIR)'),
+  setting('MANAGEMENT_ADMIN_PASSWORD', 'password of management/admin (default: generated, printed once)'),
+  setting('VERIFIER_TOKEN', "the verifier's bearer token (default: generated, printed once)"),
+  setting('METRICS_TOKEN, METRICS_ENABLED', 'protect or remove /metrics'),
+  setting('DOCS_ENABLED', 'false removes /docs and /docs/json'),
+];
+
+const settings = (heading: string, lines: readonly string[]) => `${heading}\n${lines.join('\n')}`;
+const ALL_OF_THEM = "Settings are environment variables; the README's configuration table lists all of them.";
+
+const SERVE_ENVIRONMENT = settings('Settings (all optional):', [
+  HTTP,
+  ...MQTT,
+  ...API_SETTINGS,
+  setting('DATA_DIR', 'embedded database and generated TLS files (default .data)'),
+  LOGS,
+]);
+const API_ENVIRONMENT = settings('Settings (all optional):', [
+  HTTP,
+  ...API_SETTINGS,
+  setting('DATA_DIR', 'the embedded database (default .data)'),
+  LOGS,
+]);
+const MQTT_ENVIRONMENT = `${settings('Required:', [
+  setting('VERIFIER_URL', "the certgate API's base URL, e.g. http://api-host:8080"),
+  setting('VERIFIER_TOKEN', "the API's verifier token (its VERIFIER_TOKEN, or the one it printed)"),
+])}
+
+${settings('Optional:', [
+  ...MQTT,
+  setting('DATABASE_URL', 'with it, live sessions close when their CA, device or tenant'),
+  setting('', 'changes, and persistent sessions and retained messages are'),
+  setting('', 'stored there as they change; without it they are kept in memory'),
+  setting('', 'only, lost when the listener stops (found by itself next to an'),
+  setting('', 'embedded database in DATA_DIR)'),
+  setting('DATA_DIR', 'generated TLS files; an embedded database there (default .data)'),
+  LOGS,
+])}`;
+
+const serviceHelp = (usage: string, what: string, environment: string) =>
+  `Usage: ${usage}\n\n${what}\n\n${environment}\n\n${ALL_OF_THEM}\nStops on SIGINT (Ctrl-C) or SIGTERM, or when the process that started it ends.\n`;
 
 /** Runs a service mode; `--help` prints its help, anything else is refused before anything starts. */
 function serviceCommand(mode: 'all' | 'api' | 'mqtt', help: string): (argv: readonly string[]) => Promise<number> {
@@ -48,24 +85,21 @@ const SERVE_HELP = serviceHelp(
   'Runs the REST API (with Swagger UI at /docs), the verifier and the mTLS MQTT listener in one\n' +
     'process: what npm start runs. On the first start it prints the generated management admin\n' +
     'password and verifier token once, after the service is up.',
+  SERVE_ENVIRONMENT,
 );
 const API_HELP = serviceHelp(
   'certgate api',
   'Runs the REST API and the verifier without the MQTT listener; listeners run apart with\n' +
     '"certgate mqtt", or an EMQX/VerneMQ cluster asks the verifier.',
+  API_ENVIRONMENT,
 );
 const MQTT_HELP = serviceHelp(
   'certgate mqtt',
   'Runs the mTLS MQTT listener alone. It asks the verifier of a running "certgate api" over HTTP\n' +
-    'and checks VERIFIER_TOKEN with one call when it starts.',
-  `\n\nRequired for this command:
-  VERIFIER_URL                    the certgate API's base URL, e.g. http://api-host:8080
-  VERIFIER_TOKEN                  the API's verifier token
-  DATABASE_URL                    optional: with it, live sessions close when their CA, device or
-                                  tenant changes, and persistent sessions and retained messages are
-                                  stored there as they change; without it they are kept in memory
-                                  only, lost when the listener stops (found by itself next to an
-                                  embedded database in DATA_DIR)`,
+    'and checks VERIFIER_TOKEN with one call when it starts. It opens no HTTP port, so it has no\n' +
+    "/metrics, /health or /docs: its log has one line per connection attempt, and the API's\n" +
+    "/metrics counts the verifier's decisions.",
+  MQTT_ENVIRONMENT,
 );
 
 export const COMMANDS: Record<string, Subcommand> = {

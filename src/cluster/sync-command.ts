@@ -63,7 +63,13 @@ export async function runSyncCommand(broker: Broker, argv: readonly string[]): P
     return 0;
   }
   if (sub !== 'sync' || rest.length > 0) {
-    process.stderr.write(USAGE[broker]);
+    const why =
+      sub === undefined
+        ? `certgate ${broker}: name a command (sync)`
+        : sub !== 'sync'
+          ? `certgate ${broker}: unknown command "${sub}" (the command is sync)`
+          : `certgate ${broker} sync: unexpected argument "${rest[0]}"; settings are environment variables`;
+    process.stderr.write(`${why}\n\n${USAGE[broker]}`);
     return 2;
   }
   let config: Config;
