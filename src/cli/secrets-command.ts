@@ -5,7 +5,8 @@
  */
 import { parseArgs } from 'node:util';
 import { ConfigError, loadConfig } from '../config.js';
-import { embeddedDatabaseUrl, startEmbeddedPostgres, type EmbeddedDatabase } from '../db/embedded-postgres.js';
+import path from 'node:path';
+import { embeddedDatabaseUrl, hasEmbeddedDatabase, startEmbeddedPostgres, type EmbeddedDatabase } from '../db/embedded-postgres.js';
 import { applyMigrations } from '../db/migrate.js';
 import { createPrismaClient } from '../db/prisma.js';
 import { resetSecrets } from '../modules/tenants/management-bootstrap.js';
@@ -17,7 +18,8 @@ Makes a new password for management/admin and/or a new verifier token, stores th
 certgate's database and prints them once. Without options it resets both.
 
 Run it where certgate runs, with the same DATA_DIR (embedded database; certgate may be running)
-or the same DATABASE_URL.
+or the same DATABASE_URL. A DATA_DIR that holds no certgate database is refused. The secrets
+are printed on stdout, everything else on stderr.
 
 Options:
   --admin-password   reset the management admin's password only
@@ -71,8 +73,16 @@ export async function runResetSecrets(argv: readonly string[]): Promise<number> 
     verifierToken = false;
     notes.push('VERIFIER_TOKEN is set and is the token whatever is stored: change that variable instead');
   }
+  // Messages go to stderr, the secrets alone to stdout.
   for (const n of notes) process.stderr.write(`certgate reset-secrets: ${n}\n`);
   if (!adminPassword && !verifierToken) return 1;
+  if (!config.DATABASE_URL && !(await hasEmbeddedDatabase(config.dataDir))) {
+    process.stderr.write(
+      `certgate reset-secrets: ${path.resolve(config.dataDir)} holds no certgate database: ` +
+        'set DATA_DIR to the data folder of the certgate whose secrets to reset, or DATABASE_URL to its database\n',
+    );
+    return 1;
+  }
 
   let embedded: EmbeddedDatabase | undefined;
   try {
@@ -90,12 +100,10 @@ export async function runResetSecrets(argv: readonly string[]): Promise<number> 
       const lines: string[] = [];
       if (made.adminPassword) lines.push(`management admin login: management/admin  password: ${made.adminPassword}`);
       if (made.verifierToken) lines.push(`verifier token (VERIFIER_TOKEN): ${made.verifierToken}`);
-      process.stdout.write(
-        `\n  certgate made new secrets; they are shown only this once:\n${lines.map((l) => `    ${l}`).join('\n')}\n\n` +
-          (made.verifierToken
-            ? '  Restart certgate to use the new verifier token, and give it to every standalone listener (VERIFIER_TOKEN).\n\n'
-            : ''),
-      );
+      process.stdout.write(`\n  certgate made new secrets; they are shown only this once:\n${lines.map((l) => `    ${l}`).join('\n')}\n\n`);
+      if (made.verifierToken) {
+        process.stderr.write('certgate reset-secrets: restart certgate to use the new verifier token, and give it to every standalone listener (VERIFIER_TOKEN)\n');
+      }
     } finally {
       await prisma.$disconnect();
     }

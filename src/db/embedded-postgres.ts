@@ -273,6 +273,17 @@ function portIsFree(port: number): Promise<boolean> {
  * The URL of an embedded database that another certgate process on this machine keeps under
  * `dataDir` (a standalone `certgate mqtt` next to `certgate api`), if there is one.
  */
+/** Whether `dataDir` holds an embedded database certgate made (its settings and an initialised cluster). */
+export async function hasEmbeddedDatabase(dataDir: string): Promise<boolean> {
+  const settings = await readSettings(path.join(dataDir, 'embedded-postgres.json'));
+  if (!settings) return false;
+  const clusterDir = settings.clusterDir ?? path.join(dataDir, 'pg');
+  return fs.access(path.join(clusterDir, 'PG_VERSION')).then(
+    () => true,
+    () => false,
+  );
+}
+
 export async function embeddedDatabaseUrl(dataDir: string): Promise<string | undefined> {
   const settings = await readSettings(path.join(dataDir, 'embedded-postgres.json'));
   if (!settings || (await portIsFree(settings.port))) return undefined;

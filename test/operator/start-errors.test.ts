@@ -208,7 +208,7 @@ describe('certgate reset-secrets', () => {
     assert.equal(tokenRun.code, 0, tokenRun.stderr);
     const { token } = printedSecrets(tokenRun.stdout);
     assert.ok(token);
-    assert.match(tokenRun.stdout, /Restart certgate to use the new verifier token/);
+    assert.match(tokenRun.stderr, /restart certgate to use the new verifier token/);
     await service.stop();
     service = await startService({ mode: 'api', env: { DATABASE_URL: db.url }, dataDir: path.join(dir, 'b') });
     assert.doesNotMatch(service.output(), /generated these secrets/, 'nothing is generated on a later start');
@@ -220,5 +220,21 @@ describe('certgate reset-secrets', () => {
     assert.match(pinned.stderr, /MANAGEMENT_ADMIN_PASSWORD is set .*change that variable instead/);
     assert.match(pinned.stderr, /VERIFIER_TOKEN is set .*change that variable instead/);
     assert.doesNotMatch(pinned.stdout, /password:|VERIFIER_TOKEN\):/);
+
+    // Only the password set: the note on stderr, the new token alone on stdout.
+    const halfPinned = await runToEnd(['reset-secrets'], { ...env, MANAGEMENT_ADMIN_PASSWORD: 'set-in-the-env' });
+    assert.equal(halfPinned.code, 0, halfPinned.stderr);
+    assert.match(halfPinned.stderr, /^certgate reset-secrets: MANAGEMENT_ADMIN_PASSWORD is set .*\ncertgate reset-secrets: restart certgate/);
+    assert.ok(printedSecrets(halfPinned.stdout).token);
+    assert.doesNotMatch(halfPinned.stdout, /MANAGEMENT_ADMIN_PASSWORD|restart|password:/);
+  });
+
+  test('a data folder without a certgate database is refused, and no database is made there', { timeout: 60_000 }, async (t) => {
+    const dir = await tempDir(t, 'certgate-reset-empty-');
+    const r = await runToEnd(['reset-secrets'], cleanEnv({ DATA_DIR: dir }));
+    assert.equal(r.code, 1);
+    assert.equal(r.stderr, `certgate reset-secrets: ${dir} holds no certgate database: set DATA_DIR to the data folder of the certgate whose secrets to reset, or DATABASE_URL to its database\n`);
+    assert.equal(r.stdout, '');
+    assert.deepEqual(await fs.readdir(dir), []);
   });
 });
