@@ -11,7 +11,7 @@ import type { Logger } from 'pino';
 import { z } from 'zod';
 import type { PrismaClient } from './db/prisma.js';
 import type { ChangeFeed, ChangePublisher } from './db/change-feed.js';
-import { clientErrorHandler, errorHandlerPlugin, expectationFailed, frameworkErrorHandler } from './plugins/error-handler.js';
+import { clientErrorHandler, errorHandlerPlugin, errorInfo, expectationFailed, frameworkErrorHandler } from './plugins/error-handler.js';
 import { inputGuardPlugin } from './plugins/input-guard.js';
 import { authPlugin } from './plugins/auth.js';
 import type { Metrics } from './plugins/metrics.js';
@@ -126,6 +126,7 @@ const withBodyExamples: typeof jsonSchemaTransform = (input) => {
 
 /** Builds the REST API: external plugins, then certgate's plugins, then feature routes. Never listens. */
 export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
+  const info = errorInfo(deps.docs !== false);
   const app: FastifyInstance = Fastify({
     ...(typeof deps.logger === 'object'
       ? { loggerInstance: deps.logger as unknown as FastifyBaseLogger }
@@ -138,10 +139,10 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     routerOptions: { maxParamLength: 500 },
     // Errors raised before a route runs, by Fastify's router and by Node's HTTP parser, answer
     // in the same {error, message, info} shape as every other error.
-    frameworkErrors: frameworkErrorHandler,
-    clientErrorHandler,
+    frameworkErrors: frameworkErrorHandler(info),
+    clientErrorHandler: clientErrorHandler(info),
   });
-  app.server.on('checkExpectation', expectationFailed);
+  app.server.on('checkExpectation', expectationFailed(info));
   app.decorate('publicUrl', deps.publicUrl?.replace(/\/+$/, ''));
   app.setValidatorCompiler(validatorCompiler);
   app.setSerializerCompiler(serializerCompiler);
@@ -172,7 +173,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   if (deps.docs !== false) await app.register(swaggerUi, { routePrefix: '/docs' });
   app.decorateRequest('logFields', undefined);
 
-  await app.register(errorHandlerPlugin);
+  await app.register(errorHandlerPlugin, { info });
   await app.register(inputGuardPlugin);
   await app.register(authPlugin, {
     db: deps.prisma,
@@ -218,6 +219,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     metrics: deps.metrics,
     ...(deps.metricsToken ? { metricsToken: deps.metricsToken } : {}),
     metricsEnabled: deps.metricsEnabled !== false,
+    info,
   });
 
   const { prisma } = deps;

@@ -146,7 +146,7 @@ export async function startServer(config: Config, mode: ServeMode = 'all', logge
     const httpAddress = await app.listen({ host: config.HTTP_HOST, port: config.HTTP_PORT }).catch((err: unknown) => {
       throw listenFailure(err, httpSetting(config)) ?? err;
     });
-    log.info({ url: httpAddress, docs: `${httpAddress}/docs`, mode }, 'REST API listening');
+    log.info({ url: httpAddress, ...(config.DOCS_ENABLED ? { docs: `${httpAddress}/docs` } : {}), mode }, 'REST API listening');
     // Shown once everything listens: a start that fails never shows secrets it then drops.
     announceSecrets(boot);
     return { httpAddress, ...(mqtt ? { mqtt: mqtt.listener, mqttPort: mqtt.port } : {}), close };

@@ -71,6 +71,17 @@ test('METRICS_ENABLED=false and DOCS_ENABLED=false remove the routes', async (t)
   assert.equal((await a.inject('/docs')).statusCode, 404);
   assert.equal((await a.inject('/docs/json')).statusCode, 404);
   assert.equal((await a.inject('/health')).statusCode, 200);
+  // Error bodies do not send the reader to the removed /docs.
+  const notFound = await a.inject('/docs');
+  const unauthorized = await a.inject('/tenant/tenants');
+  const notReadyApp = await app(t, { docs: false, readiness: async () => Promise.reject(new Error('database unreachable')) });
+  const notReady = await notReadyApp.inject('/ready');
+  for (const [what, res, status] of [['404', notFound, 404], ['401', unauthorized, 401], ['/ready', notReady, 503]] as const) {
+    assert.equal(res.statusCode, status, what);
+    assert.equal(res.json().info, "certgate's openapi/openapi.json (/docs is disabled)", what);
+  }
+  const withDocs = await app(t);
+  assert.equal((await withDocs.inject('/nowhere')).json().info, '/docs');
 });
 
 test('the settings are read from the environment, as true/false', () => {

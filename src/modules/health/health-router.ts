@@ -17,6 +17,8 @@ export interface HealthDeps {
   metricsToken?: string;
   /** `false` leaves `/metrics` out. */
   metricsEnabled?: boolean;
+  /** Where an error body's `info` points. */
+  info?: string;
 }
 
 function checkMetricsToken(req: FastifyRequest, expected: Buffer): void {
@@ -30,7 +32,7 @@ function checkMetricsToken(req: FastifyRequest, expected: Buffer): void {
 
 // These answer without credentials (load balancers, Kubernetes probes, Prometheus): `security: []`
 // keeps the document from claiming the API-wide Basic authentication for them.
-export async function healthRouter(app: FastifyInstance, { readiness, metrics, metricsToken, metricsEnabled = true }: HealthDeps) {
+export async function healthRouter(app: FastifyInstance, { readiness, metrics, metricsToken, metricsEnabled = true, info = '/docs' }: HealthDeps) {
   const r = app.withTypeProvider<ZodTypeProvider>();
   // Probes ask every few seconds: an outage is one line per burst, not one per probe.
   const notReady = createBurstLogger(app.log);
@@ -65,7 +67,7 @@ export async function healthRouter(app: FastifyInstance, { readiness, metrics, m
         return reply.status(503).send({
           error: 'service/NotReady',
           message: (err as Error).message.slice(0, 200),
-          info: '/docs',
+          info,
         });
       }
     },
