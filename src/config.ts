@@ -5,7 +5,8 @@ import { TRUST_WINDOW_MS } from './verifier/trust-state.js';
 /** How long a database call may take unless configured (`DATABASE_STATEMENT_TIMEOUT_MS`, `DATABASE_ACQUIRE_TIMEOUT_MS`). */
 export const DATABASE_TIMEOUT_DEFAULTS = { statementTimeoutMs: 3_000, acquireTimeoutMs: 3_000, counterTimeoutMs: 2_000 } as const;
 
-const port = z.coerce.number().int().min(0).max(65535);
+const PORT = 'must be a port number 0-65535';
+const port = z.coerce.number({ error: PORT }).int(PORT).min(0, PORT).max(65535, PORT);
 const count = z.coerce.number().int().min(0);
 /** `true`/`false` (also `1`/`0`, `yes`/`no`, `on`/`off`). */
 const flag = z
@@ -158,8 +159,14 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   const parsed = configSchema.safeParse(env);
   if (!parsed.success) {
     throw new ConfigError(
-      parsed.error.issues.map((i) => `${i.path.join('.') || '(environment)'}: ${i.message}`),
+      parsed.error.issues.map((i) => `${i.path.join('.') || '(environment)'}: ${problemOf(i)}`),
     );
   }
   return Object.freeze({ ...parsed.data, dataDir: path.resolve(parsed.data.DATA_DIR) });
+}
+
+/** An issue as an operator reads it: a value that is no number says so, without zod's wording. */
+function problemOf(issue: z.core.$ZodIssue): string {
+  if (issue.code === 'invalid_type' && issue.expected === 'number' && issue.message.startsWith('Invalid input')) return 'must be a number';
+  return issue.message;
 }

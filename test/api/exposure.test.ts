@@ -96,6 +96,19 @@ test('the settings are read from the environment, as true/false', () => {
   assert.throws(() => loadConfig({ METRICS_TOKEN: 'short' }), /METRICS_TOKEN: must be at least 16 characters/);
 });
 
+test('a bad port or number is named with what it must be, in plain words', () => {
+  assert.throws(
+    () => loadConfig({ HTTP_PORT: 'abc', MQTT_TLS_PORT: '70000', MQTT_MAX_INFLIGHT: 'x' }),
+    (err: Error) => {
+      assert.equal(
+        err.message,
+        'invalid environment:\n  - HTTP_PORT: must be a port number 0-65535\n  - MQTT_TLS_PORT: must be a port number 0-65535\n  - MQTT_MAX_INFLIGHT: must be a number',
+      );
+      return true;
+    },
+  );
+});
+
 test('Swagger UI: every operation has a summary, every tag a description, the seed bodies examples', async (t) => {
   const a = await app(t);
   const doc = (await a.inject('/docs/json')).json() as {
