@@ -190,7 +190,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
         method: req.method,
         url: req.url,
         statusCode: reply.statusCode,
-        responseTime: Math.round(reply.elapsedTime * 10) / 10,
+        responseTimeMs: Math.round(reply.elapsedTime * 10) / 10,
         ...(req.principal ? { tenantId: req.principal.tenantId, userName: req.principal.userName } : {}),
         ...req.logFields,
       },

@@ -18,6 +18,14 @@ export function createLogger(settings: LoggerSettings, stdoutIsTerminal = Boolea
     level: settings.LOG_LEVEL,
     base: { service: 'certgate' },
     timestamp: pino.stdTimeFunctions.isoTime,
+    hooks: {
+      // Fastify writes "Server listening at <url>" once per interface and has no setting to
+      // leave it out; certgate says where the API listens in its own "REST API listening" line.
+      logMethod(args, method) {
+        if (typeof args[0] === 'string' && args[0].startsWith('Server listening at ')) return;
+        method.apply(this, args);
+      },
+    },
   };
   const format = settings.LOG_FORMAT ?? 'auto';
   if (format === 'pretty' || (format === 'auto' && stdoutIsTerminal)) {
@@ -27,14 +35,41 @@ export function createLogger(settings: LoggerSettings, stdoutIsTerminal = Boolea
         sync: true,
         colorize: stdoutIsTerminal,
         translateTime: 'SYS:HH:MM:ss.l',
-        ignore: 'pid,hostname,service',
+        ignore: 'pid,hostname,service,method,url,statusCode,responseTimeMs',
         singleLine: true,
+        messageFormat: requestMessage,
       }),
     );
   }
   // Written synchronously, as the readable lines are: in order with what certgate prints on
   // stdout itself (the secrets), and complete when the process exits.
   return pino(options, pino.destination({ dest: 1, sync: true }));
+}
+
+/** What a readable request line shows after the level and time, besides the other fields. */
+const REQUEST_FIELDS = [
+  ['tenantId', 'tenant'],
+  ['userName', 'user'],
+  ['deviceName', 'device'],
+  ['result', 'result'],
+  ['reason', 'reason'],
+] as const;
+
+/**
+ * The message of a readable line: for an HTTP request, what happened in one glance
+ * (`POST /verifier/v1/authenticate 200 4.1ms tenant=acme device=d1`); other lines as logged, with
+ * the time taken when they have one.
+ */
+export function requestMessage(log: Record<string, unknown>, messageKey: string): string {
+  const msg = String(log[messageKey] ?? '');
+  if (typeof log.method !== 'string' || typeof log.url !== 'string') {
+    return log.responseTimeMs === undefined ? msg : `${msg} (${String(log.responseTimeMs)}ms)`;
+  }
+  const parts: string[] = [log.method, log.url];
+  if (log.statusCode !== undefined) parts.push(String(log.statusCode));
+  if (log.responseTimeMs !== undefined) parts.push(`${String(log.responseTimeMs)}ms`);
+  for (const [field, label] of REQUEST_FIELDS) if (log[field] !== undefined) parts.push(`${label}=${String(log[field])}`);
+  return msg === 'request' ? parts.join(' ') : `${msg}: ${parts.join(' ')}`;
 }
 
 /**

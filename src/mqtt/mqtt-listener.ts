@@ -608,7 +608,7 @@ export function createMqttListener(options: MqttListenerOptions): MqttListener {
     const chain = peerChain(socket);
     if (!chain) {
       stats.notAuthorized++;
-      log.info({ clientId, result: 'deny', reason: 'NO_CLIENT_CERTIFICATE', responseTime: took() }, 'MQTT authentication denied');
+      log.info({ clientId, result: 'deny', reason: 'NO_CLIENT_CERTIFICATE', responseTimeMs: took() }, 'MQTT authentication denied');
       return { ok: false, code: 'not-authorized' };
     }
     const sni = typeof socket.servername === 'string' && socket.servername ? socket.servername : undefined;
@@ -639,7 +639,7 @@ export function createMqttListener(options: MqttListenerOptions): MqttListener {
       }
       if (decision.result === 'deny') {
         stats.notAuthorized++;
-        log.info({ clientId, ...leaf(), result: 'deny', reason: decision.reason, responseTime: took() }, 'MQTT authentication denied');
+        log.info({ clientId, ...leaf(), result: 'deny', reason: decision.reason, responseTimeMs: took() }, 'MQTT authentication denied');
         return { ok: false, code: 'not-authorized' };
       }
       const keys = sessionKeys(decision, chain);
@@ -650,7 +650,7 @@ export function createMqttListener(options: MqttListenerOptions): MqttListener {
         // Decided again once, unless this CONNECT has claimed its session already.
         if (attempt === 0 && !conn.attachment) continue;
         stats.notAuthorized++;
-        log.info({ clientId, ...leaf(), tenantId: decision.tenantId, deviceId: decision.device.id, result: 'deny', reason: 'REVOKED_DURING_CONNECT', responseTime: took() }, 'MQTT authentication denied');
+        log.info({ clientId, ...leaf(), tenantId: decision.tenantId, deviceId: decision.device.id, result: 'deny', reason: 'REVOKED_DURING_CONNECT', responseTimeMs: took() }, 'MQTT authentication denied');
         return { ok: false, code: 'not-authorized' };
       }
       const attachment: Attachment = { ...(conn.attachment as Attachment | undefined), keys, decision, request };
@@ -666,7 +666,7 @@ export function createMqttListener(options: MqttListenerOptions): MqttListener {
             deviceName: decision.device.name,
             matchedBy: decision.matchedBy,
             protocol: conn.version,
-            responseTime: took(),
+            responseTimeMs: took(),
           },
           'MQTT authentication allowed',
         );

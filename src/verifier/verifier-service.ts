@@ -170,7 +170,7 @@ export function createVerifier(deps: VerifierDeps) {
         clientId: req.clientId,
         result: decision.result,
         reason,
-        responseTime: Math.round(seconds * 1e6) / 1e3,
+        responseTimeMs: Math.round(seconds * 1e6) / 1e3,
       },
       'auth decision',
     );

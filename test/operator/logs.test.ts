@@ -83,6 +83,8 @@ describe('logs', () => {
     const startup = linesOf(service);
     assert.ok(startup.length > 0);
     for (const l of startup) assert.match(l.time, ISO);
+    // Where the API listens: certgate's one line, not Fastify's one per interface.
+    assert.deepEqual(startup.filter((l) => /listening/i.test(l.msg)).map((l) => l.msg), ['REST API listening']);
 
     // HTTP: one line per request, when it completes.
     let mark = service.output().length;
@@ -92,7 +94,7 @@ describe('logs', () => {
     assert.equal(requests.length, 1, JSON.stringify(requests));
     const [line] = requests;
     assert.deepEqual(
-      [line!.level, line!.msg, line!.method, line!.url, line!.statusCode, line!.tenantId, line!.userName, typeof line!.responseTime],
+      [line!.level, line!.msg, line!.method, line!.url, line!.statusCode, line!.tenantId, line!.userName, typeof line!.responseTimeMs],
       [30, 'request', 'GET', '/tenant/tenants?pageSize=1', 200, 'management', 'admin', 'number'],
     );
     assert.match(line!.time, ISO);
@@ -115,7 +117,7 @@ describe('logs', () => {
     const allowed = linesOf(service, mark).filter((l) => l.clientId === 'sensor-7' && l.level >= 30);
     assert.equal(allowed.length, 1, JSON.stringify(allowed));
     assert.deepEqual(
-      [allowed[0]!.msg, allowed[0]!.result, allowed[0]!.tenantId, allowed[0]!.deviceName, typeof allowed[0]!.deviceId, typeof allowed[0]!.responseTime],
+      [allowed[0]!.msg, allowed[0]!.result, allowed[0]!.tenantId, allowed[0]!.deviceName, typeof allowed[0]!.deviceId, typeof allowed[0]!.responseTimeMs],
       ['MQTT authentication allowed', 'allow', 'logs', 'sensor-7', 'string', 'number'],
     );
     const refused = linesOf(service, mark).filter((l) => l.clientId === 'someone-else' && l.level >= 30);
@@ -190,6 +192,26 @@ describe('logs', () => {
     assert.match(json.time, ISO);
     assert.doesNotMatch(await emit('pretty', false), /^\{/);
     assert.match(await emit('json', true), /^\{/);
+  });
+
+  test('a readable request line says what happened in its message; Fastify\'s own listen lines are left out', async () => {
+    const run = promisify(execFile);
+    const emit = async (call: string) =>
+      (
+        await run(
+          process.execPath,
+          ['--import', 'tsx', '-e', `import('./src/lib/logger.ts').then((m) => { const log = m.createLogger({ LOG_LEVEL: 'info', LOG_FORMAT: 'pretty' }, false); ${call}; })`],
+          { cwd: REPO },
+        )
+      ).stdout;
+    const request = await emit(
+      `log.info({ method: 'POST', url: '/verifier/v1/authenticate', statusCode: 200, responseTimeMs: 4.1, tenantId: 'acme', deviceName: 'd1', result: 'allow' }, 'request')`,
+    );
+    assert.match(request, /INFO: POST \/verifier\/v1\/authenticate 200 4\.1ms tenant=acme device=d1 result=allow/);
+    assert.doesNotMatch(request, /"url"|"statusCode"|"responseTimeMs"/, 'not repeated after the message');
+    const mqtt = await emit(`log.info({ clientId: 'd1', responseTimeMs: 2.5 }, 'MQTT authentication allowed')`);
+    assert.match(mqtt, /INFO: MQTT authentication allowed \(2\.5ms\)/);
+    assert.equal(await emit(`log.info('Server listening at http://127.0.0.1:8080')`), '');
   });
 
   test('a burst logger writes the first of a burst, then how many more there were', async () => {

@@ -189,7 +189,7 @@ test('every decision is logged at debug with tenant, device, client id, result a
   const info = await decisions('debug');
   assert.equal(info.length, 2);
   assert.deepEqual(
-    [info[0].tenantId, info[0].deviceName, info[0].clientId, info[0].result, typeof info[0].responseTime],
+    [info[0].tenantId, info[0].deviceName, info[0].clientId, info[0].result, typeof info[0].responseTimeMs],
     ['acme', 'logged-1', 'logged-1', 'allow', 'number'],
   );
   assert.deepEqual([info[1].result, info[1].reason, info[1].clientId], ['deny', 'MALFORMED_CERTIFICATE', 'x']);
