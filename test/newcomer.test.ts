@@ -56,7 +56,7 @@ interface Started {
   exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
 }
 
-/** `npm start` is `tsx src/server.ts` in the repository. */
+/** `npm start` is `node --import tsx src/server.ts` in the repository. */
 function start(t: TestContext, env: NodeJS.ProcessEnv): Started {
   const child = spawn(process.execPath, [TSX, 'src/server.ts'], { cwd: REPO, env, stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';

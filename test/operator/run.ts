@@ -22,7 +22,7 @@ export function cleanEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv 
   return { ...env, HTTP_HOST: '127.0.0.1', MQTT_TLS_HOST: '127.0.0.1', ...extra };
 }
 
-/** `npm start` is `tsx src/server.ts`; `certgate <args>` is `node bin/certgate.js <args>`. */
+/** `npm start` is `node --import tsx src/server.ts`; `certgate <args>` is `node bin/certgate.js <args>`. */
 export function runToEnd(args: readonly string[], env: NodeJS.ProcessEnv, timeoutMs = 90_000): Promise<Finished> {
   const [cmd, argv] =
     args[0] === 'npm-start'

@@ -83,6 +83,8 @@ async function assertStopped(started: Started, postgres: number): Promise<void> 
   await until(async () => !(await listening(started.httpPort)) && !(await listening(started.mqttPort)), deadline, 'free ports');
   await until(() => !alive(postgres), deadline, `embedded PostgreSQL (pid ${postgres}) to stop`);
   await until(() => /"msg":"shutting down"/.test(started.output()), deadline, '"shutting down" logged');
+  // Nothing of it is left: no MQTT worker, no PostgreSQL process, no helper.
+  await until(() => !alive(-started.launcher.pid!), deadline, 'every process it started to end');
 }
 
 describe('stopping certgate', () => {
