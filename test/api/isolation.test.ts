@@ -23,6 +23,7 @@ const ROUTES_WITHOUT_TENANT: Record<string, { status: number; why: string }> = {
   'POST /verifier/v1/authorize': { status: 401, why: 'the verifier token only (a Basic password must be the token)' },
   'POST /verifier/v1/vernemq': { status: 401, why: 'the verifier token only (a Basic password must be the token)' },
   'GET /verifier/v1/ca-bundle': { status: 401, why: 'the verifier token only (a Basic password must be the token)' },
+  'GET /verifier/v1/token': { status: 401, why: 'the verifier token only; answers whether it is accepted, no data' },
 };
 
 async function send(s: TestApp, op: Operation, url: string, auth: string, m: BodyMaterial): Promise<Reply & { sent: string }> {
