@@ -13,17 +13,13 @@ import { after, before, describe, test, type TestContext } from 'node:test';
 import mqtt, { type IPublishPacket, type MqttClient } from 'mqtt';
 import type { IConnackPacket, IPubcompPacket, IPubrecPacket } from 'mqtt-packet';
 import pg from 'pg';
-import { loadConfig } from '../../src/config.js';
 import { sessionFromJson } from '../../src/mqtt/durable-store.js';
-import { startServer, type RunningServer } from '../../src/server.js';
+import type { RunningServer } from '../../src/server.js';
+import { VERIFIER_TOKEN } from '../helpers/app.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/database.js';
+import { createTrustingTenant, serverDir, startTestServer } from '../helpers/server.js';
 import { startService, type Service } from '../helpers/service.js';
 import { device, RawClient, serverCredentials, tenantPki, waitFor, withoutRoot, type RunningListener } from './harness.js';
-
-const ADMIN_PASSWORD = 'management-secret-1';
-const TENANT_PASSWORD = 'tenant-secret-1';
-const VERIFIER_TOKEN = 'test-verifier-token-0123456789';
-const basic = (login: string, pass: string) => `Basic ${Buffer.from(`${login}:${pass}`).toString('base64')}`;
 
 describe('MQTT state across a killed listener', async () => {
   const acme = await tenantPki('crash');
@@ -33,17 +29,6 @@ describe('MQTT state across a killed listener', async () => {
   let apiServer: RunningServer;
   let dir: string;
   let sql: pg.Client;
-
-  const api = async (method: string, url: string, auth: string, body?: unknown) => {
-    const res = await fetch(`${apiServer.httpAddress}${url}`, {
-      method,
-      headers: { authorization: auth, ...(body ? { 'content-type': 'application/json' } : {}) },
-      ...(body ? { body: JSON.stringify(body) } : {}),
-    });
-    const text = await res.text();
-    assert.ok(res.ok, `${method} ${url}: ${res.status} ${text}`);
-    return text ? JSON.parse(text) : undefined;
-  };
 
   /** `certgate mqtt` on the test database: one process, or a primary and its worker processes. */
   const startListener = (t: TestContext, workers: number): Promise<Service> =>
@@ -121,39 +106,9 @@ describe('MQTT state across a killed listener', async () => {
 
   before(async () => {
     db = await createTestDatabase();
-    dir = await fs.mkdtemp(path.join(os.tmpdir(), 'certgate-mqtt-crash-'));
-    await fs.chmod(dir, 0o755);
-    await fs.writeFile(path.join(dir, 'server.crt'), serverCert.certPem);
-    await fs.writeFile(path.join(dir, 'server.key'), serverCert.keyPem);
-    apiServer = await startServer(
-      loadConfig({
-        DATABASE_URL: db.url,
-        DATA_DIR: dir,
-        HTTP_HOST: '127.0.0.1',
-        HTTP_PORT: '0',
-        MANAGEMENT_ADMIN_PASSWORD: ADMIN_PASSWORD,
-        VERIFIER_TOKEN,
-        LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? 'silent',
-      }),
-      'api',
-    );
-    await api('POST', '/tenant/tenants', basic('management/admin', ADMIN_PASSWORD), {
-      id: acme.tenantId,
-      company: 'Crash Inc.',
-      domain: 'crash.example.com',
-      adminName: 'admin',
-      adminPass: TENANT_PASSWORD,
-    });
-    const auth = basic(`${acme.tenantId}/admin`, TENANT_PASSWORD);
-    await api('POST', `/tenant/tenants/${acme.tenantId}/trusted-certificates`, auth, {
-      name: 'devices',
-      status: 'ENABLED',
-      autoRegistrationEnabled: true,
-      certInPemFormat: acme.root.certPem,
-    });
-    const profiles = await api('GET', `/tenant/tenants/${acme.tenantId}/device-profiles`, auth);
-    const profile = profiles.deviceProfiles.find((p: { default: boolean }) => p.default);
-    await api('PUT', `/tenant/tenants/${acme.tenantId}/device-profiles/${profile.id}`, auth, {
+    dir = await serverDir('certgate-mqtt-crash-', serverCert);
+    apiServer = await startTestServer(db.url, dir, {}, 'api');
+    await createTrustingTenant(apiServer.httpAddress!, acme, {
       clientIdPolicy: 'ANY',
       acl: { publish: ['fleet/#'], subscribe: ['fleet/#'] },
     });

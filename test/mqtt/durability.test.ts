@@ -7,20 +7,15 @@
  */
 import assert from 'node:assert/strict';
 import fs from 'node:fs/promises';
-import os from 'node:os';
-import path from 'node:path';
 import { after, before, describe, test, type TestContext } from 'node:test';
 import mqtt, { type IPublishPacket, type MqttClient } from 'mqtt';
-import { loadConfig } from '../../src/config.js';
-import { startServer, type RunningServer } from '../../src/server.js';
+import type { RunningServer } from '../../src/server.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/database.js';
+import { createTrustingTenant, MANAGEMENT_LOGIN, serverDir, startTestServer } from '../helpers/server.js';
+import { apiOk } from '../helpers/service.js';
 import { device, serverCredentials, tenantPki, waitFor, withoutRoot, type TenantPki } from './harness.js';
 
 process.env.NODE_CLUSTER_SCHED_POLICY = 'rr';
-
-const ADMIN_PASSWORD = 'management-secret-1';
-const TENANT_PASSWORD = 'tenant-secret-1';
-const basic = (login: string, pass: string) => `Basic ${Buffer.from(`${login}:${pass}`).toString('base64')}`;
 
 describe('MQTT retained messages across restarts', async () => {
   const acme = await tenantPki('acme');
@@ -34,60 +29,18 @@ describe('MQTT retained messages across restarts', async () => {
 
   const start = async (workers: number) => {
     await stop(); // the previous test's server, if it left one running
-    server = await startServer(
-      loadConfig({
-        DATABASE_URL: db.url,
-        DATA_DIR: dir,
-        HTTP_HOST: '127.0.0.1',
-        HTTP_PORT: '0',
-        MQTT_TLS_HOST: '127.0.0.1',
-        MQTT_TLS_PORT: '0',
-        MQTT_TLS_CERT: path.join(dir, 'server.crt'),
-        MQTT_TLS_KEY: path.join(dir, 'server.key'),
-        MQTT_WORKERS: String(workers),
-        MANAGEMENT_ADMIN_PASSWORD: ADMIN_PASSWORD,
-        VERIFIER_TOKEN: 'test-verifier-token-0123456789',
-        LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? 'silent',
-      }),
-    );
+    server = await startTestServer(db.url, dir, { MQTT_WORKERS: String(workers) });
   };
   const stop = async () => {
     await server?.close();
     server = undefined;
   };
 
-  const api = async (method: string, url: string, auth: string, body?: unknown) => {
-    const res = await fetch(`${server!.httpAddress}${url}`, {
-      method,
-      headers: { authorization: auth, ...(body ? { 'content-type': 'application/json' } : {}) },
-      ...(body ? { body: JSON.stringify(body) } : {}),
-    });
-    const text = await res.text();
-    assert.ok(res.ok, `${method} ${url}: ${res.status} ${text}`);
-    return text ? JSON.parse(text) : undefined;
-  };
-  const createTenant = async (pki: TenantPki) => {
-    await api('POST', '/tenant/tenants', basic('management/admin', ADMIN_PASSWORD), {
-      id: pki.tenantId,
-      company: `${pki.tenantId} Inc.`,
-      domain: `${pki.tenantId}.example.com`,
-      adminName: 'admin',
-      adminPass: TENANT_PASSWORD,
-    });
-    const auth = basic(`${pki.tenantId}/admin`, TENANT_PASSWORD);
-    await api('POST', `/tenant/tenants/${pki.tenantId}/trusted-certificates`, auth, {
-      name: 'devices',
-      status: 'ENABLED',
-      autoRegistrationEnabled: true,
-      certInPemFormat: pki.root.certPem,
-    });
-    const profiles = await api('GET', `/tenant/tenants/${pki.tenantId}/device-profiles`, auth);
-    const profile = profiles.deviceProfiles.find((p: { default: boolean }) => p.default);
-    await api('PUT', `/tenant/tenants/${pki.tenantId}/device-profiles/${profile.id}`, auth, {
+  const createTenant = (pki: TenantPki) =>
+    createTrustingTenant(server!.httpAddress!, pki, {
       clientIdPolicy: 'ANY',
       acl: { publish: ['fleet/#'], subscribe: ['fleet/#'] },
     });
-  };
 
   const open = (
     t: TestContext,
@@ -125,9 +78,7 @@ describe('MQTT retained messages across restarts', async () => {
 
   before(async () => {
     db = await createTestDatabase();
-    dir = await fs.mkdtemp(path.join(os.tmpdir(), 'certgate-mqtt-durable-'));
-    await fs.writeFile(path.join(dir, 'server.crt'), serverCert.certPem);
-    await fs.writeFile(path.join(dir, 'server.key'), serverCert.keyPem);
+    dir = await serverDir('certgate-mqtt-durable-', serverCert);
   });
   after(async () => {
     await stop();
@@ -176,7 +127,7 @@ describe('MQTT retained messages across restarts', async () => {
     assert.deepEqual(got.map((p) => [p.topic, p.payload.toString()]), [['fleet/config', '{"interval":20}']]);
 
     // Deleted with the tenant: a tenant made again with the same id, after a restart, has none.
-    await api('DELETE', `/tenant/tenants/${acme.tenantId}`, basic('management/admin', ADMIN_PASSWORD));
+    await apiOk(server!.httpAddress!, 'DELETE', `/tenant/tenants/${acme.tenantId}`, MANAGEMENT_LOGIN);
     await stop();
     await start(1);
     await createTenant(acme);
@@ -215,7 +166,7 @@ describe('MQTT retained messages across restarts', async () => {
     await third.client.endAsync();
 
     // A deleted tenant's sessions go too: made again, its client starts without one.
-    await api('DELETE', `/tenant/tenants/${globex.tenantId}`, basic('management/admin', ADMIN_PASSWORD));
+    await apiOk(server!.httpAddress!, 'DELETE', `/tenant/tenants/${globex.tenantId}`, MANAGEMENT_LOGIN);
     await stop();
     await start(1);
     await createTenant(globex);

@@ -9,23 +9,17 @@
  */
 import assert from 'node:assert/strict';
 import fs from 'node:fs/promises';
-import os from 'node:os';
-import path from 'node:path';
 import { Writable } from 'node:stream';
 import { test } from 'node:test';
 import mqtt, { type MqttClient } from 'mqtt';
 import pg from 'pg';
 import pino from 'pino';
-import { loadConfig } from '../../src/config.js';
-import { startServer } from '../../src/server.js';
 import { createTestDatabase } from '../helpers/database.js';
+import { createTrustingTenant, serverDir, startTestServer } from '../helpers/server.js';
 import type { Credentials } from '../../src/certs/certs-service.js';
 import { device, serverCredentials, tenantPki, withoutRoot } from './harness.js';
 
 const DEVICES = Number(process.env.RECHECK_SESSIONS ?? 1000);
-const ADMIN_PASSWORD = 'management-secret-1';
-const TENANT_PASSWORD = 'tenant-secret-1';
-const basic = (login: string, pass: string) => `Basic ${Buffer.from(`${login}:${pass}`).toString('base64')}`;
 /** Clients connecting at once while the sessions are set up. */
 const CONNECTING = 100;
 
@@ -36,11 +30,9 @@ test(`${DEVICES} live sessions decided again after missed changes: the disabled 
   });
   const db = await createTestDatabase();
   cleanups.push(() => db.drop());
-  const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'certgate-mqtt-recheck-'));
-  cleanups.push(() => fs.rm(dir, { recursive: true, force: true }));
   const { ca: serverCa, server: serverCert } = await serverCredentials();
-  await fs.writeFile(path.join(dir, 'server.crt'), serverCert.certPem);
-  await fs.writeFile(path.join(dir, 'server.key'), serverCert.keyPem);
+  const dir = await serverDir('certgate-mqtt-recheck-', serverCert);
+  cleanups.push(() => fs.rm(dir, { recursive: true, force: true }));
   // The listener's log lines, parsed, for its report of the re-check.
   const lines: Array<Record<string, unknown>> = [];
   const sink = new Writable({
@@ -56,49 +48,11 @@ test(`${DEVICES} live sessions decided again after missed changes: the disabled 
       done();
     },
   });
-  const server = await startServer(
-    loadConfig({
-      DATABASE_URL: db.url,
-      DATA_DIR: dir,
-      HTTP_HOST: '127.0.0.1',
-      HTTP_PORT: '0',
-      MQTT_TLS_HOST: '127.0.0.1',
-      MQTT_TLS_PORT: '0',
-      MQTT_TLS_CERT: path.join(dir, 'server.crt'),
-      MQTT_TLS_KEY: path.join(dir, 'server.key'),
-      MQTT_WORKERS: '1',
-      MANAGEMENT_ADMIN_PASSWORD: ADMIN_PASSWORD,
-      VERIFIER_TOKEN: 'test-verifier-token-0123456789',
-    }),
-    'all',
-    pino({ level: 'info' }, sink),
-  );
+  const server = await startTestServer(db.url, dir, { MQTT_WORKERS: '1', LOG_LEVEL: 'info' }, 'all', pino({ level: 'info' }, sink));
   cleanups.push(() => server.close());
 
-  const api = async (method: string, url: string, auth: string, body?: unknown) => {
-    const res = await fetch(`${server.httpAddress}${url}`, {
-      method,
-      headers: { authorization: auth, ...(body ? { 'content-type': 'application/json' } : {}) },
-      ...(body ? { body: JSON.stringify(body) } : {}),
-    });
-    const text = await res.text();
-    assert.ok(res.ok, `${method} ${url}: ${res.status} ${text}`);
-    return text ? JSON.parse(text) : undefined;
-  };
   const acme = await tenantPki('acme');
-  await api('POST', '/tenant/tenants', basic('management/admin', ADMIN_PASSWORD), {
-    id: 'acme',
-    company: 'Acme Inc.',
-    domain: 'acme.example.com',
-    adminName: 'admin',
-    adminPass: TENANT_PASSWORD,
-  });
-  await api('POST', '/tenant/tenants/acme/trusted-certificates', basic('acme/admin', TENANT_PASSWORD), {
-    name: 'devices',
-    status: 'ENABLED',
-    autoRegistrationEnabled: true,
-    certInPemFormat: acme.root.certPem,
-  });
+  await createTrustingTenant(server.httpAddress!, acme);
   const setupStarted = performance.now();
   const names = Array.from({ length: DEVICES }, (_, i) => `fleet-${String(i).padStart(4, '0')}`);
   const creds: Credentials[] = [];

@@ -15,14 +15,11 @@
  */
 import assert from 'node:assert/strict';
 import fs from 'node:fs/promises';
-import os from 'node:os';
-import path from 'node:path';
 import { test } from 'node:test';
 import mqtt, { type MqttClient } from 'mqtt';
 import pg from 'pg';
-import { loadConfig } from '../../src/config.js';
-import { startServer } from '../../src/server.js';
 import { createTestDatabase } from '../helpers/database.js';
+import { createTrustingTenant, serverDir, startTestServer } from '../helpers/server.js';
 import type { Credentials } from '../../src/certs/certs-service.js';
 import { device, serverCredentials, tenantPki, withoutRoot } from './harness.js';
 
@@ -32,9 +29,6 @@ const DEVICES = Number(process.env.STORM_DEVICES ?? 1000);
 const PATIENT_MS = '60000';
 /** How long a device whose connection failed before a CONNACK (a handshake the listener timed out) keeps connecting again. */
 const RECONNECT_FOR_MS = 180_000;
-const ADMIN_PASSWORD = 'management-secret-1';
-const TENANT_PASSWORD = 'tenant-secret-1';
-const basic = (login: string, pass: string) => `Basic ${Buffer.from(`${login}:${pass}`).toString('base64')}`;
 
 test(`${DEVICES} new devices of one tenant connect at once: all CONNACK 0, exactly ${DEVICES} devices registered`, { timeout: 600_000 }, async (t) => {
   // Undone in reverse order when the test ends: clients, server, connections, then the database.
@@ -44,56 +38,19 @@ test(`${DEVICES} new devices of one tenant connect at once: all CONNACK 0, exact
   });
   const db = await createTestDatabase();
   cleanups.push(() => db.drop());
-  const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'certgate-mqtt-storm-'));
-  cleanups.push(() => fs.rm(dir, { recursive: true, force: true }));
   const { ca: serverCa, server: serverCert } = await serverCredentials();
-  await fs.writeFile(path.join(dir, 'server.crt'), serverCert.certPem);
-  await fs.writeFile(path.join(dir, 'server.key'), serverCert.keyPem);
-  const server = await startServer(
-    loadConfig({
-      DATABASE_URL: db.url,
-      DATA_DIR: dir,
-      HTTP_HOST: '127.0.0.1',
-      HTTP_PORT: '0',
-      MQTT_TLS_HOST: '127.0.0.1',
-      MQTT_TLS_PORT: '0',
-      MQTT_TLS_CERT: path.join(dir, 'server.crt'),
-      MQTT_TLS_KEY: path.join(dir, 'server.key'),
-      MQTT_WORKERS: '2',
-      DATABASE_COUNTER_TIMEOUT_MS: PATIENT_MS,
-      DATABASE_STATEMENT_TIMEOUT_MS: PATIENT_MS,
-      DATABASE_ACQUIRE_TIMEOUT_MS: PATIENT_MS,
-      MANAGEMENT_ADMIN_PASSWORD: ADMIN_PASSWORD,
-      VERIFIER_TOKEN: 'test-verifier-token-0123456789',
-      LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? 'silent',
-    }),
-  );
+  const dir = await serverDir('certgate-mqtt-storm-', serverCert);
+  cleanups.push(() => fs.rm(dir, { recursive: true, force: true }));
+  const server = await startTestServer(db.url, dir, {
+    MQTT_WORKERS: '2',
+    DATABASE_COUNTER_TIMEOUT_MS: PATIENT_MS,
+    DATABASE_STATEMENT_TIMEOUT_MS: PATIENT_MS,
+    DATABASE_ACQUIRE_TIMEOUT_MS: PATIENT_MS,
+  });
   cleanups.push(() => server.close());
 
-  const api = async (method: string, url: string, auth: string, body?: unknown) => {
-    const res = await fetch(`${server.httpAddress}${url}`, {
-      method,
-      headers: { authorization: auth, ...(body ? { 'content-type': 'application/json' } : {}) },
-      ...(body ? { body: JSON.stringify(body) } : {}),
-    });
-    const text = await res.text();
-    assert.ok(res.ok, `${method} ${url}: ${res.status} ${text}`);
-    return text ? JSON.parse(text) : undefined;
-  };
   const acme = await tenantPki('acme');
-  await api('POST', '/tenant/tenants', basic('management/admin', ADMIN_PASSWORD), {
-    id: 'acme',
-    company: 'Acme Inc.',
-    domain: 'acme.example.com',
-    adminName: 'admin',
-    adminPass: TENANT_PASSWORD,
-  });
-  await api('POST', '/tenant/tenants/acme/trusted-certificates', basic('acme/admin', TENANT_PASSWORD), {
-    name: 'devices',
-    status: 'ENABLED',
-    autoRegistrationEnabled: true,
-    certInPemFormat: acme.root.certPem,
-  });
+  await createTrustingTenant(server.httpAddress!, acme);
   const names = Array.from({ length: DEVICES }, (_, i) => `storm-${String(i).padStart(4, '0')}`);
   const creds: Credentials[] = [];
   for (const name of names) creds.push(await device(acme.intermediate, name));

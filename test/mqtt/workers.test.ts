@@ -12,22 +12,17 @@
 import assert from 'node:assert/strict';
 import cluster from 'node:cluster';
 import fs from 'node:fs/promises';
-import os from 'node:os';
-import path from 'node:path';
 import { after, before, describe, test, type TestContext } from 'node:test';
 import mqtt, { type IConnackPacket, type MqttClient } from 'mqtt';
-import { loadConfig } from '../../src/config.js';
 import type { Credentials } from '../../src/certs/certs-service.js';
 import type { MqttCluster } from '../../src/mqtt/mqtt-cluster.js';
-import { startServer, type RunningServer } from '../../src/server.js';
+import type { RunningServer } from '../../src/server.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/database.js';
+import { createTrustingTenant, MANAGEMENT_LOGIN, serverDir, startTestServer, tenantLogin } from '../helpers/server.js';
+import { apiOk } from '../helpers/service.js';
 import { device, serverCredentials, sleep, suback, tenantPki, waitFor, withoutRoot, type Received, type TenantPki } from './harness.js';
 
 process.env.NODE_CLUSTER_SCHED_POLICY = 'rr';
-
-const ADMIN_PASSWORD = 'management-secret-1';
-const TENANT_PASSWORD = 'tenant-secret-1';
-const basic = (login: string, pass: string) => `Basic ${Buffer.from(`${login}:${pass}`).toString('base64')}`;
 
 /** Waits for `p`, failing after `ms`. */
 function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
@@ -65,36 +60,11 @@ describe('MQTT listener on two worker processes', async () => {
   let listener: MqttCluster;
   let workers: number[];
 
-  const api = async (method: string, url: string, auth: string, body?: unknown) => {
-    const res = await fetch(`${server.httpAddress}${url}`, {
-      method,
-      headers: { authorization: auth, ...(body ? { 'content-type': 'application/json' } : {}) },
-      ...(body ? { body: JSON.stringify(body) } : {}),
-    });
-    const text = await res.text();
-    assert.ok(res.ok, `${method} ${url}: ${res.status} ${text}`);
-    return text ? JSON.parse(text) : undefined;
-  };
-  const tenantAuth = (tenantId: string) => basic(`${tenantId}/admin`, TENANT_PASSWORD);
+  const api = (method: string, url: string, login: string, body?: unknown) => apiOk(server.httpAddress!, method, url, login, body);
 
   /** A tenant trusting its root (devices register themselves), whose devices may also use `fleet/#`. */
-  const createTenant = async (pki: TenantPki) => {
-    await api('POST', '/tenant/tenants', basic('management/admin', ADMIN_PASSWORD), {
-      id: pki.tenantId,
-      company: `${pki.tenantId} Inc.`,
-      domain: `${pki.tenantId}.example.com`,
-      adminName: 'admin',
-      adminPass: TENANT_PASSWORD,
-    });
-    await api('POST', `/tenant/tenants/${pki.tenantId}/trusted-certificates`, tenantAuth(pki.tenantId), {
-      name: 'devices',
-      status: 'ENABLED',
-      autoRegistrationEnabled: true,
-      certInPemFormat: pki.root.certPem,
-    });
-    const profiles = await api('GET', `/tenant/tenants/${pki.tenantId}/device-profiles`, tenantAuth(pki.tenantId));
-    const profile = profiles.deviceProfiles.find((p: { default: boolean }) => p.default);
-    await api('PUT', `/tenant/tenants/${pki.tenantId}/device-profiles/${profile.id}`, tenantAuth(pki.tenantId), {
+  const createTenant = (pki: TenantPki) =>
+    createTrustingTenant(server.httpAddress!, pki, {
       acl: {
         publish: ['devices/{deviceName}/#', 'fleet/#'],
         subscribe: ['devices/{deviceName}/#', 'fleet/#'],
@@ -102,29 +72,11 @@ describe('MQTT listener on two worker processes', async () => {
         deny: { publish: ['fleet/{deviceName}/readonly'], subscribe: ['fleet/private/{deviceName}'] },
       },
     });
-  };
 
   before(async () => {
     db = await createTestDatabase();
-    dir = await fs.mkdtemp(path.join(os.tmpdir(), 'certgate-mqtt-workers-'));
-    await fs.writeFile(path.join(dir, 'server.crt'), serverCert.certPem);
-    await fs.writeFile(path.join(dir, 'server.key'), serverCert.keyPem);
-    server = await startServer(
-      loadConfig({
-        DATABASE_URL: db.url,
-        DATA_DIR: dir,
-        HTTP_HOST: '127.0.0.1',
-        HTTP_PORT: '0',
-        MQTT_TLS_HOST: '127.0.0.1',
-        MQTT_TLS_PORT: '0',
-        MQTT_TLS_CERT: path.join(dir, 'server.crt'),
-        MQTT_TLS_KEY: path.join(dir, 'server.key'),
-        MQTT_WORKERS: '2',
-        MANAGEMENT_ADMIN_PASSWORD: ADMIN_PASSWORD,
-        VERIFIER_TOKEN: 'test-verifier-token-0123456789',
-        LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? 'silent',
-      }),
-    );
+    dir = await serverDir('certgate-mqtt-workers-', serverCert);
+    server = await startTestServer(db.url, dir, { MQTT_WORKERS: '2' });
     listener = server.mqtt as MqttCluster;
     workers = (await listener.workerStats()).map((s) => s.worker);
     assert.equal(workers.length, 2);
@@ -189,7 +141,7 @@ describe('MQTT listener on two worker processes', async () => {
   };
 
   const deviceId = async (tenantId: string, name: string): Promise<string> =>
-    (await api('GET', `/tenant/tenants/${tenantId}/devices?name=${name}`, tenantAuth(tenantId))).devices[0].id;
+    (await api('GET', `/tenant/tenants/${tenantId}/devices?name=${name}`, tenantLogin(tenantId))).devices[0].id;
 
   // -------------------------------------------------------------------------------------------
 
@@ -388,11 +340,11 @@ describe('MQTT listener on two worker processes', async () => {
     const closedA = new Promise<void>((resolve) => onA.client.once('close', () => resolve()));
     const closedB = new Promise<void>((resolve) => onB.client.once('close', () => resolve()));
 
-    await api('PUT', `/tenant/tenants/acme/devices/${await deviceId('acme', 'kill2')}`, tenantAuth('acme'), { status: 'DISABLED' });
+    await api('PUT', `/tenant/tenants/acme/devices/${await deviceId('acme', 'kill2')}`, tenantLogin('acme'), { status: 'DISABLED' });
     await within(closedB, 5_000, 'the session on the other worker to close');
     assert.ok(onA.client.connected, 'the other device stays');
 
-    await api('PUT', `/tenant/tenants/acme/devices/${await deviceId('acme', 'kill1')}`, tenantAuth('acme'), { status: 'DISABLED' });
+    await api('PUT', `/tenant/tenants/acme/devices/${await deviceId('acme', 'kill1')}`, tenantLogin('acme'), { status: 'DISABLED' });
     await within(closedA, 5_000, 'the session to close');
 
     // A whole tenant, with one session on each worker.
@@ -400,10 +352,10 @@ describe('MQTT listener on two worker processes', async () => {
     const i2 = await openOn(t, b, initech, 'tenant2');
     const bystander = await openOn(t, b, globex, 'tenant2');
     const both = Promise.all([i1, i2].map((o) => new Promise<void>((resolve) => o.client.once('close', () => resolve()))));
-    await api('PUT', '/tenant/tenants/initech', basic('management/admin', ADMIN_PASSWORD), { status: 'SUSPENDED' });
+    await api('PUT', '/tenant/tenants/initech', MANAGEMENT_LOGIN, { status: 'SUSPENDED' });
     await within(both, 5_000, 'the tenant\'s sessions to close');
     assert.ok(bystander.client.connected);
-    await api('PUT', '/tenant/tenants/initech', basic('management/admin', ADMIN_PASSWORD), { status: 'ACTIVE' });
+    await api('PUT', '/tenant/tenants/initech', MANAGEMENT_LOGIN, { status: 'ACTIVE' });
   });
 
   test('ok/metrics: one scrape of the main process counts every worker\'s connections and verifier decisions', async () => {
