@@ -8,6 +8,7 @@
  *
  * Everything is thawed and stopped in the file's after-hook, whatever the tests did.
  */
+import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import fs from 'node:fs/promises';
 import os from 'node:os';
@@ -458,6 +459,32 @@ export async function sessionsOnEveryWorker(env: FaultEnv, device: Device, perWo
   if (done()) return kept;
   for (const a of kept) a.client?.end(true);
   throw new Error(`${device.name}: after ${maxTries} connects the workers hold ${JSON.stringify([...count])}`);
+}
+
+/**
+ * Allowed connections of the device, one on each worker: connects with fresh client ids (each
+ * must be allowed) until every worker holds one; the connections beyond those are closed.
+ */
+export async function onEveryWorker(env: FaultEnv, device: Device, opts: Parameters<typeof attempt>[2] = {}): Promise<Attempt[]> {
+  const byWorker = new Map<number, Attempt>();
+  await until(async () => {
+    const a = await attempt(env, device, { ...opts, keep: true });
+    assert.equal(a.code, 0, `${device.name} connects`);
+    if (a.worker !== undefined && !byWorker.has(a.worker)) byWorker.set(a.worker, a);
+    else a.client!.end(true);
+    return byWorker.size >= WORKERS;
+  }, 60_000, 'a connection on every worker');
+  return [...byWorker.values()];
+}
+
+/** SUBSCRIBE with QoS 1, resolved on its SUBACK. */
+export function subscribe(client: MqttClient, filter: string): Promise<void> {
+  return new Promise((resolve, reject) => client.subscribe(filter, { qos: 1 }, (err) => (err ? reject(err) : resolve())));
+}
+
+/** PUBLISH with QoS 1, resolved on its PUBACK. */
+export function publish(client: MqttClient, topic: string, payload: string, retain: boolean): Promise<void> {
+  return new Promise((resolve, reject) => client.publish(topic, payload, { qos: 1, retain }, (err) => (err ? reject(err) : resolve())));
 }
 
 /** Resolves with the time (Date.now()) the client's connection closed; at once if it is closed. */

@@ -9,7 +9,6 @@
  */
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import type { MqttClient } from 'mqtt';
 import {
   WORKERS,
   attempt,
@@ -18,37 +17,17 @@ import {
   faultEnvForFile,
   logLines,
   makeDevice,
+  onEveryWorker,
+  publish,
   report,
   sessionsOnEveryWorker,
+  subscribe,
   tenantId,
   until,
-  type Attempt,
-  type Device,
   type FaultEnv,
 } from './harness.js';
 
 const TOPIC = 'devices/dev1/state';
-
-function subscribe(client: MqttClient, filter: string): Promise<void> {
-  return new Promise((resolve, reject) => client.subscribe(filter, { qos: 1 }, (err) => (err ? reject(err) : resolve())));
-}
-
-function publish(client: MqttClient, topic: string, payload: string, retain: boolean): Promise<void> {
-  return new Promise((resolve, reject) => client.publish(topic, payload, { qos: 1, retain }, (err) => (err ? reject(err) : resolve())));
-}
-
-/** Connects with fresh client ids until every worker holds one (the others are closed). */
-async function onEveryWorker(e: FaultEnv, d: Device): Promise<Attempt[]> {
-  const byWorker = new Map<number, Attempt>();
-  await until(async () => {
-    const a = await attempt(e, d, { keep: true });
-    assert.equal(a.code, 0, `${d.name} connects`);
-    if (a.worker !== undefined && !byWorker.has(a.worker)) byWorker.set(a.worker, a);
-    else a.client!.end(true);
-    return byWorker.size >= WORKERS;
-  }, 60_000, 'a connection on every worker');
-  return [...byWorker.values()];
-}
 
 /**
  * The workers that dropped the tenant: those that found it gone after missed changes, and those

@@ -7,7 +7,6 @@
  */
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import type { MqttClient } from 'mqtt';
 import {
   MGMT,
   WORKERS,
@@ -16,11 +15,11 @@ import {
   createTenant,
   faultEnvForFile,
   makeDevice,
+  onEveryWorker,
+  publish,
   report,
+  subscribe,
   until,
-  type Attempt,
-  type Device,
-  type FaultEnv,
 } from './harness.js';
 
 const TENANT = 'acme';
@@ -28,27 +27,6 @@ const TOPIC = 'devices/dev1/state';
 const COMMANDS = 'devices/dev1/cmd';
 /** Connects of one client id until it has been tried on every worker (the kernel picks the worker). */
 const MAX_TRIES = 200;
-
-function subscribe(client: MqttClient, filter: string): Promise<void> {
-  return new Promise((resolve, reject) => client.subscribe(filter, { qos: 1 }, (err) => (err ? reject(err) : resolve())));
-}
-
-function publish(client: MqttClient, topic: string, payload: string, retain: boolean): Promise<void> {
-  return new Promise((resolve, reject) => client.publish(topic, payload, { qos: 1, retain }, (err) => (err ? reject(err) : resolve())));
-}
-
-/** Connects with fresh client ids until every worker holds one (the others are closed). */
-async function onEveryWorker(e: FaultEnv, d: Device, opts: Parameters<typeof attempt>[2] = {}): Promise<Attempt[]> {
-  const byWorker = new Map<number, Attempt>();
-  await until(async () => {
-    const a = await attempt(e, d, { ...opts, keep: true });
-    assert.equal(a.code, 0, `${d.name} connects`);
-    if (a.worker !== undefined && !byWorker.has(a.worker)) byWorker.set(a.worker, a);
-    else a.client!.end(true);
-    return byWorker.size >= WORKERS;
-  }, 60_000, 'a connection on every worker');
-  return [...byWorker.values()];
-}
 
 describe('faults: a re-created tenant starts empty on every worker', () => {
   const env = faultEnvForFile();
