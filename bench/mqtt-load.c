@@ -12,26 +12,10 @@
  *   lat <CONNACK latency µs> ...
  * Built by bench/mqtt.ts with `cc -O2 ... -lssl -lcrypto`.
  */
-#define _GNU_SOURCE
-#include <arpa/inet.h>
-#include <errno.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
-#include <openssl/err.h>
-#include <openssl/pem.h>
-#include <openssl/ssl.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/epoll.h>
-#include <sys/socket.h>
-#include <time.h>
-#include <unistd.h>
+#include "mqtt-common.h"
 
 typedef struct {
-  /* One context per device with its certificate and key: setting them per connection would check
-     the key against the certificate every time. */
-  SSL_CTX *ctx;
+  SSL_CTX *ctx; /* from device_ctx: one per device */
   unsigned char connect[160];
   int connect_len;
 } device_t;
@@ -51,32 +35,18 @@ typedef struct conn {
 
 static device_t *devices;
 static int n_devices;
-static int epfd;
 static int loops, offset, total;
 static int *rounds;
-static long accepted, refused, errors;
-static char first_error[160];
+static long accepted, refused;
 static double *lat;
 static size_t n_lat, cap_lat;
 static int live_loops;
 static double until;
-static struct sockaddr_in addr;
-
-static double now_us(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return ts.tv_sec * 1e6 + ts.tv_nsec / 1e3;
-}
 
 static double cpu_us(void) {
   struct timespec ts;
   clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
   return ts.tv_sec * 1e6 + ts.tv_nsec / 1e3;
-}
-
-static void fail(const char *what) {
-  errors++;
-  if (!first_error[0]) snprintf(first_error, sizeof first_error, "%s", what);
 }
 
 /* MQTT 3.1.1 CONNECT (3.1): clean session, keep-alive 60 s, client id only. */
@@ -135,7 +105,7 @@ static void start(int slot) {
   SSL_set_connect_state(c->ssl);
   c->state = ST_CONNECTING;
   if (connect(c->fd, (struct sockaddr *)&addr, sizeof addr) < 0 && errno != EINPROGRESS) {
-    fail(strerror(errno));
+    fail_msg(strerror(errno));
     destroy(c);
     rounds[slot]++;
     start(slot);
@@ -153,7 +123,7 @@ static void step(conn_t *c) {
         socklen_t len = sizeof err;
         getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len);
         if (err) {
-          fail(strerror(err));
+          fail_msg(strerror(err));
           next(c);
           destroy(c);
           return;
@@ -165,7 +135,7 @@ static void step(conn_t *c) {
         int r = SSL_do_handshake(c->ssl);
         if (r == 1) {
           if (SSL_write(c->ssl, c->device->connect, c->device->connect_len) <= 0) {
-            fail("CONNECT not written");
+            fail_msg("CONNECT not written");
             next(c);
             destroy(c);
             return;
@@ -177,7 +147,7 @@ static void step(conn_t *c) {
         int e = SSL_get_error(c->ssl, r);
         if (e == SSL_ERROR_WANT_READ) return watch(c, EPOLLIN, EPOLL_CTL_MOD);
         if (e == SSL_ERROR_WANT_WRITE) return watch(c, EPOLLOUT, EPOLL_CTL_MOD);
-        fail("TLS handshake failed");
+        fail_msg("TLS handshake failed");
         ERR_clear_error();
         next(c);
         destroy(c);
@@ -189,7 +159,7 @@ static void step(conn_t *c) {
           c->have += r;
           if (c->have < 4) continue;
           if (c->buf[0] != 0x20) {
-            fail("not a CONNACK");
+            fail_msg("not a CONNACK");
           } else if (c->buf[3] == 0) {
             accepted++;
             if (n_lat == cap_lat) lat = realloc(lat, (cap_lat = cap_lat * 2 + 1024) * sizeof *lat);
@@ -208,7 +178,7 @@ static void step(conn_t *c) {
         int e = SSL_get_error(c->ssl, r);
         if (e == SSL_ERROR_WANT_READ) return;
         if (e == SSL_ERROR_WANT_WRITE) return watch(c, EPOLLOUT, EPOLL_CTL_MOD);
-        fail("closed before CONNACK");
+        fail_msg("closed before CONNACK");
         ERR_clear_error();
         next(c);
         destroy(c);
@@ -247,7 +217,7 @@ static void run(int port, int ms) {
     for (int i = 0; i < n; i++) step(events[i].data.ptr);
     if (live_loops == 0 && n == 0) break;
     if (now_us() > until + 10e6) {
-      if (live_loops > 0) fail("no answer 10 s after the end of the run");
+      if (live_loops > 0) fail_msg("no answer 10 s after the end of the run");
       break;
     }
   }
@@ -257,6 +227,19 @@ static void run(int port, int ms) {
   for (size_t i = 0; i < n_lat; i++) printf(" %.0f", lat[i]);
   printf("\n");
   fflush(stdout);
+}
+
+static int add_device(const char *name, SSL_CTX *ctx) {
+  devices = realloc(devices, (n_devices + 1) * sizeof *devices);
+  device_t *d = &devices[n_devices];
+  d->ctx = ctx;
+  d->connect_len = connect_packet(d->connect, name);
+  if (d->connect_len < 0) {
+    fprintf(stderr, "%s: client id too long\n", name);
+    return 1;
+  }
+  n_devices++;
+  return 0;
 }
 
 int main(int argc, char **argv) {
@@ -269,36 +252,7 @@ int main(int argc, char **argv) {
   total = atoi(argv[4]);
   rounds = calloc(loops, sizeof *rounds);
 
-  FILE *list = fopen(argv[1], "r");
-  if (!list) {
-    perror(argv[1]);
-    return 1;
-  }
-  char name[128], file[4096];
-  while (fscanf(list, "%127s %4095s", name, file) == 2) {
-    devices = realloc(devices, (n_devices + 1) * sizeof *devices);
-    device_t *d = &devices[n_devices];
-    FILE *pem = fopen(file, "r");
-    if (!pem) {
-      perror(file);
-      return 1;
-    }
-    X509 *cert = PEM_read_X509(pem, NULL, NULL, NULL);
-    EVP_PKEY *key = PEM_read_PrivateKey(pem, NULL, NULL, NULL);
-    fclose(pem);
-    d->ctx = SSL_CTX_new(TLS_client_method());
-    SSL_CTX_set_min_proto_version(d->ctx, TLS1_2_VERSION);
-    /* Like the Node generator's rejectUnauthorized: false, for both brokers alike. */
-    SSL_CTX_set_verify(d->ctx, SSL_VERIFY_NONE, NULL);
-    SSL_CTX_set_session_cache_mode(d->ctx, SSL_SESS_CACHE_OFF);
-    d->connect_len = connect_packet(d->connect, name);
-    if (!cert || !key || d->connect_len < 0 || SSL_CTX_use_certificate(d->ctx, cert) != 1 || SSL_CTX_use_PrivateKey(d->ctx, key) != 1) {
-      fprintf(stderr, "%s: no certificate and key, or client id too long\n", file);
-      return 1;
-    }
-    n_devices++;
-  }
-  fclose(list);
+  if (read_devices(argv[1], add_device) != 0) return 1;
   epfd = epoll_create1(0);
 
   char line[256];

@@ -22,23 +22,7 @@
  *       DISCONNECT and close every connection; answers "closed".
  * Built by bench/mqtt.ts with `cc -O2 ... -lssl -lcrypto`.
  */
-#define _GNU_SOURCE
-#include <arpa/inet.h>
-#include <errno.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
-#include <openssl/err.h>
-#include <openssl/pem.h>
-#include <openssl/ssl.h>
-#include <signal.h>
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/epoll.h>
-#include <sys/socket.h>
-#include <time.h>
-#include <unistd.h>
+#include "mqtt-common.h"
 
 typedef struct {
   char name[128];
@@ -66,7 +50,6 @@ typedef struct conn {
 
 static device_t *devices;
 static int n_devices;
-static int epfd;
 static conn_t **conns;
 static int n_conns, n_settled;
 static int setting_up;
@@ -77,20 +60,7 @@ static int payload_len;
 static int window_size;
 static int running;
 static double until;
-static long published, acknowledged, received, errors;
-static char first_error[160];
-static struct sockaddr_in addr;
-
-static double now_us(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return ts.tv_sec * 1e6 + ts.tv_nsec / 1e3;
-}
-
-static void fail_msg(const char *what) {
-  errors++;
-  if (!first_error[0]) snprintf(first_error, sizeof first_error, "%s", what);
-}
+static long published, acknowledged, received;
 
 static void put(buf_t *b, const void *p, size_t n) {
   if (b->len + n > b->cap) {
@@ -386,41 +356,21 @@ static void command(char *line) {
   }
 }
 
+static int add_device(const char *name, SSL_CTX *ctx) {
+  devices = realloc(devices, (n_devices + 1) * sizeof *devices);
+  device_t *d = &devices[n_devices];
+  snprintf(d->name, sizeof d->name, "%s", name);
+  d->ctx = ctx;
+  n_devices++;
+  return 0;
+}
+
 int main(int argc, char **argv) {
   if (argc != 2) {
     fprintf(stderr, "usage: mqtt-msg <device list>\n");
     return 2;
   }
-  FILE *list = fopen(argv[1], "r");
-  if (!list) {
-    perror(argv[1]);
-    return 1;
-  }
-  char name[128], file[4096];
-  while (fscanf(list, "%127s %4095s", name, file) == 2) {
-    devices = realloc(devices, (n_devices + 1) * sizeof *devices);
-    device_t *d = &devices[n_devices];
-    snprintf(d->name, sizeof d->name, "%s", name);
-    FILE *pem = fopen(file, "r");
-    if (!pem) {
-      perror(file);
-      return 1;
-    }
-    X509 *cert = PEM_read_X509(pem, NULL, NULL, NULL);
-    EVP_PKEY *key = PEM_read_PrivateKey(pem, NULL, NULL, NULL);
-    fclose(pem);
-    d->ctx = SSL_CTX_new(TLS_client_method());
-    SSL_CTX_set_min_proto_version(d->ctx, TLS1_2_VERSION);
-    /* As the connect generator: the server certificate is not checked, for both brokers alike. */
-    SSL_CTX_set_verify(d->ctx, SSL_VERIFY_NONE, NULL);
-    SSL_CTX_set_session_cache_mode(d->ctx, SSL_SESS_CACHE_OFF);
-    if (!cert || !key || SSL_CTX_use_certificate(d->ctx, cert) != 1 || SSL_CTX_use_PrivateKey(d->ctx, key) != 1) {
-      fprintf(stderr, "%s: no certificate and key\n", file);
-      return 1;
-    }
-    n_devices++;
-  }
-  fclose(list);
+  if (read_devices(argv[1], add_device) != 0) return 1;
   /* A write to a connection the server closed is an error of that connection, not the end. */
   signal(SIGPIPE, SIG_IGN);
   epfd = epoll_create1(0);
