@@ -3,7 +3,7 @@
  * learn why a connection was refused or closed.
  */
 import type { TestContext } from 'node:test';
-import mqtt, { type IClientOptions, type MqttClient } from 'mqtt';
+import mqtt, { type IClientOptions, type IPublishPacket, type MqttClient } from 'mqtt';
 
 export interface DeviceConnectOptions extends IClientOptions {
   port: number;
@@ -36,6 +36,35 @@ export function connectDevice(t: TestContext | undefined, opts: DeviceConnectOpt
       reject(err);
     });
     client.once('close', () => reject(new Error('closed before CONNACK')));
+  });
+}
+
+export interface OpenedDevice {
+  client: MqttClient;
+  /** Every PUBLISH the client received, from the CONNACK on (queued ones arrive right after it). */
+  got: IPublishPacket[];
+  sessionPresent: boolean;
+}
+
+/**
+ * A device's client on the listener at `port` whose server certificate `serverCa` issued: MQTT 5
+ * unless `opts` say otherwise, keeping what it receives. Resolves on CONNACK 0, rejects with
+ * MQTT.js's error.
+ */
+export function openDevice(t: TestContext, port: number, serverCa: string, opts: IClientOptions): Promise<OpenedDevice> {
+  return new Promise((resolve, reject) => {
+    const client = mqtt.connect(`mqtts://localhost:${port}`, {
+      ca: serverCa,
+      protocolVersion: 5,
+      reconnectPeriod: 0,
+      connectTimeout: 10_000,
+      ...opts,
+    });
+    t.after(() => client.end(true));
+    const got: IPublishPacket[] = [];
+    client.on('message', (_topic, _payload, packet) => got.push(packet));
+    client.once('connect', (connack) => resolve({ client, got, sessionPresent: connack.sessionPresent }));
+    client.once('error', reject);
   });
 }
 

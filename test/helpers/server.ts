@@ -6,11 +6,13 @@
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
+import type { TestContext } from 'node:test';
 import type { Logger } from 'pino';
 import type { Credentials } from '../../src/certs/certs-service.js';
 import { loadConfig } from '../../src/config.js';
 import { startServer, type RunningServer, type ServeMode } from '../../src/server.js';
 import { MANAGEMENT_PASSWORD, VERIFIER_TOKEN } from './app.js';
+import { createTestDatabase, type TestDatabase } from './database.js';
 import { apiOk } from './service.js';
 
 /** The management admin's login, `tenant/user:password` as `apiOk` takes it. */
@@ -27,6 +29,27 @@ export async function serverDir(prefix: string, serverCert: Credentials): Promis
   await fs.writeFile(path.join(dir, 'server.crt'), serverCert.certPem);
   await fs.writeFile(path.join(dir, 'server.key'), serverCert.keyPem);
   return dir;
+}
+
+/**
+ * A fresh test database and data directory (`serverDir`) for one test, with `cleanups`, undone in
+ * reverse order when the test ends (each failure ignored): what the test pushes, then the
+ * directory, then the database.
+ */
+export async function testServerFiles(
+  t: TestContext,
+  prefix: string,
+  serverCert: Credentials,
+): Promise<{ db: TestDatabase; dir: string; cleanups: Array<() => Promise<unknown>> }> {
+  const cleanups: Array<() => Promise<unknown>> = [];
+  t.after(async () => {
+    for (const c of cleanups.reverse()) await c().catch(() => {});
+  });
+  const db = await createTestDatabase();
+  cleanups.push(() => db.drop());
+  const dir = await serverDir(prefix, serverCert);
+  cleanups.push(() => fs.rm(dir, { recursive: true, force: true }));
+  return { db, dir, cleanups };
 }
 
 /**

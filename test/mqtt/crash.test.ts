@@ -10,13 +10,14 @@ import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test, type TestContext } from 'node:test';
-import mqtt, { type IPublishPacket, type MqttClient } from 'mqtt';
+import mqtt, { type IPublishPacket } from 'mqtt';
 import type { IConnackPacket, IPubcompPacket, IPubrecPacket } from 'mqtt-packet';
 import pg from 'pg';
 import { sessionFromJson } from '../../src/mqtt/durable-store.js';
 import type { RunningServer } from '../../src/server.js';
 import { VERIFIER_TOKEN } from '../helpers/app.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/database.js';
+import { openDevice } from '../helpers/mqtt-client.js';
 import { createTrustingTenant, serverDir, startTestServer } from '../helpers/server.js';
 import { startService, type Service } from '../helpers/service.js';
 import { device, RawClient, serverCredentials, tenantPki, waitFor, withoutRoot, type RunningListener } from './harness.js';
@@ -54,29 +55,8 @@ describe('MQTT state across a killed listener', async () => {
     await s.stop();
   };
 
-  const open = (
-    t: TestContext,
-    l: Service,
-    clientId: string,
-    opts: mqtt.IClientOptions = {},
-  ): Promise<{ client: MqttClient; got: IPublishPacket[]; sessionPresent: boolean }> =>
-    new Promise((resolve, reject) => {
-      const client = mqtt.connect(`mqtts://localhost:${l.mqttPort}`, {
-        ca: serverCa.certPem,
-        key: dev.keyPem,
-        cert: withoutRoot(dev),
-        clientId,
-        protocolVersion: 5,
-        reconnectPeriod: 0,
-        connectTimeout: 10_000,
-        ...opts,
-      });
-      t.after(() => client.end(true));
-      const got: IPublishPacket[] = [];
-      client.on('message', (_topic, _payload, packet) => got.push(packet));
-      client.once('connect', (connack) => resolve({ client, got, sessionPresent: connack.sessionPresent }));
-      client.once('error', reject);
-    });
+  const open = (t: TestContext, l: Service, clientId: string, opts: mqtt.IClientOptions = {}) =>
+    openDevice(t, l.mqttPort, serverCa.certPem, { key: dev.keyPem, cert: withoutRoot(dev), clientId, ...opts });
   const raw = (t: TestContext, l: Service, clientId: string, properties?: object) =>
     RawClient.connect(
       t,

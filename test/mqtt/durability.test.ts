@@ -8,9 +8,10 @@
 import assert from 'node:assert/strict';
 import fs from 'node:fs/promises';
 import { after, before, describe, test, type TestContext } from 'node:test';
-import mqtt, { type IPublishPacket, type MqttClient } from 'mqtt';
+import mqtt, { type IPublishPacket } from 'mqtt';
 import type { RunningServer } from '../../src/server.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/database.js';
+import { openDevice } from '../helpers/mqtt-client.js';
 import { createTrustingTenant, MANAGEMENT_LOGIN, serverDir, startTestServer } from '../helpers/server.js';
 import { apiOk } from '../helpers/service.js';
 import { device, serverCredentials, tenantPki, waitFor, withoutRoot, type TenantPki } from './harness.js';
@@ -42,29 +43,10 @@ describe('MQTT retained messages across restarts', async () => {
       acl: { publish: ['fleet/#'], subscribe: ['fleet/#'] },
     });
 
-  const open = (
-    t: TestContext,
-    clientId: string,
-    opts: mqtt.IClientOptions = {},
-    pki: TenantPki = acme,
-  ): Promise<{ client: MqttClient; got: IPublishPacket[]; sessionPresent: boolean }> =>
-    new Promise((resolve, reject) => {
-      const client = mqtt.connect(`mqtts://localhost:${server!.mqttPort}`, {
-        ca: serverCa.certPem,
-        key: (pki === acme ? dev1 : globexDev).keyPem,
-        cert: withoutRoot(pki === acme ? dev1 : globexDev),
-        clientId,
-        protocolVersion: 5,
-        reconnectPeriod: 0,
-        connectTimeout: 10_000,
-        ...opts,
-      });
-      t.after(() => client.end(true));
-      const got: IPublishPacket[] = [];
-      client.on('message', (_topic, _payload, packet) => got.push(packet));
-      client.once('connect', (connack) => resolve({ client, got, sessionPresent: connack.sessionPresent }));
-      client.once('error', reject);
-    });
+  const open = (t: TestContext, clientId: string, opts: mqtt.IClientOptions = {}, pki: TenantPki = acme) => {
+    const dev = pki === acme ? dev1 : globexDev;
+    return openDevice(t, server!.mqttPort!, serverCa.certPem, { key: dev.keyPem, cert: withoutRoot(dev), clientId, ...opts });
+  };
 
   /** The retained messages a new subscriber to `fleet/#` gets, before a marker published after. */
   const retainedNow = async (t: TestContext): Promise<IPublishPacket[]> => {

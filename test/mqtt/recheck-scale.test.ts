@@ -8,14 +8,12 @@
  * time the re-check of all sessions took is printed.
  */
 import assert from 'node:assert/strict';
-import fs from 'node:fs/promises';
 import { Writable } from 'node:stream';
 import { test } from 'node:test';
 import mqtt, { type MqttClient } from 'mqtt';
 import pg from 'pg';
 import pino from 'pino';
-import { createTestDatabase } from '../helpers/database.js';
-import { createTrustingTenant, serverDir, startTestServer } from '../helpers/server.js';
+import { createTrustingTenant, startTestServer, testServerFiles } from '../helpers/server.js';
 import type { Credentials } from '../../src/certs/certs-service.js';
 import { device, serverCredentials, tenantPki, withoutRoot } from './harness.js';
 
@@ -24,15 +22,8 @@ const DEVICES = Number(process.env.RECHECK_SESSIONS ?? 1000);
 const CONNECTING = 100;
 
 test(`${DEVICES} live sessions decided again after missed changes: the disabled device's closed within 5 s, the others kept`, { timeout: 600_000 }, async (t) => {
-  const cleanups: Array<() => Promise<unknown>> = [];
-  t.after(async () => {
-    for (const c of cleanups.reverse()) await c().catch(() => {});
-  });
-  const db = await createTestDatabase();
-  cleanups.push(() => db.drop());
   const { ca: serverCa, server: serverCert } = await serverCredentials();
-  const dir = await serverDir('certgate-mqtt-recheck-', serverCert);
-  cleanups.push(() => fs.rm(dir, { recursive: true, force: true }));
+  const { db, dir, cleanups } = await testServerFiles(t, 'certgate-mqtt-recheck-', serverCert);
   // The listener's log lines, parsed, for its report of the re-check.
   const lines: Array<Record<string, unknown>> = [];
   const sink = new Writable({

@@ -14,12 +14,10 @@
  * timeout) is connected again, as devices do, and counted apart; no CONNACK may refuse a device.
  */
 import assert from 'node:assert/strict';
-import fs from 'node:fs/promises';
 import { test } from 'node:test';
 import mqtt, { type MqttClient } from 'mqtt';
 import pg from 'pg';
-import { createTestDatabase } from '../helpers/database.js';
-import { createTrustingTenant, serverDir, startTestServer } from '../helpers/server.js';
+import { createTrustingTenant, startTestServer, testServerFiles } from '../helpers/server.js';
 import type { Credentials } from '../../src/certs/certs-service.js';
 import { device, serverCredentials, tenantPki, withoutRoot } from './harness.js';
 
@@ -31,16 +29,9 @@ const PATIENT_MS = '60000';
 const RECONNECT_FOR_MS = 180_000;
 
 test(`${DEVICES} new devices of one tenant connect at once: all CONNACK 0, exactly ${DEVICES} devices registered`, { timeout: 600_000 }, async (t) => {
-  // Undone in reverse order when the test ends: clients, server, connections, then the database.
-  const cleanups: Array<() => Promise<unknown>> = [];
-  t.after(async () => {
-    for (const c of cleanups.reverse()) await c().catch(() => {});
-  });
-  const db = await createTestDatabase();
-  cleanups.push(() => db.drop());
   const { ca: serverCa, server: serverCert } = await serverCredentials();
-  const dir = await serverDir('certgate-mqtt-storm-', serverCert);
-  cleanups.push(() => fs.rm(dir, { recursive: true, force: true }));
+  // Undone in reverse order when the test ends: clients, server, connections, then the database.
+  const { db, dir, cleanups } = await testServerFiles(t, 'certgate-mqtt-storm-', serverCert);
   const server = await startTestServer(db.url, dir, {
     MQTT_WORKERS: '2',
     DATABASE_COUNTER_TIMEOUT_MS: PATIENT_MS,
