@@ -131,7 +131,16 @@ export interface BrokerEvents {
   sessionDeleted?(session: Session): void;
   /** A shared subscription got its first member in this process (`present`), or lost its last. */
   sharedGroup?(tenantId: string, key: string, filter: string, present: boolean): void;
+  /** The tenant's interest in messages here changed (see `TenantSpace.interest`). */
+  interest?(tenantId: string, level: Interest): void;
 }
+
+/**
+ * What a tenant's sessions in one process want of messages published elsewhere: 0 none (no
+ * session has a subscription), 1 messages (some session subscribes), 2 messages that must be
+ * stored before their publisher is acknowledged (a session kept beyond its connection subscribes).
+ */
+export type Interest = 0 | 1 | 2;
 
 /**
  * A session's state (MQTT 4.1) in a form another process can take over: what a client resuming
@@ -197,6 +206,8 @@ export class Session {
    * again, across reconnects too ([MQTT-4.3.3-9]).
    */
   readonly inboundQos2 = new Set<number>();
+  /** Counted in its space's interest: as a session with subscriptions, kept beyond its connection or not. */
+  interested: 'live' | 'stored' | undefined;
   /**
    * Names this incarnation of the session in its stored row, so that removing the row of a session
    * that ended never removes the row a newer session with the same client id wrote meanwhile.
@@ -458,6 +469,11 @@ export class TenantSpace {
   readonly sessions = new Map<string, Session>();
   /** Shared subscriptions by their whole `$share/...` filter. */
   readonly shared = new Map<string, SharedGroup>();
+  /** Sessions with a subscription, and those of them that were kept beyond their connection then. */
+  private subscribed = 0;
+  private storedSubscribed = 0;
+  /** The interest last told to the owner. */
+  private told: Interest = 0;
 
   constructor(
     readonly tenantId: string,
@@ -466,6 +482,32 @@ export class TenantSpace {
     private readonly events: BrokerEvents = {},
     private readonly directory?: SharedDirectory,
   ) {}
+
+  /**
+   * This tenant's interest in messages from other processes. A session counts as kept beyond its
+   * connection from its first subscription on (a shorter expiry set later keeps it counted: more
+   * is waited for, never less).
+   */
+  get interest(): Interest {
+    return this.subscribed === 0 ? 0 : this.storedSubscribed > 0 ? 2 : 1;
+  }
+
+  /** Counts a session in or out of the interest after its subscriptions changed. */
+  private countInterest(session: Session): void {
+    if (session.subscriptions.size > 0 && !session.interested) {
+      session.interested = session.expiryMs > 0 || session.stored ? 'stored' : 'live';
+      this.subscribed++;
+      if (session.interested === 'stored') this.storedSubscribed++;
+    } else if (session.subscriptions.size === 0 && session.interested) {
+      this.subscribed--;
+      if (session.interested === 'stored') this.storedSubscribed--;
+      session.interested = undefined;
+    } else return;
+    const level = this.interest;
+    if (level === this.told) return;
+    this.told = level;
+    this.events.interest?.(this.tenantId, level);
+  }
 
   /** A session's state changed (see `Session.touch`). */
   changed(session: Session): void {
@@ -584,11 +626,13 @@ export class TenantSpace {
       }
       group.members.set(session, opts);
       session.subscriptions.set(filter, opts);
+      this.countInterest(session);
       session.touch();
       return;
     }
     const isNew = this.subscriptions.add(filter, session, opts);
     session.subscriptions.set(filter, opts);
+    this.countInterest(session);
     session.touch();
     if (opts.retainHandling === 2 || (opts.retainHandling === 1 && !isNew)) return;
     const now = Date.now();
@@ -604,7 +648,10 @@ export class TenantSpace {
   }
 
   unsubscribe(session: Session, filter: string): boolean {
-    if (session.subscriptions.delete(filter)) session.touch();
+    if (session.subscriptions.delete(filter)) {
+      this.countInterest(session);
+      session.touch();
+    }
     const group = this.shared.get(filter);
     if (group) {
       if (!group.members.delete(session)) return false;

@@ -9,9 +9,16 @@
  * worker simply accepts fewer.
  *
  * MQTT across workers, carried by the primary over IPC (this file):
- * - Publish: a message published on one worker goes to every other worker, which routes it to its
- *   own sessions of the same tenant. The tenant id travels with the message and each worker keeps
- *   its own per-tenant spaces, so isolation stays as structural as in one process.
+ * - Publish: a message published on one worker goes to the other workers where the tenant has a
+ *   subscription, which route it to their own sessions of the same tenant. The tenant id travels
+ *   with the message and each worker keeps its own per-tenant spaces, so isolation stays as
+ *   structural as in one process.
+ * - Interest: each worker tells the primary when a tenant gets its first subscription there (or
+ *   its first stored session with one), and when it has none any more; the primary tells every
+ *   other worker. A rise is answered once every other worker knows it, and the SUBACK (or the
+ *   CONNACK of a session handed over) waits for that answer: a message published after it, on any
+ *   worker, is sent to the subscriber's worker. A publisher's acknowledgement waits for the other
+ *   workers to store a message only when one of them has a stored session subscribing in the tenant.
  * - Retained: every worker keeps every tenant's retained messages. The publishing worker stores
  *   one at once (its own clients see it immediately), and the primary, which sees all retained
  *   writes in one order, echoes each back to it and forwards it to the others in that order: every
@@ -37,7 +44,7 @@ import os from 'node:os';
 import { fileURLToPath } from 'node:url';
 import type { Logger } from 'pino';
 import type { MetricsSnapshot } from '../plugins/metrics.js';
-import { Broker, DEFAULT_LIMITS, type Message, type SessionState } from './broker.js';
+import { Broker, DEFAULT_LIMITS, type Interest, type Message, type SessionState } from './broker.js';
 import type { DurableStore, StoredSession } from './durable-store.js';
 import type { ListenerSource } from './listener-deps.js';
 import type { ListenerBus, ListenerBusHandlers, ListenerLimits, MqttListener, MqttListenerStats, SessionClaim } from './mqtt-listener.js';
@@ -71,6 +78,10 @@ export type ToWorker =
   | { mqtt: 'snapshot-done' }
   | { mqtt: 'drop-tenant'; tenantId: string }
   | { mqtt: 'shared'; tenantId: string; key: string; filter: string; workers: number[] }
+  /** Another worker's interest in the tenant's messages; `ack`: answer `interest-known`. */
+  | { mqtt: 'interest'; tenantId: string; worker: number; level: Interest; ack?: number }
+  /** Every other worker knows this worker's interest announced as `requestId`. */
+  | { mqtt: 'interest-known'; requestId: number }
   | { mqtt: 'stats?'; requestId: number }
   | { mqtt: 'metrics?'; requestId: number }
   | { mqtt: 'stop' }
@@ -91,6 +102,9 @@ export type ToPrimary =
   | { mqtt: 'handed-over'; requestId: number; state?: SessionState }
   | { mqtt: 'drop-tenant'; tenantId: string }
   | { mqtt: 'shared'; tenantId: string; key: string; filter: string; present: boolean }
+  /** This worker's interest in the tenant's messages; `requestId`: answer once every other worker knows. */
+  | { mqtt: 'interest'; tenantId: string; level: Interest; requestId?: number }
+  | { mqtt: 'interest-known'; ack: number }
   | { mqtt: 'stats'; stats: MqttListenerStats; requestId?: number }
   | { mqtt: 'metrics'; metrics: MetricsSnapshot; requestId: number }
   | { mqtt: 'batch'; messages: ToPrimary[] };
@@ -227,6 +241,36 @@ export function createMqttCluster(options: MqttClusterOptions): MqttCluster {
     storing.delete(requestId);
     send(s.origin, { mqtt: 'stored', ack: s.ack, ok: s.ok });
   };
+  /** Each worker's interest in each tenant's messages (absent: none), by tenant, then by worker. */
+  const interest = new Map<string, Map<number, Interest>>();
+  const interestOf = (tenantId: string, workerId: number): Interest => interest.get(tenantId)?.get(workerId) ?? 0;
+  /** Rises of a worker's interest waiting for the other workers to know them, by the primary's request id. */
+  const announcing = new Map<number, { origin: Live; requestId: number; left: Set<number> }>();
+  const knownBy = (ack: number, workerId: number): void => {
+    const a = announcing.get(ack);
+    if (!a || !a.left.delete(workerId) || a.left.size > 0) return;
+    announcing.delete(ack);
+    send(a.origin, { mqtt: 'interest-known', requestId: a.requestId });
+  };
+  /** Sets a worker's interest and tells the other workers; `requestId`: answers the worker once they know. */
+  const setInterest = (live: Live, tenantId: string, level: Interest, requestId?: number): void => {
+    const id = live.worker.id;
+    let byWorker = interest.get(tenantId);
+    if (level > 0) {
+      if (!byWorker) interest.set(tenantId, (byWorker = new Map()));
+      byWorker.set(id, level);
+    } else if (byWorker) {
+      byWorker.delete(id);
+      if (byWorker.size === 0) interest.delete(tenantId);
+    }
+    const others = [...workers.values()].filter((w) => w !== live && w.attached);
+    let ack: number | undefined;
+    if (requestId !== undefined) {
+      if (others.length === 0) send(live, { mqtt: 'interest-known', requestId });
+      else announcing.set((ack = ++lastRequestId), { origin: live, requestId, left: new Set(others.map((w) => w.worker.id)) });
+    }
+    for (const w of others) send(w, { mqtt: 'interest', tenantId, worker: id, level, ...(ack !== undefined ? { ack } : {}) });
+  };
   /** Answers awaited from workers (statistics, metrics), by request id. */
   const requests = new Map<number, (answer: MqttListenerStats | MetricsSnapshot) => void>();
   let lastRequestId = 0;
@@ -265,28 +309,40 @@ export function createMqttCluster(options: MqttClusterOptions): MqttCluster {
         live.attached = true;
         retained.forEachRetained((tenantId, message) => send(live, { mqtt: 'retain', tenantId, message }));
         for (const g of shared.values()) announceShared(g, live);
+        for (const [tenantId, byWorker] of interest) {
+          for (const [worker, level] of byWorker) if (worker !== live.worker.id) send(live, { mqtt: 'interest', tenantId, worker, level });
+        }
         send(live, { mqtt: 'snapshot-done' });
         placeSessions();
         return;
       case 'publish': {
         if (m.message.retain) retained.space(m.tenantId).retain(m.message);
+        // Routed by the workers with a subscription in the tenant; the others only keep it if retained.
+        const routing = [...workers.values()].filter((w) => w !== live && w.attached && interestOf(m.tenantId, w.worker.id) > 0);
         let requestId: number | undefined;
         if (m.ack !== undefined) {
-          const others = [...workers.values()].filter((w) => w !== live && w.attached).map((w) => w.worker.id);
-          if (others.length === 0) send(live, { mqtt: 'stored', ack: m.ack, ok: true });
-          else storing.set((requestId = ++lastRequestId), { origin: live, ack: m.ack, left: new Set(others), ok: true });
+          if (routing.length === 0) send(live, { mqtt: 'stored', ack: m.ack, ok: true });
+          else storing.set((requestId = ++lastRequestId), { origin: live, ack: m.ack, left: new Set(routing.map((w) => w.worker.id)), ok: true });
         }
         for (const other of workers.values()) {
           if (other === live) {
             if (m.message.retain) send(live, { mqtt: 'retain', tenantId: m.tenantId, message: m.message });
-          } else if (other.attached) {
+          } else if (routing.includes(other)) {
             send(other, { mqtt: 'publish', tenantId: m.tenantId, message: m.message, ...(requestId !== undefined ? { ack: requestId } : {}) });
+          } else if (other.attached && m.message.retain) {
+            send(other, { mqtt: 'retain', tenantId: m.tenantId, message: m.message });
           }
         }
         return;
       }
       case 'stored':
         storedBy(m.ack, live.worker.id, m.ok);
+        return;
+      case 'interest':
+        setInterest(live, m.tenantId, m.level, m.requestId);
+        return;
+      case 'interest-known':
+        knownBy(m.ack, live.worker.id);
         return;
       case 'claim': {
         const { claim } = m;
@@ -367,6 +423,12 @@ export function createMqttCluster(options: MqttClusterOptions): MqttCluster {
     for (const [requestId, s] of storing) {
       if (s.origin === live) storing.delete(requestId);
       else storedBy(requestId, id, false);
+    }
+    // Its interest is gone with it; rises it was to confirm are known to every worker left.
+    for (const [tenantId, byWorker] of interest) if (byWorker.has(id)) setInterest(live, tenantId, 0);
+    for (const [ack, a] of announcing) {
+      if (a.origin === live) announcing.delete(ack);
+      else knownBy(ack, id);
     }
     for (const [requestId, h] of handOvers) {
       if (h.from === id) send(workers.get(h.to), { mqtt: 'handed-over', requestId: h.requestId });
@@ -526,6 +588,8 @@ export function workerBus(handOverTimeoutMs: number): ListenerBus & { snapshotDo
   const waiting = new Map<number, (state: SessionState | undefined) => void>();
   /** Publications waiting for the other workers to store them, by request id. */
   const acks = new Map<number, (ok: boolean) => void>();
+  /** Rises of interest waiting for the other workers to know them, by request id. */
+  const known = new Map<number, () => void>();
   let snapshotDone!: () => void;
   const snapshot = new Promise<void>((resolve) => (snapshotDone = resolve));
 
@@ -593,6 +657,13 @@ export function workerBus(handOverTimeoutMs: number): ListenerBus & { snapshotDo
       case 'shared':
         handlers?.sharedProcesses(m.tenantId, m.key, m.filter, m.workers);
         return;
+      case 'interest':
+        handlers?.interest(m.tenantId, m.worker, m.level);
+        if (m.ack !== undefined) send({ mqtt: 'interest-known', ack: m.ack });
+        return;
+      case 'interest-known':
+        known.get(m.requestId)?.();
+        return;
       default:
         return;
     }
@@ -649,6 +720,25 @@ export function workerBus(handOverTimeoutMs: number): ListenerBus & { snapshotDo
     self: cluster.worker?.id ?? 0,
     sharedGroup(tenantId, key, filter, present) {
       send({ mqtt: 'shared', tenantId, key, filter, present });
+    },
+    interest(tenantId, level, confirm) {
+      if (!confirm) {
+        // Less interest: the other workers may send what nobody here wants meanwhile.
+        send({ mqtt: 'interest', tenantId, level }, false);
+        return undefined;
+      }
+      const requestId = ++lastRequestId;
+      return new Promise<void>((resolve) => {
+        // Without an answer in time the SUBACK goes out all the same.
+        const timer = setTimeout(() => done(), handOverTimeoutMs);
+        const done = () => {
+          clearTimeout(timer);
+          known.delete(requestId);
+          resolve();
+        };
+        known.set(requestId, done);
+        send({ mqtt: 'interest', tenantId, level, requestId });
+      });
     },
     receive(h) {
       handlers = h;

@@ -117,6 +117,11 @@ export interface ConnectionOptions {
    * stored state waits until the change is committed (durable-store.ts).
    */
   durable?: Durability;
+  /**
+   * Other listener processes learn of a tenant's first subscription here before its SUBACK
+   * (through `durable`, which then counts the announcement as a change to wait for).
+   */
+  announcesInterest?: boolean;
 }
 
 export interface ConnectionStats {
@@ -174,6 +179,31 @@ function ownBuffer(payload: Buffer | string): Buffer {
   return payload.buffer.byteLength > payload.length * 2 + 256 ? Buffer.from(payload) : payload;
 }
 
+/**
+ * PUBLISH packets one connection hands to the broker per event-loop turn. Beyond them its socket
+ * is paused and the rest of what it sent waits for the next turn, after every other connection had
+ * its turn: a flood from many publishers then costs a turn a bounded amount of work, and a
+ * subscriber's acknowledgements are read and its next messages in flight sent every turn, instead
+ * of once per turn that took in every publisher's whole backlog. Other packets are not counted:
+ * acknowledgements only free messages in flight, and holding them back would slow delivery.
+ * mosquitto does the same per wake-up, handling what one TLS record of a socket holds before the
+ * next socket (src/mux_epoll.c, loop_handle_reads_writes: `packet__read` while `SSL_DATA_PENDING`).
+ */
+export const PUBLISH_PER_TURN = Number(process.env.CERTGATE_PUBLISH_PER_TURN ?? 4);
+
+/** Connections with packets left over from this turn, continued in the next (one immediate for all). */
+let continued: MqttConnection[] = [];
+let continuing: NodeJS.Immediate | undefined;
+function continueLater(conn: MqttConnection): void {
+  continued.push(conn);
+  continuing ??= setImmediate(() => {
+    const now = continued;
+    continued = [];
+    continuing = undefined;
+    for (const c of now) c.continueInput();
+  });
+}
+
 export class MqttConnection implements Outlet {
   state: State = 'awaiting-connect';
   /** MQTT protocol level from CONNECT: 3 (3.1), 4 (3.1.1) or 5. */
@@ -220,6 +250,10 @@ export class MqttConnection implements Outlet {
   private repliesWaiting = 0;
   /** The socket is corked until the end of the current handler (see `send`). */
   private corked = false;
+  /** PUBLISH packets handled since this turn's input began (see PUBLISH_PER_TURN). */
+  private publishesThisTurn = 0;
+  /** Input paused until the next turn, with packets pending. */
+  private yielding = false;
 
   constructor(
     readonly socket: Socket,
@@ -258,11 +292,29 @@ export class MqttConnection implements Outlet {
     if (this.state === 'closed') return;
     this.pending.push(chunk);
     this.pendingBytes += chunk.length;
+    // Data a paused socket still delivers waits behind what is pending, for the next turn.
+    if (this.yielding) return;
+    this.publishesThisTurn = 0;
     this.drain();
+  }
+
+  /** The next turn of a connection that had packets left over (see PUBLISH_PER_TURN). */
+  continueInput(): void {
+    this.yielding = false;
+    if (this.state === 'closed') return;
+    this.publishesThisTurn = 0;
+    this.drain();
+    if (!this.yielding && !this.holding && !this.closed) this.socket.resume();
   }
 
   private drain(): void {
     while (!this.holding && this.state !== 'closed' && this.pendingBytes >= 2) {
+      if (this.publishesThisTurn >= PUBLISH_PER_TURN) {
+        this.yielding = true;
+        this.socket.pause();
+        continueLater(this);
+        return;
+      }
       const head = this.pending.length === 1 ? this.pending[0]! : this.peek(5);
       let remaining = 0;
       let multiplier = 1;
@@ -296,6 +348,7 @@ export class MqttConnection implements Outlet {
         return this.onParseError(err);
       }
       const packet = this.parsed as Packet | undefined;
+      if (packet?.cmd === 'publish') this.publishesThisTurn++;
       this.frame = frame;
       try {
         if (packet) this.handle(packet);
@@ -716,7 +769,10 @@ export class MqttConnection implements Outlet {
     // SUBACK first, then the retained messages (as mosquitto does). A stored session's SUBACK
     // waits for the subscriptions to be stored, and the retained messages may come before it
     // (MQTT 3.8.4 permits it).
-    const storing = session.expiryMs > 0 || session.stored;
+    const stored = session.expiryMs > 0 || session.stored;
+    // With other processes, a SUBACK that raises the tenant's interest waits until they know it
+    // too (mqtt-listener.ts), so whatever is published after the SUBACK is sent here.
+    const storing = stored || (this.opts.announcesInterest === true && accepted.length > 0 && this.space!.interest < (stored ? 2 : 1));
     if (!storing) this.reply({ cmd: 'suback', messageId: p.messageId!, granted });
     for (const [filter, qos, s] of accepted) {
       this.space!.subscribe(session, filter, {

@@ -23,7 +23,7 @@ import {
   type SessionChange,
   type Verifier,
 } from '../verifier/verifier-types.js';
-import { Broker, DEFAULT_LIMITS, type BrokerLimits, type DropReason, type Message, type Session, type SessionState } from './broker.js';
+import { Broker, DEFAULT_LIMITS, type BrokerLimits, type DropReason, type Interest, type Message, type Session, type SessionState } from './broker.js';
 import { MqttConnection, RC5, type AuthOutcome, type ConnectionStats, type LimitName } from './mqtt-connection.js';
 import { peerChain, sha1Fingerprint, type PeerChain } from './peer-chain.js';
 import { createBurstLogger } from '../lib/logger.js';
@@ -94,6 +94,11 @@ export interface ListenerBus {
   readonly self: number;
   /** A shared subscription got its first member in this process, or lost its last. */
   sharedGroup(tenantId: string, key: string, filter: string, present: boolean): void;
+  /**
+   * This process's interest in a tenant's messages changed (broker.ts, `Interest`); `confirm`:
+   * resolves once every other process knows it (a message published there after that is sent here).
+   */
+  interest(tenantId: string, level: Interest, confirm: boolean): Promise<void> | undefined;
   /** Where the listener takes what the other processes send; returns the way to stop. */
   receive(handlers: ListenerBusHandlers): () => void;
 }
@@ -120,6 +125,8 @@ export interface ListenerBusHandlers {
   dropTenant(tenantId: string): void;
   /** The processes that have members of a shared subscription now. */
   sharedProcesses(tenantId: string, key: string, filter: string, processes: number[]): void;
+  /** Another process's interest in a tenant's messages. */
+  interest(tenantId: string, process: number, level: Interest): void;
 }
 
 export interface MqttListenerOptions {
@@ -290,14 +297,40 @@ export function createMqttListener(options: MqttListenerOptions): MqttListener {
    * What connections wait on before acknowledging: this process's store and, with other
    * processes, their storing of the messages published here.
    */
-  const durability: Durability | undefined = durable && {
+  const durability: Durability | undefined = (durable || bus) && {
     get changes() {
-      return durable.changes + elsewhere.changes;
+      return (durable?.changes ?? 0) + elsewhere.changes;
     },
     committed() {
-      if (elsewhere.pending.size === 0) return durable.committed();
-      return Promise.all([durable.committed(), ...elsewhere.pending]).then((all) => all.every(Boolean));
+      const own = durable ? durable.committed() : Promise.resolve(true);
+      if (elsewhere.pending.size === 0) return own;
+      return Promise.all([own, ...elsewhere.pending]).then((all) => all.every(Boolean));
     },
+  };
+  /**
+   * With other processes: their interest in each tenant's messages (by tenant, the highest of
+   * them and each process's), and what this process told them of its own. A message goes to the
+   * other processes only when one of them has a subscription in its tenant (a retained message
+   * always: every process keeps them), and its publisher's acknowledgement waits for them only
+   * when one of them has a stored session subscribing there.
+   */
+  const remote = new Map<string, { max: Interest; by: Map<number, Interest> }>();
+  const told = new Map<string, Interest>();
+  /** Rises of this process's interest not yet known to every other process, by tenant. */
+  const rising = new Map<string, Promise<void>>();
+  const tellInterest = (tenantId: string, level: Interest): void => {
+    const before = told.get(tenantId) ?? 0;
+    if (level === before) return;
+    if (level === 0) told.delete(tenantId);
+    else told.set(tenantId, level);
+    const known = bus!.interest(tenantId, level, level > before);
+    if (!known) return;
+    // A SUBACK (or the CONNACK of a session taken over from another process) waits for it.
+    elsewhere.track(known.then(() => true));
+    rising.set(tenantId, known);
+    void known.then(() => {
+      if (rising.get(tenantId) === known) rising.delete(tenantId);
+    });
   };
   /** Off at shutdown: the sessions a closing broker ends are kept. */
   let storing = true;
@@ -315,11 +348,14 @@ export function createMqttListener(options: MqttListenerOptions): MqttListener {
     bus
       ? {
           published: (tenantId, message) => {
+            const wanted = remote.get(tenantId)?.max ?? 0;
+            if (wanted === 0 && !message.retain) return;
             // A QoS 1 or 2 publisher's acknowledgement waits for the other processes' stored
             // sessions too (see `durability`).
-            const stored = bus.publish(tenantId, message, durable !== undefined && message.qos > 0);
+            const stored = bus.publish(tenantId, message, durable !== undefined && message.qos > 0 && wanted === 2);
             if (stored) elsewhere.track(stored);
           },
+          interest: tellInterest,
           sessionEnded: (session) => {
             const key = claimKey(session.space.tenantId, session.clientId);
             const held = claims.get(key);
@@ -377,6 +413,7 @@ export function createMqttListener(options: MqttListenerOptions): MqttListener {
     maxSubscriptionsPerClient: options.maxSubscriptionsPerClient ?? 0,
     publishRatePerSecond: options.publishRatePerSecond ?? 0,
     ...(durability ? { durable: durability } : {}),
+    ...(bus ? { announcesInterest: true } : {}),
   };
 
   // ---------------------------------------------------------------------------------------
@@ -688,7 +725,11 @@ export function createMqttListener(options: MqttListenerOptions): MqttListener {
     const handed = bus!.claim({ tenantId: decision.tenantId, clientId, deviceId: decision.device.id, claimId, handOver });
     if (!handOver) return;
     const state = await handed;
-    if (state && !conn.closed && state.deviceId === decision.device.id) broker.space(decision.tenantId).adopt(state);
+    if (state && !conn.closed && state.deviceId === decision.device.id) {
+      broker.space(decision.tenantId).adopt(state);
+      // Its subscriptions get the messages published elsewhere from the CONNACK on.
+      await rising.get(decision.tenantId);
+    }
   };
 
   /** Another process took a session this process holds (or is connecting for). */
@@ -729,6 +770,15 @@ export function createMqttListener(options: MqttListenerOptions): MqttListener {
     },
     dropTenant: dropTenantHere,
     sharedProcesses: (tenantId, key, filter, processes) => broker.setSharedProcesses(tenantId, key, filter, processes),
+    interest(tenantId, process, level) {
+      let r = remote.get(tenantId);
+      if (!r) remote.set(tenantId, (r = { max: 0, by: new Map() }));
+      if (level === 0) r.by.delete(process);
+      else r.by.set(process, level);
+      r.max = 0;
+      for (const l of r.by.values()) if (l > r.max) r.max = l;
+      if (r.by.size === 0) remote.delete(tenantId);
+    },
   });
 
   const hooks = {

@@ -46,6 +46,8 @@ describe('MQTT listener on two worker processes', async () => {
   const acme = await tenantPki('acme');
   const globex = await tenantPki('globex');
   const initech = await tenantPki('initech');
+  /** Only for the interest tests: no subscription in it but theirs. */
+  const hooli = await tenantPki('hooli');
   const creds = new Map<string, Credentials>();
   const cert = async (pki: TenantPki, name: string) => {
     const key = `${pki.tenantId}/${name}`;
@@ -80,7 +82,7 @@ describe('MQTT listener on two worker processes', async () => {
     listener = server.mqtt as MqttCluster;
     workers = (await listener.workerStats()).map((s) => s.worker);
     assert.equal(workers.length, 2);
-    for (const pki of [acme, globex, initech]) await createTenant(pki);
+    for (const pki of [acme, globex, initech, hooli]) await createTenant(pki);
   });
 
   after(async () => {
@@ -168,6 +170,63 @@ describe('MQTT listener on two worker processes', async () => {
     await sleep(300);
     assert.deepEqual(otherTenant.got.map((m) => m.payload), ['from globex']);
     assert.equal(sub.got.length, 2);
+  });
+
+  test('ok/interest: a message goes to the other worker only while the tenant has a subscription there; one published right after a SUBACK there arrives', async (t) => {
+    const [a, b] = workers as [number, number];
+    const routedOn = async (w: number) => (await listener.workerStats()).find((s) => s.worker === w)!.messagesRouted;
+    const pub = await openOn(t, a, hooli, 'ipub');
+    // A client of the tenant on b without a subscription: b is sent nothing published on a.
+    const idle = await openOn(t, b, hooli, 'iidle');
+    const before = await routedOn(b);
+    for (let i = 0; i < 20; i++) await pub.client.publishAsync('fleet/ipub/x', String(i), { qos: 1 });
+    await sleep(200);
+    assert.equal(await routedOn(b), before, 'nothing relayed to a worker without a subscription in the tenant');
+    // Each time the tenant gets its first subscription on b, what is published on a once the
+    // SUBACK is in reaches it: the SUBACK waited until worker a knew.
+    for (let i = 0; i < 10; i++) {
+      const sub = await openOn(t, b, hooli, `isub${i}`);
+      await suback(sub.client, { 'fleet/#': { qos: 1 } });
+      await pub.client.publishAsync('fleet/ipub/x', `m${i}`, { qos: 1 });
+      await waitFor(() => sub.got.length === 1, 5_000, `message ${i}`);
+      assert.equal(sub.got[0]!.payload, `m${i}`);
+      await sub.client.endAsync();
+      await sleep(100); // the tenant's last subscription on b is gone: a learns it
+    }
+    assert.ok(idle.client.connected);
+  });
+
+  test('ok/interest-stored: a publisher\'s PUBACK waits for the other worker only when a stored session subscribes in the tenant there', async (t) => {
+    const [a, b] = workers as [number, number];
+    const pid = Object.values(cluster.workers ?? {}).find((w) => w?.id === b)!.process.pid!;
+    const live = await openOn(t, b, hooli, 'slive');
+    await suback(live.client, { 'fleet/#': { qos: 1 } });
+    const pub = await openOn(t, a, hooli, 'spub');
+    // Worker b stopped: clean sessions there do not hold up the publisher on a.
+    process.kill(pid, 'SIGSTOP');
+    try {
+      await within(pub.client.publishAsync('fleet/spub/x', 'clean', { qos: 1 }), 2_000, 'PUBACK while worker b is stopped');
+    } finally {
+      process.kill(pid, 'SIGCONT');
+    }
+    await waitFor(() => live.got.length === 1, 5_000, 'the message on b');
+    // A stored session subscribing on b: the PUBACK waits until b has stored the message.
+    const stored = await openOn(t, b, hooli, 'sstored', { clean: false });
+    await suback(stored.client, { 'fleet/spub/#': { qos: 1 } });
+    process.kill(pid, 'SIGSTOP');
+    let acked = false;
+    const puback = pub.client.publishAsync('fleet/spub/x', 'stored', { qos: 1 }).then(() => (acked = true));
+    try {
+      await sleep(500);
+      assert.equal(acked, false, 'no PUBACK before worker b stored the message');
+    } finally {
+      process.kill(pid, 'SIGCONT');
+    }
+    await within(puback, 5_000, 'PUBACK once b is back');
+    await waitFor(() => stored.got.length === 1, 5_000, 'the message in the stored session');
+    // Coming back clean ends the stored session.
+    await stored.client.endAsync();
+    await open(t, hooli, 'sstored', { clean: true });
   });
 
   test('ok/acl-deny: the profile\'s deny rules, filled in per device, refuse on either worker; `fleet/#` is not sent a denied topic', async (t) => {
