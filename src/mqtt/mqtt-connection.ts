@@ -180,16 +180,27 @@ function ownBuffer(payload: Buffer | string): Buffer {
 }
 
 /**
- * PUBLISH packets one connection hands to the broker per event-loop turn. Beyond them its socket
- * is paused and the rest of what it sent waits for the next turn, after every other connection had
- * its turn: a flood from many publishers then costs a turn a bounded amount of work, and a
- * subscriber's acknowledgements are read and its next messages in flight sent every turn, instead
- * of once per turn that took in every publisher's whole backlog. Other packets are not counted:
+ * Publications handled per event-loop turn. A turn takes up to TURN_PUBLISHES PUBLISH packets from
+ * its connections freely; past that, a connection that has handed the broker PUBLISH_PER_TURN in
+ * this turn is paused, and the rest of what it sent waits for the next turn, after every other
+ * connection had its turn. A flood from many publishers then costs a turn a bounded amount of
+ * work, and a subscriber's acknowledgements are read and its next messages in flight sent every
+ * turn, instead of once per turn that took in every publisher's whole backlog; a lone busy
+ * publisher (fan-out) still hands over its whole batch each turn. Other packets are not counted:
  * acknowledgements only free messages in flight, and holding them back would slow delivery.
- * mosquitto does the same per wake-up, handling what one TLS record of a socket holds before the
+ * mosquitto bounds a wake-up likewise, handling what one TLS record of a socket holds before the
  * next socket (src/mux_epoll.c, loop_handle_reads_writes: `packet__read` while `SSL_DATA_PENDING`).
  */
-export const PUBLISH_PER_TURN = Number(process.env.CERTGATE_PUBLISH_PER_TURN ?? 4);
+export const PUBLISH_PER_TURN = 1;
+export const TURN_PUBLISHES = 20;
+
+/** PUBLISH packets handled in this turn by every connection together. */
+let turnPublishes = 0;
+let turnEnd: NodeJS.Immediate | undefined;
+const endTurn = (): void => {
+  turnEnd = undefined;
+  turnPublishes = 0;
+};
 
 /** Connections with packets left over from this turn, continued in the next (one immediate for all). */
 let continued: MqttConnection[] = [];
@@ -309,7 +320,7 @@ export class MqttConnection implements Outlet {
 
   private drain(): void {
     while (!this.holding && this.state !== 'closed' && this.pendingBytes >= 2) {
-      if (this.publishesThisTurn >= PUBLISH_PER_TURN) {
+      if (this.publishesThisTurn >= PUBLISH_PER_TURN && turnPublishes >= TURN_PUBLISHES) {
         this.yielding = true;
         this.socket.pause();
         continueLater(this);
@@ -348,7 +359,11 @@ export class MqttConnection implements Outlet {
         return this.onParseError(err);
       }
       const packet = this.parsed as Packet | undefined;
-      if (packet?.cmd === 'publish') this.publishesThisTurn++;
+      if (packet?.cmd === 'publish') {
+        this.publishesThisTurn++;
+        turnPublishes++;
+        turnEnd ??= setImmediate(endTurn);
+      }
       this.frame = frame;
       try {
         if (packet) this.handle(packet);
