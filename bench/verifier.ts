@@ -24,8 +24,8 @@
  * database, started fresh side by side, one as built and one with that mechanism off
  * (CERTGATE_WITHOUT), loaded with the target the mechanism can change, with the same warm-up and in
  * the same rounds: warm for the decision cache and pre-serialized bodies; cold for the doorkeeper
- * (what it spares is keeping the chains that never come back), end-of-turn batching, the
- * credential index and the signature worker; for the storm preload, the first seconds of a storm
+ * (what it spares is keeping the chains that never come back), end-of-turn batching and the
+ * credential index; for the storm preload, the first seconds of a storm
  * of first connections to the 100,000-device tenant (warmed up on the 10-device tenant's new
  * leaves, so the storm starts with the measurement). Prints
  * `buys_<name>=<req/s with / req/s without - 1>` per mechanism.
@@ -82,7 +82,6 @@ const MECHANISM_TARGET: Record<Mechanism, 'warm' | 'cold' | 'storm'> = {
   doorkeeper: 'cold',
   'end-of-turn': 'cold',
   'credential-index': 'cold',
-  'signature-worker': 'cold',
   'storm-preload': 'storm',
 };
 

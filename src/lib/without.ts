@@ -9,8 +9,7 @@
  *   end-of-turn           answers are written as soon as decided, and each device lookup is its
  *                         own query, at once;
  *   storm-preload         a tenant's devices are never read at once, only one by one;
- *   credential-index      every new leaf is looked up among the device credentials in the database;
- *   signature-worker      signatures are checked on the event loop.
+ *   credential-index      every new leaf is looked up among the device credentials in the database.
  * Read once, when this module is loaded (at start); an unknown name stops the start.
  */
 export const MECHANISMS = [
@@ -20,7 +19,6 @@ export const MECHANISMS = [
   'end-of-turn',
   'storm-preload',
   'credential-index',
-  'signature-worker',
 ] as const;
 
 export type Mechanism = (typeof MECHANISMS)[number];

@@ -1,8 +1,7 @@
 /**
  * Signature algorithms (RFC 5280 4.1.1.2, RFC 4055, RFC 5758, RFC 8410) and subject public keys
  * (RFC 5280 4.1.2.7), and the one place signatures are checked: Node's `crypto.verify` over the
- * TBS bytes (RSA-2048 ~17 µs, P-256 ~50-60 µs measured here) (and on a worker thread:
- * signature-worker.ts).
+ * TBS bytes (RSA-2048 ~17 µs, P-256 ~50-60 µs measured here), on the event loop.
  */
 import { constants, createPublicKey, verify, type KeyObject } from 'node:crypto';
 import {
@@ -241,16 +240,16 @@ export function importPublicKey(spki: Uint8Array): KeyObject | null {
 
 /**
  * How `crypto.verify` checks `alg`: the digest (null for EdDSA) and, for RSASSA-PSS only, the
- * padding and salt length. Plain data, so a worker thread can be handed it as well.
+ * padding and salt length.
  */
-export interface VerifyParams {
+interface VerifyParams {
   readonly digest: string | null;
   readonly padding?: number;
   readonly saltLength?: number;
 }
 
 /** The `crypto.verify` parameters for `alg` with `key`; null when the key cannot check `alg`. */
-export function verifyParams(alg: SignatureAlgorithm, key: KeyObject): VerifyParams | null {
+function verifyParams(alg: SignatureAlgorithm, key: KeyObject): VerifyParams | null {
   if (alg.problem || !KEY_TYPES[alg.kind].includes(key.asymmetricKeyType ?? '')) return null;
   switch (alg.kind) {
     case 'ed25519':

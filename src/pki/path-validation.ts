@@ -25,7 +25,6 @@ import { signedBy, type KeyUsage, type ParsedCertificate } from './certificate.j
 import { normalizeSerialHex, verifyCrlSignature, type CrlCheck, type ParsedCrl } from './crl.js';
 import { checkNameConstraints, MAX_CONSTRAINT_COMPARISONS, type ComparisonBudget } from './name-constraints.js';
 import { OID, ekuName } from './oids.js';
-import { signatureWorker, type SignatureWorker } from './signature-worker.js';
 
 export interface TraceStep {
   readonly step: string;
@@ -119,8 +118,6 @@ export class SignatureCache {
    * cost 17 µs per new leaf (measured), more than checking its signature.
    */
   readonly #results: GenerationalCache<string, boolean>;
-  /** Checks out on the worker: concurrent requests presenting the same new leaf share one. */
-  readonly #pending = new Map<string, Promise<void>>();
 
   constructor(maxEntries = 20_000) {
     this.#results = new GenerationalCache(maxEntries);
@@ -139,21 +136,6 @@ export class SignatureCache {
     return ok;
   }
 
-  /** Checks the signature on the signature worker and keeps the outcome, so `verify` then answers from memory. */
-  async prefetch(issuer: ParsedCertificate, subject: ParsedCertificate, worker: SignatureWorker = signatureWorker): Promise<void> {
-    const k = issuer.sha256 + subject.sha256;
-    if (this.#results.get(k) !== undefined) return;
-    let pending = this.#pending.get(k);
-    if (!pending) {
-      pending = worker.verify(issuer, subject).then((ok) => {
-        this.#pending.delete(k);
-        this.#results.set(k, ok);
-      });
-      this.#pending.set(k, pending);
-    }
-    return pending;
-  }
-
   get size(): number {
     return this.#results.size;
   }
@@ -164,34 +146,6 @@ export class SignatureCache {
 }
 
 export const defaultSignatureCache = new SignatureCache();
-
-/** Most issuers of one certificate `prefetchSignatures` checks ahead; path building does the rest. */
-const MAX_PREFETCH = 4;
-
-/**
- * Checks, on the signature worker thread, the signatures path building will need first: `subject` (a new
- * leaf) against each of `candidates` that may have issued it (same name, matching key identifier,
- * strong enough to be checked at all). `validatePath` then finds them in `cache` and stays
- * synchronous, while the event loop serves other requests during the checks. Only ever an
- * optimisation: whatever is not prefetched is checked in line, with the same outcome.
- */
-export async function prefetchSignatures(
-  subject: ParsedCertificate,
-  candidates: readonly ParsedCertificate[],
-  cache: SignatureCache = defaultSignatureCache,
-  worker: SignatureWorker = signatureWorker,
-): Promise<void> {
-  if (checkSignatureStrength(subject.signatureAlgorithm)) return;
-  const issuers: ParsedCertificate[] = [];
-  for (const c of candidates) {
-    if (issuers.length === MAX_PREFETCH) break;
-    if (c === subject || c.subjectName.key !== subject.issuerName.key || !keyIdMatches(subject, c) || checkKeyStrength(c.publicKey)) continue;
-    // The same certificate may come twice as different objects: presented by the device and trusted.
-    if (!cache.has(c, subject) && !issuers.some((i) => i.sha256 === c.sha256)) issuers.push(c);
-  }
-  if (issuers.length === 1) await cache.prefetch(issuers[0]!, subject, worker);
-  else if (issuers.length > 1) await Promise.all(issuers.map((i) => cache.prefetch(i, subject, worker)));
-}
 
 export interface ValidatePathOptions {
   leaf: ParsedCertificate;

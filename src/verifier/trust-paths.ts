@@ -4,20 +4,13 @@
  * gets the chain when several do.
  */
 import { LRUCache } from 'lru-cache';
-import { without } from '../lib/without.js';
 import type { ParsedCertificate } from '../pki/certificate.js';
 import { nameHash } from '../pki/name-hash.js';
-import { prefetchSignatures, validatePath, type TraceStep } from '../pki/path-validation.js';
+import { validatePath, type TraceStep } from '../pki/path-validation.js';
 import { denied, MAX_CHAIN_LENGTH, note, revocation, type Denied, type Result } from './decision-steps.js';
 import { chooseTenant } from './tenant-choice.js';
 import type { TrustCache, TrustedEntry } from './trust-cache.js';
 import type { AuthenticateRequest } from './verifier-types.js';
-
-/**
- * New leaves' signatures checked on the signature worker before the path is built; measured
- * without (lib/without.ts), path building checks them on the event loop.
- */
-const prefetch: typeof prefetchSignatures = without('signature-worker') ? async () => {} : prefetchSignatures;
 
 export interface Chain {
   leaf: ParsedCertificate;
@@ -80,10 +73,9 @@ export function createTrustPaths(cache: Pick<TrustCache, 'trustedBySubjectHash' 
     return revoked.ok ? { ok: true, tenantId, anchor, path: result.path } : revoked;
   }
 
-  /** The path in one tenant, the anchors prefetched: a listed credential's (step 1). */
+  /** The path in one tenant, among the anchors it trusts: a listed credential's (step 1). */
   async function pathForCredential(chain: Chain, tenantId: string, now: Date, trace?: TraceStep[]): Promise<Result<Claim>> {
     const anchors = await candidateAnchors([chain.leaf, ...chain.presented], tenantId);
-    await prefetch(chain.leaf, [...chain.presented, ...anchors.filter((a) => a.status === 'ENABLED').map((a) => a.cert)]);
     return pathInTenant(chain, tenantId, anchors, now, trace);
   }
 
@@ -112,7 +104,6 @@ export function createTrustPaths(cache: Pick<TrustCache, 'trustedBySubjectHash' 
       return denied('NO_TRUSTED_ANCHOR', 'no trusted certificate matches the chain', scope.tenantId);
     }
     if (trace) note(trace, 'anchor', true, `candidate trusted certificates: ${candidates.map((c) => `${c.tenantId}/${c.fingerprint}`).join(', ')}`);
-    await prefetch(chain.leaf, [...chain.presented, ...candidates.map((c) => c.cert)]);
 
     const { claims, failure } = await claimsOf(chain, candidates, now, trace);
     if (claims.length === 0) {

@@ -6,15 +6,11 @@ import {
   TrustStore,
   parseCertificate,
   parseCrl,
-  prefetchSignatures,
-  publicKeyOf,
   validatePath,
   type ParsedCertificate,
   type TraceStep,
   type ValidatePathOptions,
 } from '../../src/pki/index.js';
-import { verifySignature } from '../../src/pki/algorithms.js';
-import { SignatureWorker } from '../../src/pki/signature-worker.js';
 import type { DenyReason } from '../../src/pki/reasons.js';
 import { makeCert, makeCrl, makeIntermediate, makeLeaf, makeRoot, sharedKey, type TestCert } from '../helpers/pki-fixtures.js';
 
@@ -379,105 +375,35 @@ describe('validatePath (RFC 5280 6.1)', () => {
     });
   }
 
-  it('decides every case the same when the leaf signature was checked ahead on the worker thread', async () => {
+  it('decides every case the same when its signatures were kept from an earlier decision', () => {
     for (const c of cases) {
       const { leaf: l, presented, anchors, options } = c.build();
       const cache = new SignatureCache();
-      await prefetchSignatures(l.parsed, [...presented, ...anchors].map((x) => x.parsed), cache);
       assert.equal(outcome(l, presented, anchors, { ...options, signatureCache: cache }), c.want, c.name);
+      assert.equal(outcome(l, presented, anchors, { ...options, signatureCache: cache }), c.want, `${c.name}, again`);
     }
   });
 
-  it('checks a new leaf ahead against each possible issuer, once, and keeps a failed check as failed', async () => {
+  it('keeps each (issuer, subject) signature once, a failed check as failed, a CA presented and trusted as one', () => {
     const cache = new SignatureCache();
-    const other = makeRoot({ subject: 'CN=Other Root' });
-    await prefetchSignatures(leaf.parsed, [root.parsed, ica.parsed, other.parsed, leaf.parsed], cache);
-    // Only the certificate named as issuer was checked: not the root, not an unrelated CA, not the leaf itself.
+    // The device presents its CA, the tenant trusts the same CA: two parses, one certificate.
+    const presentedCa = parseCertificate(ica.der);
+    const trustedCa = parseCertificate(ica.der);
+    assert.notEqual(presentedCa, trustedCa);
+    const l = makeLeaf(ica, { subject: 'CN=presented and trusted' });
+    assert.ok(validatePath({ leaf: l.parsed, presented: [presentedCa], anchors: [trustedCa], signatureCache: cache }).ok);
     assert.equal(cache.size, 1);
-    assert.ok(cache.has(ica.parsed, leaf.parsed));
-    await prefetchSignatures(leaf.parsed, [ica.parsed], cache);
+    assert.ok(cache.has(presentedCa, l.parsed) && cache.has(trustedCa, l.parsed));
+    assert.ok(validatePath({ leaf: l.parsed, presented: [trustedCa], anchors: [presentedCa], signatureCache: cache }).ok);
     assert.equal(cache.size, 1);
 
     const tampered = makeLeaf(ica, { tamperSignature: true, subject: 'CN=tampered' });
-    await prefetchSignatures(tampered.parsed, [ica.parsed], cache);
-    assert.ok(cache.has(ica.parsed, tampered.parsed));
-    assert.equal(cache.verify(ica.parsed, tampered.parsed), false);
-    const r = validatePath({ leaf: tampered.parsed, presented: [ica.parsed], anchors: [root.parsed], signatureCache: cache });
-    assert.ok(!r.ok && r.reason === 'SIGNATURE_INVALID');
-  });
-
-  it('checks a signature once when the issuer comes twice (presented and trusted) or many ask at once', async () => {
-    const cache = new SignatureCache();
-    const asked: string[] = [];
-    const worker = new SignatureWorker();
-    const counting = {
-      verify(issuer: ParsedCertificate, subject: ParsedCertificate) {
-        asked.push(`${issuer.subject} -> ${subject.subject}`);
-        return worker.verify(issuer, subject);
-      },
-    } as unknown as SignatureWorker;
-    try {
-      // The device presents its CA, the tenant trusts the same CA: two parses, one certificate.
-      const presentedCa = parseCertificate(ica.der);
-      const trustedCa = parseCertificate(ica.der);
-      assert.notEqual(presentedCa, trustedCa);
-      const l = makeLeaf(ica, { subject: 'CN=presented and trusted' });
-      await prefetchSignatures(l.parsed, [presentedCa, trustedCa], cache, counting);
-      assert.equal(asked.length, 1);
-      // Fifty requests with the same new leaf in one turn of the event loop share that one check too.
-      const m = makeLeaf(ica, { subject: 'CN=fifty at once' });
-      await Promise.all(Array.from({ length: 50 }, () => prefetchSignatures(m.parsed, [ica.parsed], cache, counting)));
-      assert.equal(asked.length, 2);
-      assert.equal(cache.verify(ica.parsed, m.parsed), true);
-    } finally {
-      await worker.close();
+    for (let i = 0; i < 2; i++) {
+      const r = validatePath({ leaf: tampered.parsed, presented: [ica.parsed], anchors: [root.parsed], signatureCache: cache });
+      assert.ok(!r.ok && r.reason === 'SIGNATURE_INVALID');
+      assert.ok(cache.has(ica.parsed, tampered.parsed));
+      assert.equal(cache.verify(ica.parsed, tampered.parsed), false);
     }
-  });
-
-  it('checks signatures on the worker thread exactly as in line, for every key type, batched', async () => {
-    const worker = new SignatureWorker();
-    try {
-      const kinds = [['ec'], ['ec-p384'], ['rsa'], ['rsa', { rsaPss: true }], ['ed25519'], ['dsa']] as const;
-      const checks: Array<{ issuer: TestCert; subject: TestCert; want: boolean; label: string }> = [];
-      for (const [keyType, extra] of kinds) {
-        const label = `${keyType}${extra ? ' PSS' : ''}`;
-        const ca = makeRoot({ key: keyType, subject: `CN=${label} CA` });
-        const other = makeRoot({ key: keyType === 'rsa' ? 'ec' : 'rsa', subject: `CN=${label} other` });
-        const good = makeLeaf(ca, { ...extra, subject: `CN=${label} good` });
-        const bad = makeLeaf(ca, { ...extra, subject: `CN=${label} bad`, tamperSignature: true });
-        checks.push({ issuer: ca, subject: good, want: true, label: `${label} good` });
-        checks.push({ issuer: ca, subject: bad, want: false, label: `${label} tampered` });
-        checks.push({ issuer: other, subject: good, want: false, label: `${label} wrong key` });
-      }
-      // All asked for in one turn of the event loop: they travel as one batch.
-      const pooled = await Promise.all(checks.map((c) => worker.verify(c.issuer.parsed, c.subject.parsed)));
-      checks.forEach((c, i) => {
-        const key = publicKeyOf(c.issuer.parsed)!;
-        const sync = verifySignature(c.subject.parsed.tbs, c.subject.parsed.signature, c.subject.parsed.signatureAlgorithm, key);
-        assert.equal(pooled[i], sync, c.label);
-        assert.equal(pooled[i], c.want, c.label);
-      });
-      // Asked again, the keys are already on the worker.
-      assert.deepEqual(await Promise.all(checks.map((c) => worker.verify(c.issuer.parsed, c.subject.parsed))), pooled);
-    } finally {
-      await worker.close();
-    }
-  });
-
-  it('makes the checks in line when the signature worker goes away', async () => {
-    const worker = new SignatureWorker();
-    const good = makeLeaf(ica, { subject: 'CN=while closing' });
-    const bad = makeLeaf(ica, { subject: 'CN=tampered while closing', tamperSignature: true });
-    assert.equal(await worker.verify(ica.parsed, good.parsed), true);
-    // Closed with checks queued and in flight: each is still answered, and answered right.
-    const pending = [worker.verify(ica.parsed, good.parsed), worker.verify(ica.parsed, bad.parsed)];
-    await new Promise((r) => setImmediate(r));
-    await worker.close();
-    assert.deepEqual(await Promise.all(pending), [true, false]);
-    // The next check starts a new worker.
-    assert.equal(await worker.verify(ica.parsed, bad.parsed), false);
-    assert.equal(await worker.verify(ica.parsed, good.parsed), true);
-    await worker.close();
   });
 
   it('returns the path leaf first and the anchor', () => {
