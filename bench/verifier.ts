@@ -12,9 +12,7 @@
  *                 existing device every request, with its CA) and cold leaf-only (a never-seen leaf
  *                 alone, base64 DER in one string, as EMQX's `${cert_pem}` and VerneMQ's
  *                 `client_cert` carry it: the path is built from the tenant's trusted CA); then the scale pair: cold on a tenant with 10
- *                 devices and cold on a tenant with 100,000 devices and 1,000 trusted CAs (whose
- *                 devices the verifier reads at once, in its warm-up, after 1,000 first connections;
- *                 BENCH_WARMUP=0 measures the first seconds of that storm).
+ *                 devices and cold on a tenant with 100,000 devices and 1,000 trusted CAs.
  * Each target gets a warm-up, then the measured time is split into rounds that visit the targets
  * in turn, so a change in background load falls on all of them alike. Prints warm_ratio,
  * cold_ratio and scale_ratio with each side's req/s and p50/p99 latency, and who used the CPU.
@@ -23,11 +21,7 @@
  * verifier's hot-path mechanisms buys: per mechanism, two more certgate servers on the same
  * database, started fresh side by side, one as built and one with that mechanism off
  * (CERTGATE_WITHOUT), loaded with the target the mechanism can change, with the same warm-up and in
- * the same rounds: warm for the decision cache and pre-serialized bodies; cold for the doorkeeper
- * (what it spares is keeping the chains that never come back), end-of-turn batching and the
- * credential index; for the storm preload, the first seconds of a storm
- * of first connections to the 100,000-device tenant (warmed up on the 10-device tenant's new
- * leaves, so the storm starts with the measurement). Prints
+ * the same rounds: warm for the decision cache; cold for the credential index. Prints
  * `buys_<name>=<req/s with / req/s without - 1>` per mechanism.
  *
  * Environment: BENCH_DURATION (measured s per target, default 10), BENCH_ROUNDS (2),
@@ -76,13 +70,9 @@ const COLD_LEAVES = Number(env.BENCH_COLD_LEAVES ?? LEAVES_PER_RUN);
 const SCALE_LEAVES = Number(env.BENCH_SCALE_LEAVES ?? LEAVES_PER_RUN);
 
 /** The target each mechanism can change (see the top of this file). */
-const MECHANISM_TARGET: Record<Mechanism, 'warm' | 'cold' | 'storm'> = {
+const MECHANISM_TARGET: Record<Mechanism, 'warm' | 'cold'> = {
   'decision-cache': 'warm',
-  'preserialized-bodies': 'warm',
-  doorkeeper: 'cold',
-  'end-of-turn': 'cold',
   'credential-index': 'cold',
-  'storm-preload': 'storm',
 };
 
 const deviceName = (i: number) => `d${String(i).padStart(6, '0')}`;
@@ -251,8 +241,6 @@ interface Target {
   address: string;
   /** One body for every request, or a new one per request. */
   source: BodySource | string;
-  /** What the warm-up sends, when not `source`. */
-  warmup?: BodySource | string;
   child: Child;
   /** Name of the CPU profile certgate writes for this target's slices (BENCH_PROFILE). */
   profile?: string;
@@ -308,7 +296,7 @@ function fire(t: Target, seconds: number, onAnswer: (status: number, body: strin
  */
 async function measure(targets: Target[]): Promise<Measured[]> {
   const ignore = () => {};
-  for (const t of targets) if (WARMUP > 0) await fire(t.warmup ? { ...t, source: t.warmup } : t, WARMUP, ignore);
+  for (const t of targets) if (WARMUP > 0) await fire(t, WARMUP, ignore);
   const slice = DURATION / ROUNDS;
   const out = targets.map(
     (t): Measured => ({
@@ -581,11 +569,9 @@ async function main(): Promise<void> {
     Object.assign(results, ONLY_CERTGATE ? {} : { hello: measured[0], x509: measured[1] }, { warm, cold, leafOnly });
 
     // The scale pair's tenants, and their leaves' minters.
-    let scale: { small: LeafMinter; large: LeafMinter } | undefined;
     if (SCALE) {
       const smallMinter = await createLeafMinter(smallCa, 7);
       const largeMinter = await createLeafMinter(largeCa, 7);
-      scale = { small: smallMinter, large: largeMinter };
       const small = await createTenant(base, `small-${suffix}`, smallCa);
       await insertDevices(db, small.id, SMALL_DEVICES);
       await announce(db, small.id, ['devices']);
@@ -613,34 +599,22 @@ async function main(): Promise<void> {
     }
 
     // What each mechanism buys: a server as built and one without it, both fresh, side by side.
-    const smallDevice = (i: number) => deviceName(i % SMALL_DEVICES);
-    const largeDevice = (i: number) => deviceName((i * 7919) % LARGE_DEVICES);
     for (const mechanism of WITHOUT) {
       const target = MECHANISM_TARGET[mechanism];
-      if (target === 'storm' && !scale) {
-        log(`without ${mechanism}: not measured, it needs the scale tenants (BENCH_SCALE=0)`);
-        continue;
-      }
       // New leaves for both servers from one list, each used once: a leaf one server saw is a
       // credential in the database the other shares.
       let source: BodySource | string = warmBody;
-      let warmup: BodySource | undefined;
       if (target === 'cold') source = new BodySource(coldBodies(mainMinter, mainCa, 2 * COLD_LEAVES, (i) => deviceName(i % MAIN_DEVICES)));
-      if (target === 'storm') {
-        source = new BodySource(coldBodies(scale!.large, largeCa, 2 * SCALE_LEAVES, largeDevice));
-        warmup = new BodySource(coldBodies(scale!.small, smallCa, 2 * 8_000 * WARMUP, smallDevice));
-      }
       // On the first server's database; the MQTT listener (idle here) in the server's own process.
       const pairEnv = { DATABASE_URL: databaseUrl, MQTT_WORKERS: '1' };
       const withIt = await startCertgate({ ...pairEnv, CERTGATE_WITHOUT: '' });
       const withoutIt = await startCertgate({ ...pairEnv, CERTGATE_WITHOUT: mechanism });
-      const what = target === 'storm' ? 'first storm, 100k devices' : target;
       try {
         const [a, b] = await measure([
-          { label: `certgate ${what}, as built`, address: withIt.address, source, warmup, child: withIt },
-          { label: `certgate ${what}, without ${mechanism}`, address: withoutIt.address, source, warmup, child: withoutIt },
+          { label: `certgate ${target}, as built`, address: withIt.address, source, child: withIt },
+          { label: `certgate ${target}, without ${mechanism}`, address: withoutIt.address, source, child: withoutIt },
         ]);
-        buys.push({ mechanism, target: what, with: a!, without: b! });
+        buys.push({ mechanism, target, with: a!, without: b! });
       } finally {
         await new Promise((r) => setTimeout(r, 1_000));
         await withIt.stop();

@@ -286,7 +286,7 @@ export async function pgTransaction<T>(db: object, work: (tx: PgTransaction) => 
 /**
  * A named statement: each connection parses it once and PostgreSQL may keep its plan, where an
  * unnamed one is parsed and planned on every call (measurable for the device lookups of a storm
- * of first connections, a join planned several hundred times a second).
+ * of first connections, several hundred a second).
  */
 export interface BulkStatement {
   name: string;

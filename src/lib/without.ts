@@ -4,22 +4,10 @@
  * what each one buys (bench/verifier.ts, `BENCH_WITHOUT`). Off, each takes the simplest path that
  * decides the same:
  *   decision-cache        every request is decided in full (no decision kept for a known chain);
- *   doorkeeper            a chain's decision and parsed leaf are kept the first time it is seen;
- *   preserialized-bodies  a kept decision is serialized again for every answer;
- *   end-of-turn           answers are written as soon as decided, and each device lookup is its
- *                         own query, at once;
- *   storm-preload         a tenant's devices are never read at once, only one by one;
  *   credential-index      every new leaf is looked up among the device credentials in the database.
  * Read once, when this module is loaded (at start); an unknown name stops the start.
  */
-export const MECHANISMS = [
-  'decision-cache',
-  'doorkeeper',
-  'preserialized-bodies',
-  'end-of-turn',
-  'storm-preload',
-  'credential-index',
-] as const;
+export const MECHANISMS = ['decision-cache', 'credential-index'] as const;
 
 export type Mechanism = (typeof MECHANISMS)[number];
 

@@ -37,8 +37,8 @@ export interface DecideOptions {
   trace?: TraceStep[];
   /** Skip the client id policy (the explain endpoint without a client id). */
   ignoreClientId?: boolean;
-  /** The chain came before: keep its parsed leaf for the next time (see TrustCache.parse). */
-  repeated?: boolean;
+  /** Keep the parsed leaf for the next request of this chain (see TrustCache.parse). */
+  keepLeaf?: boolean;
 }
 
 export interface Resolution {
@@ -168,7 +168,7 @@ export function createDecision({ cache, repository, clock }: DecisionDeps) {
   /** The decision for a request; throws only when the store cannot be read. */
   async function decide(req: AuthenticateRequest, opts: DecideOptions = {}): Promise<Resolution> {
     const now = clock();
-    const parsed = parseChain(req.certificateChain, (c) => cache.parse(c, opts.repeated === true), opts.trace);
+    const parsed = parseChain(req.certificateChain, (c) => cache.parse(c, opts.keepLeaf === true), opts.trace);
     if (!parsed.ok) return refusal(parsed, opts);
     const chain: Chain = parsed;
     const inScope = (c: CredentialRef | null) => (c && (!opts.tenantId || c.tenantId === opts.tenantId) ? c : null);

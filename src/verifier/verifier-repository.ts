@@ -1,7 +1,6 @@
 import { CopyText, copyField } from '../db/copy-text.js';
 import { executeBulk, pgTransaction, queryBulk, sqlOf, type PrismaClient } from '../db/prisma.js';
 import { credentialsObserved, type ChangeEvent, type SqlExecutor } from '../db/change-feed.js';
-import { createBatchLoader } from './batch-loader.js';
 import { createRegistrationBatches, registerBatch, type RegistrationResult } from './registration-batches.js';
 
 /** Everything the verifier reads and writes, in one place (Prisma, and `pg` for batch writes). */
@@ -81,16 +80,6 @@ export interface ObservedLeaf {
   seenAt: Date;
 }
 
-const deviceSelect = {
-  id: true,
-  tenantId: true,
-  name: true,
-  status: true,
-  pinCredentials: true,
-  deviceProfileId: true,
-  createdBy: true,
-} as const;
-
 /** A `DeviceRef` from `"Device" d`, for the statements that bypass Prisma. */
 const DEVICE_COLUMNS = `SELECT d.id::text AS id, d."tenantId", d.name, d.status::text AS status, d."pinCredentials",
        d."deviceProfileId"::text AS "deviceProfileId", d."createdBy"::text AS "createdBy"`;
@@ -161,29 +150,6 @@ const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 export function createVerifierRepository(prisma: VerifierPrisma, options: VerifierRepositoryOptions = {}) {
   let lastBatchPrune = 0;
-  // Devices and credentials looked up by id share their queries with the lookups of the same
-  // moment: the sessions decided again after missed changes (every cache dropped) and a storm of
-  // connections on cold caches pay a query per batch, not one per session.
-  const loadDevicesById = createBatchLoader(async (ids: string[]) => {
-    const rows = await queryBulk<DeviceRef>(
-      prisma,
-      { name: 'certgate_devices_by_ids', text: `${DEVICE_COLUMNS} FROM "Device" d WHERE d.id = ANY($1::uuid[])` },
-      [ids],
-    );
-    return new Map(rows.map((d) => [d.id, d]));
-  });
-  const loadCredentials = createBatchLoader(async (ids: string[]) => {
-    const rows = await queryBulk<CredentialRef>(
-      prisma,
-      {
-        name: 'certgate_credentials_by_ids',
-        text: `SELECT "credentialsId", "tenantId", "deviceId"::text AS "deviceId", status::text AS status, source::text AS source
-                 FROM "DeviceCredential" WHERE "credentialsId" = ANY($1::text[])`,
-      },
-      [ids],
-    );
-    return new Map(rows.map((c) => [c.credentialsId, c]));
-  });
   const registrations = createRegistrationBatches((batch) =>
     pgTransaction(prisma, async (tx) => {
       const results = await registerBatch(tx, batch);
@@ -238,57 +204,36 @@ export function createVerifierRepository(prisma: VerifierPrisma, options: Verifi
       });
     },
 
-    deviceByName(tenantId: string, name: string): Promise<DeviceRef | null> {
-      return prisma.device.findUnique({ where: { tenantId_name: { tenantId, name } }, select: deviceSelect });
+    async deviceByName(tenantId: string, name: string): Promise<DeviceRef | null> {
+      const [row] = await queryBulk<DeviceRef>(
+        prisma,
+        { name: 'certgate_device_by_name', text: `${DEVICE_COLUMNS} FROM "Device" d WHERE d."tenantId" = $1 AND d.name = $2` },
+        [tenantId, name],
+      );
+      return row ?? null;
     },
 
-    /**
-     * Many devices in one statement, by (tenant, name) pairs over the unique index: a storm of
-     * first connections becomes a few queries instead of one per device.
-     */
-    async devicesByNames(keys: ReadonlyArray<{ tenantId: string; name: string }>): Promise<DeviceRef[]> {
-      if (!keys.length) return [];
-      return queryBulk<DeviceRef>(
+    async deviceById(id: string): Promise<DeviceRef | null> {
+      if (!UUID.test(id)) return null;
+      const [row] = await queryBulk<DeviceRef>(
+        prisma,
+        { name: 'certgate_device_by_id', text: `${DEVICE_COLUMNS} FROM "Device" d WHERE d.id = $1::uuid` },
+        [id.toLowerCase()],
+      );
+      return row ?? null;
+    },
+
+    async credential(credentialsId: string): Promise<CredentialRef | null> {
+      const [row] = await queryBulk<CredentialRef>(
         prisma,
         {
-          name: 'certgate_devices_by_names',
-          text: `${DEVICE_COLUMNS}
-           FROM unnest($1::text[], $2::text[]) AS k(t, n)
-           JOIN "Device" d ON d."tenantId" = k.t AND d.name = k.n`,
+          name: 'certgate_credential_by_id',
+          text: `SELECT "credentialsId", "tenantId", "deviceId"::text AS "deviceId", status::text AS status, source::text AS source
+                   FROM "DeviceCredential" WHERE "credentialsId" = $1`,
         },
-        [keys.map((k) => k.tenantId), keys.map((k) => k.name)],
+        [credentialsId],
       );
-    },
-
-    /** How many devices the tenant has (an index-only count over its unique names). */
-    async deviceCount(tenantId: string): Promise<number> {
-      const [row] = await queryBulk<{ n: number }>(
-        prisma,
-        { name: 'certgate_device_count', text: `SELECT count(*)::int AS n FROM "Device" WHERE "tenantId" = $1` },
-        [tenantId],
-      );
-      return row?.n ?? 0;
-    },
-
-    /** One page of a tenant's devices in name order after `after` (keyset paging over the unique index). */
-    devicesOfTenant(tenantId: string, after: string, limit: number): Promise<DeviceRef[]> {
-      return queryBulk<DeviceRef>(
-        prisma,
-        {
-          name: 'certgate_devices_of_tenant',
-          text: `${DEVICE_COLUMNS}
-           FROM "Device" d WHERE d."tenantId" = $1 AND d.name > $2 ORDER BY d.name LIMIT $3`,
-        },
-        [tenantId, after, limit],
-      );
-    },
-
-    deviceById(id: string): Promise<DeviceRef | null> {
-      return UUID.test(id) ? loadDevicesById(id.toLowerCase()) : Promise.resolve(null);
-    },
-
-    credential(credentialsId: string): Promise<CredentialRef | null> {
-      return loadCredentials(credentialsId);
+      return row ?? null;
     },
 
     /** The API-listed, active certificates of a device: what a pinned device may use. */

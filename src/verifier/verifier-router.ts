@@ -2,11 +2,8 @@ import type { FastifyInstance } from 'fastify';
 import { serializerCompiler, type ZodTypeProvider } from 'fastify-type-provider-zod';
 import { z } from 'zod';
 import { ServiceUnavailableError } from '../errors.js';
-import { endOfTurn } from '../lib/end-of-turn.js';
 import { errorResponses } from '../lib/http-schemas.js';
-import { without } from '../lib/without.js';
 import { authenticateBody, authenticateQuery, decisionSchema, SHARED_CA_RULE } from './verifier-schemas.js';
-import { decisionJson } from './verifier-service.js';
 import { presentedChain } from './presented-chain.js';
 import { verifierTokenHook } from './verifier-token.js';
 import { VerifierUnavailableError, type Decision, type Verifier } from './verifier-types.js';
@@ -19,10 +16,9 @@ export interface VerifierRouterOptions {
 
 /**
  * The decision is built by the verifier to its TypeScript type, so the route serializes it
- * as is (a kept decision's JSON is made once); the zod schema still documents it (and the type
- * provider checks the handler's type).
+ * as is; the zod schema still documents it (and the type provider checks the handler's type).
  */
-const serializeDecision = () => (data: unknown) => decisionJson(data as Decision);
+const serializeDecision = () => (data: unknown) => JSON.stringify(data);
 
 /** What the request's log line says about the decision. */
 function decisionLogFields(clientId: string, d: Decision): Record<string, unknown> {
@@ -36,7 +32,6 @@ export const VERIFIER_SERVICE = 'certgate-verifier' as const;
 
 export async function verifierRouter(app: FastifyInstance, opts: VerifierRouterOptions) {
   const r = app.withTypeProvider<ZodTypeProvider>();
-  const answerTogether = !without('end-of-turn');
 
   r.get('/verifier/v1/token', {
     onRequest: verifierTokenHook(opts.tokenSha256),
@@ -90,8 +85,6 @@ export async function verifierRouter(app: FastifyInstance, opts: VerifierRouterO
         const recheck = req.query.recheck === 'true' ? opts.verifier.recheck : undefined;
         const decision = recheck ? await recheck.call(opts.verifier, request) : await opts.verifier.authenticate(request);
         req.logFields = decisionLogFields(req.body.clientId, decision);
-        // Answers decided in the same turn leave together (a storm of connections is many at once).
-        if (answerTogether) await endOfTurn();
         if (req.query.acl === 'omit' && decision.result === 'allow') {
           // The broker asks its authorizer instead (EMQX checks an ACL given here before any source).
           const { acl: _acl, ...withoutAcl } = decision;

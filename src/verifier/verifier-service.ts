@@ -5,7 +5,6 @@ import { recordQueue, type RecordQueueOptions } from './records-queue.js';
 import type { ChangePublisher } from '../db/change-feed.js';
 import type { Metrics } from '../plugins/metrics.js';
 import type { TrustState } from './trust-state.js';
-import { SeenBefore } from './seen-before.js';
 import { GenerationalCache } from '../lib/generational-cache.js';
 import { without } from '../lib/without.js';
 import { createDecision, type DecideOptions, type Resolution } from './decision.js';
@@ -52,17 +51,6 @@ type Recorded = Omit<Resolution, 'leaf'> & {
   encodeEvent?: (time: Date) => EncodedAuthEvent;
 };
 
-/**
- * The JSON of decisions kept in the decision cache, made once: a device reconnecting is answered
- * the same bytes for as long as its decision is kept (and no longer: the map holds it weakly).
- */
-const keptBodies = new WeakMap<Decision, string>();
-
-/** The decision as the HTTP route answers it. */
-export function decisionJson(decision: Decision): string {
-  return keptBodies.get(decision) ?? JSON.stringify(decision);
-}
-
 function leafFacts(c: ParsedCertificate): LeafFacts {
   return {
     sha256: c.sha256,
@@ -84,11 +72,8 @@ export function createVerifier(deps: VerifierDeps) {
   const clock = deps.clock ?? (() => new Date());
   // Decisions expire after CACHE_TTL_SECONDS; a cold request misses here, so the cache is cheap to miss.
   const decisions = new GenerationalCache<string, { generation: number; expires: number; resolution: Recorded }>(100_000);
-  const seenBefore = new SeenBefore();
-  // Measurement switches (lib/without.ts), read once.
+  // Measurement switch (lib/without.ts), read once.
   const decisionCache = !without('decision-cache');
-  const doorkeeper = !without('doorkeeper');
-  const preserialized = !without('preserialized-bodies');
   // Bound once: a labelled child found again on every request costs a lookup each time.
   const cacheHits = metrics?.verifierCache.labels('hit');
   const cacheMisses = metrics?.verifierCache.labels('miss');
@@ -149,7 +134,6 @@ export function createVerifier(deps: VerifierDeps) {
   function keep(key: string, req: AuthenticateRequest, r: Recorded, generation: number, now: Date): void {
     const event = authEventOf(req, r);
     if (event) r.encodeEvent = authEventEncoder(event);
-    if (preserialized) keptBodies.set(r.decision, JSON.stringify(r.decision));
     decisions.set(key, { generation, expires: now.getTime() + CACHE_TTL_SECONDS * 1000, resolution: r });
   }
 
@@ -230,14 +214,12 @@ export function createVerifier(deps: VerifierDeps) {
       } else {
         cacheMisses?.inc();
         const generation = cache.generation;
-        // A chain asked for the first time is mostly never asked for again (see SeenBefore): neither
-        // its decision nor its parsed leaf is kept.
-        const repeated = !doorkeeper || seenBefore.check(key);
-        const decided = await decide(req, req.tenantId === undefined ? { repeated } : { repeated, tenantId: req.tenantId });
+        // A chain's decision is kept from the first time it is seen, and its parsed leaf with it.
+        const decided = await decide(req, req.tenantId === undefined ? { keepLeaf: true } : { keepLeaf: true, tenantId: req.tenantId });
         const { leaf, ...rest } = decided;
         r = leaf ? { ...rest, leaf: leafFacts(leaf) } : decided;
         // A decision made while a change arrived may be stale: do not keep it.
-        if (decisionCache && repeated && generation === cache.generation) keep(key, req, r, generation, now);
+        if (decisionCache && generation === cache.generation) keep(key, req, r, generation, now);
       }
       record(req, r, now, started);
       return r.decision;

@@ -1,13 +1,12 @@
 /**
- * The verifier's in-memory credential index and batched device lookups, without a database:
- * the index may answer "maybe" for anything, but never "no" for a credential that exists once a
- * load has finished or an event has named it; lookups under load share queries.
+ * The verifier's in-memory credential index, without a database: the index may answer "maybe"
+ * for anything, but never "no" for a credential that exists once a load has finished or an event
+ * has named it.
  */
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
 import { test } from 'node:test';
 import { createCredentialIndex, FingerprintSet } from '../../src/verifier/credential-index.js';
-import { createBatchLoader } from '../../src/verifier/batch-loader.js';
 
 const id = () => crypto.randomBytes(32).toString('hex');
 const tick = () => new Promise((r) => setImmediate(r));
@@ -120,46 +119,4 @@ test('credential index: a failed load keeps answering "maybe"; a reset loads afr
   while (!index.ready) await tick();
   assert.equal(index.mayContain(t.rows[0]!.id), true);
   assert.equal(index.mayContain(id()), false);
-});
-
-test('batch loader: lookups of one turn travel together; lookups arriving meanwhile share the next query', async () => {
-  const batches: string[][] = [];
-  let release!: () => void;
-  let gate = new Promise<void>((r) => (release = r));
-  const load = createBatchLoader(
-    async (keys: string[]) => {
-      batches.push(keys);
-      await gate;
-      return new Map(keys.filter((k) => k !== 'missing').map((k) => [k, k.toUpperCase()]));
-    },
-    { maxInFlight: 1 },
-  );
-  const alone = load('solo');
-  await tick();
-  assert.deepEqual(batches, [['solo']]);
-  release();
-  assert.equal(await alone, 'SOLO');
-
-  gate = new Promise<void>((r) => (release = r));
-  const first = [load('a'), load('b')];
-  await tick();
-  assert.deepEqual(batches.slice(1), [['a', 'b']]);
-  const rest = ['c', 'missing', 'd'].map((k) => load(k));
-  await tick();
-  // One query out at most: these wait for it, then leave as one.
-  assert.deepEqual(batches.slice(1), [['a', 'b']]);
-  release();
-  assert.deepEqual(await Promise.all(first), ['A', 'B']);
-  gate = Promise.resolve();
-  assert.deepEqual(await Promise.all(rest), ['C', null, 'D']);
-  assert.deepEqual(batches.slice(1), [['a', 'b'], ['c', 'missing', 'd']]);
-});
-
-test('batch loader: a failed query fails its own lookups only', async () => {
-  const load = createBatchLoader(async (keys: string[]) => {
-    if (keys.includes('bad')) throw new Error('store unavailable');
-    return new Map(keys.map((k) => [k, k]));
-  });
-  await assert.rejects(load('bad'), /store unavailable/);
-  assert.equal(await load('good'), 'good');
 });
