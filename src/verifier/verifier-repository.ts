@@ -213,6 +213,29 @@ export function createVerifierRepository(prisma: VerifierPrisma, options: Verifi
       return row ?? null;
     },
 
+    /** How many devices the tenant has (an index-only count over its unique names). */
+    async deviceCount(tenantId: string): Promise<number> {
+      const [row] = await queryBulk<{ n: number }>(
+        prisma,
+        { name: 'certgate_device_count', text: `SELECT count(*)::int AS n FROM "Device" WHERE "tenantId" = $1` },
+        [tenantId],
+      );
+      return row?.n ?? 0;
+    },
+
+    /** One page of a tenant's devices in name order after `after` (keyset paging over the unique index). */
+    devicesOfTenant(tenantId: string, after: string, limit: number): Promise<DeviceRef[]> {
+      return queryBulk<DeviceRef>(
+        prisma,
+        {
+          name: 'certgate_devices_of_tenant',
+          text: `${DEVICE_COLUMNS}
+           FROM "Device" d WHERE d."tenantId" = $1 AND d.name > $2 ORDER BY d.name LIMIT $3`,
+        },
+        [tenantId, after, limit],
+      );
+    },
+
     async deviceById(id: string): Promise<DeviceRef | null> {
       if (!UUID.test(id)) return null;
       const [row] = await queryBulk<DeviceRef>(
