@@ -103,7 +103,10 @@ export async function clusterRouter(app: FastifyInstance, opts: ClusterRouterOpt
     handler: async (req, reply) => {
       const bundle = await opts.cluster.caBundle();
       reply.header('etag', bundle.etag).header('cache-control', 'no-cache');
-      if (etagMatches(req.headers['if-none-match'], bundle.etag)) return reply.code(304).send(null);
+      if (etagMatches(req.headers['if-none-match'], bundle.etag)) {
+        // No payload at all: a 304 has no body (a null would be serialized as "null").
+        return reply.code(304).send(undefined as unknown as null);
+      }
       return reply.type('application/x-pem-file').send(bundle.pem);
     },
   });
